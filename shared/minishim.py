@@ -1,0 +1,209 @@
+# The one place where CPython and MicroPython differ. Every other core module
+# imports its json, os, crc and durability primitives from here, so that the
+# bricks themselves run unchanged on both runtimes.
+import os
+import sys
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+try:
+    import json
+except ImportError:  # very old ports only ship ujson
+    import ujson as json
+
+try:
+    from binascii import crc32
+except ImportError:
+    from zlib import crc32
+
+if MICROPYTHON:
+    import errno
+else:
+    import errno
+    import fcntl
+
+ENOENT = errno.ENOENT
+EEXIST = errno.EEXIST
+EISDIR = getattr(errno, "EISDIR", 21)
+
+
+def dumps(obj):
+    """Compact JSON text. MicroPython writes non-ASCII as UTF-8, so CPython does too."""
+    if MICROPYTHON:
+        return json.dumps(obj, separators=(",", ":"))
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+loads = json.loads
+
+
+def is_missing(exc):
+    """True if an OSError means "no such file or directory" (MicroPython has no FileNotFoundError)."""
+    return isinstance(exc, OSError) and exc.args and exc.args[0] == ENOENT
+
+
+def file_size(path):
+    """Size in bytes, or None if the path does not exist."""
+    try:
+        return os.stat(path)[6]
+    except OSError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def is_dir(path):
+    try:
+        return os.stat(path)[0] & 0x4000 != 0
+    except OSError as exc:
+        if is_missing(exc):
+            return False
+        raise
+
+
+def join(*parts):
+    out = ""
+    for part in parts:
+        if not out or part.startswith("/"):
+            out = part
+        elif out.endswith("/"):
+            out += part
+        else:
+            out += "/" + part
+    return out
+
+
+def dirname(path):
+    cut = path.rfind("/")
+    if cut < 0:
+        return ""
+    if cut == 0:
+        return "/"
+    return path[:cut]
+
+
+def basename(path):
+    return path[path.rfind("/") + 1:]
+
+
+def makedirs(path):
+    """Create path and its missing parents; an existing directory is fine."""
+    if not path or path == "/" or is_dir(path):
+        return
+    makedirs(dirname(path))
+    try:
+        os.mkdir(path)
+    except OSError as exc:
+        if exc.args[0] != EEXIST:
+            raise
+    sync_dir(dirname(path) or ".")
+
+
+listdir = os.listdir
+remove = os.remove
+rename = os.rename
+
+
+def sync_dir(path):
+    """Make a create, remove or rename in `path` durable.
+
+    POSIX only promises a new directory entry survives a crash after an fsync
+    of the directory. MicroPython's filesystems commit metadata with the file
+    sync, so there is nothing to do there.
+    """
+    if MICROPYTHON:
+        return
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_durably(path):
+    remove(path)
+    sync_dir(dirname(path) or ".")
+
+
+def rename_durably(src, dst):
+    """Rename src to dst. Callers must never rename over an existing file (FAT does that as remove+rename)."""
+    rename(src, dst)
+    sync_dir(dirname(dst) or ".")
+
+
+# Paths opened for writing by this process. A second writer in the same
+# process is refused on both runtimes; on CPython an flock also refuses
+# writers in other processes (it is released when the process dies, even by SIGKILL).
+_held = {}
+
+
+class Locked(Exception):
+    """Another writer holds the file."""
+
+
+class JournalFile:
+    """The writer's handle on an append-only file: locked, then recovered, then appended to."""
+
+    def __init__(self, path):
+        if path in _held:
+            raise Locked()
+        self.path = path
+        self._f = None
+        self._fd = None
+        if not MICROPYTHON:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise Locked()
+            self._fd = fd
+        _held[path] = True
+
+    def overwrite(self, offset, data):
+        """Write data at offset (possibly past the end) and make it durable."""
+        if self._fd is not None:
+            os.lseek(self._fd, offset, 0)
+            self.write(data)
+            self.sync()
+            return
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+            f.flush()
+
+    def start_appending(self):
+        if self._fd is not None:
+            os.lseek(self._fd, 0, 2)
+        else:
+            self._f = open(self.path, "ab")
+
+    def write(self, data):
+        if self._fd is None:
+            self._f.write(data)
+            return
+        # os.write may write less than asked; loop until all of it is written.
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    if MICROPYTHON:
+        def sync(self):
+            # flush() is lfs_file_sync on LittleFS, f_sync on FAT and fsync on posix.
+            self._f.flush()
+    else:
+        _datasync = getattr(os, "fdatasync", os.fsync)
+
+        def sync(self):
+            # fdatasync also writes the file size, which is all an append changes.
+            JournalFile._datasync(self._fd)
+
+    def close(self):
+        if _held.pop(self.path, None) is None:
+            return
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+        elif self._f is not None:
+            self._f.close()
+            self._f = None

@@ -1,0 +1,482 @@
+# ministore: an append-only, crash-safe JSONL write-ahead log.
+# The on-disk format is specified in FORMAT.md (journal format version 1).
+import minishim as shim
+
+FORMAT_NAME = "ministore"
+FORMAT_VERSION = 1
+MAX_DEPTH = 32  # nesting limit, so MicroPython's small C stack never overflows in json
+
+_CRC_TAG = b',"crc":"'
+_SUFFIX_LEN = 19  # len(b',"crc":"') + 8 hex digits + len(b'"}\n')
+_PAD_MIN = 40  # shortest pad line we write
+
+
+class MiniError(Exception):
+    """Base class of every error the bricks raise on purpose."""
+
+
+class CorruptRecord(MiniError):
+    """A damaged line with intact data after it: never skipped, never repaired silently."""
+
+    def __init__(self, path, line, offset, reason):
+        super().__init__("%s: line %d (byte offset %d): %s" % (path, line, offset, reason))
+        self.path = path
+        self.line = line
+        self.offset = offset
+        self.reason = reason
+
+
+class FormatError(MiniError):
+    """The file is not a ministore journal, or is of a version this code does not read."""
+
+
+class LockedError(MiniError):
+    """Another writer (this process or another) has the journal open."""
+
+
+class ClosedError(MiniError):
+    """The store was closed, or a failed write left it in an unknown state: reopen it."""
+
+
+class TornTail:
+    """The unacknowledged end of a journal that a crash left incomplete."""
+
+    def __init__(self, offset, length, line, reason):
+        self.offset = offset
+        self.length = length
+        self.line = line
+        self.reason = reason
+
+    def __repr__(self):
+        return "TornTail(offset=%d, length=%d, line=%d, reason=%r)" % (
+            self.offset, self.length, self.line, self.reason)
+
+
+# ---------------------------------------------------------------- encoding
+
+def check_value(value, depth=0):
+    """Raise TypeError/ValueError unless JSON stores `value` exactly (it reads back equal, same types)."""
+    if depth > MAX_DEPTH:
+        raise ValueError("record nested deeper than %d levels" % MAX_DEPTH)
+    if value is None or isinstance(value, (str, int, bool)):  # bool is no int on MicroPython
+        return
+    if isinstance(value, float):
+        if value != value or value in (_INF, -_INF):
+            raise ValueError("JSON cannot store %r" % value)
+        return
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError("JSON object keys must be str, not %s" % type(key).__name__)
+            check_value(value[key], depth + 1)
+        return
+    if isinstance(value, list):
+        for item in value:
+            check_value(item, depth + 1)
+        return
+    # tuples read back as lists, bytes as str (MicroPython) or not at all (CPython)
+    raise TypeError("JSON cannot store a %s exactly" % type(value).__name__)
+
+
+_INF = float("inf")
+
+
+def encode_json(value):
+    check_value(value)
+    return shim.dumps(value).encode()
+
+
+def seal(body):
+    """Finish a line: `body` (bytes, starting with '{') + its CRC field + '}' + newline."""
+    return b"%s,\"crc\":\"%08x\"}\n" % (body, shim.crc32(body) & 0xFFFFFFFF)
+
+
+def header_line(base_seq):
+    return seal(b'{"format":"%s","version":%d,"base_seq":%d' % (
+        FORMAT_NAME.encode(), FORMAT_VERSION, base_seq))
+
+
+def record_line(seq, body, batch=1):
+    if batch > 1:
+        return seal(b'{"seq":%d,"batch":%d,"rec":%s' % (seq, batch, body))
+    return seal(b'{"seq":%d,"rec":%s' % (seq, body))
+
+
+def pad_line(length, reason):
+    """A valid line of exactly max(length, _PAD_MIN) bytes that marks `length` cut bytes."""
+    head = b'{"pad":%d,"why":"%s","fill":"' % (length, reason.encode())
+    fill = length - len(head) - 1 - _SUFFIX_LEN
+    if fill < 0:
+        fill = 0
+    return seal(head + b" " * fill + b'"')
+
+
+# ---------------------------------------------------------------- decoding
+
+HEADER, RECORD, PAD = 0, 1, 2
+
+
+def parse_line(line):
+    """Return (kind, obj) for a sealed line, or (None, reason) for a damaged one."""
+    if line[-1:] != b"\n":
+        return None, "incomplete line (no newline)"
+    if len(line) < _SUFFIX_LEN + 2 or line[-_SUFFIX_LEN:-11] != _CRC_TAG or line[-3:] != b'"}\n':
+        return None, "line has no crc field"
+    try:
+        stored = int(line[-11:-3], 16)
+    except ValueError:
+        return None, "crc field is not hex"
+    if shim.crc32(line[:-_SUFFIX_LEN]) & 0xFFFFFFFF != stored:
+        return None, "crc mismatch"
+    try:
+        obj = shim.loads(line)
+    except ValueError:
+        return None, "crc matches but the line is not JSON"
+    if not isinstance(obj, dict):
+        return None, "line is not a JSON object"
+    if "seq" in obj:
+        return RECORD, obj
+    if "pad" in obj:
+        return PAD, obj
+    if "format" in obj:
+        return HEADER, obj
+    return None, "line is neither a record, a pad nor a header"
+
+
+def check_header(path, line):
+    """Validate the first line; return base_seq, or None if it is torn."""
+    kind, obj = parse_line(line)
+    if kind is None:
+        if line[-1:] == b"\n":
+            # A complete first line that is not ours: refuse rather than treat it as torn.
+            try:
+                obj = shim.loads(line)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict) and "format" not in obj:
+                raise FormatError("%s: not a ministore journal (first line has no format)" % path)
+            if isinstance(obj, dict):
+                kind = HEADER  # fall through to the name and version checks
+        if kind is None:
+            return None
+    if kind != HEADER:
+        raise FormatError("%s: not a ministore journal (first line is not a header)" % path)
+    if obj.get("format") != FORMAT_NAME:
+        raise FormatError("%s: format %r is not %r" % (path, obj.get("format"), FORMAT_NAME))
+    if obj.get("version") != FORMAT_VERSION:
+        raise FormatError("%s: journal format version %r is not supported (this code reads %d)" % (
+            path, obj.get("version"), FORMAT_VERSION))
+    base = obj.get("base_seq")
+    if not isinstance(base, int) or base < 0:
+        raise FormatError("%s: header has no valid base_seq" % path)
+    return base
+
+
+class JournalReader:
+    """Iterates (seq, record) over a journal in constant memory (plus one batch).
+
+    After iteration: `torn` is a TornTail or None, `seq` the last sequence number
+    read, `base_seq` from the header, `size` the bytes scanned and `pads` the number
+    of tails cut by earlier recoveries. A damaged line followed by intact records
+    raises CorruptRecord; a damaged end is reported in `torn`, not raised.
+    """
+
+    def __init__(self, path, from_seq=0):
+        self.path = path
+        self.from_seq = from_seq
+        self.torn = None
+        self.pads = 0
+        self.base_seq = None
+        self.seq = None
+        self.size = 0
+        self._f = open(path, "rb")
+        self._line_no = 0
+        self._expect = None
+        self._ready = []
+        self._ready_at = 0
+        self._batch = []         # records of a batch not yet complete
+        self._batch_left = 0
+        self._batch_at = None    # (offset, line) where that batch starts
+        self._bad = None         # (offset, line, reason) of the first damaged line since a good one
+        self._done = False
+
+    def __iter__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __next__(self):
+        while True:
+            if self._ready_at < len(self._ready):
+                item = self._ready[self._ready_at]
+                self._ready_at += 1
+                return item
+            if self._done:
+                raise StopIteration
+            self._ready = []
+            self._ready_at = 0
+            try:
+                self._step()
+            except BaseException:
+                self.close()
+                raise
+
+    def _step(self):
+        line = self._f.readline()
+        offset = self.size
+        if not line:
+            self._finish()
+            return
+        self.size += len(line)
+        self._line_no += 1
+        if self._line_no == 1:
+            base = check_header(self.path, line)
+            if base is None:
+                self._bad = (0, 1, "torn header")
+            else:
+                self.base_seq = self.seq = base
+                self._expect = base + 1
+            return
+        kind, obj = parse_line(line)
+        if kind is None:
+            if self._bad is None:
+                self._bad = (offset, self._line_no, obj)
+            return
+        if self._bad is not None:
+            bad_off, bad_line, reason = self._bad
+            raise CorruptRecord(self.path, bad_line, bad_off, reason + " (intact lines follow)")
+        if kind == PAD:
+            self.pads += 1
+            return
+        if kind == HEADER:
+            raise CorruptRecord(self.path, self._line_no, offset, "second header")
+        self._record(obj, offset)
+
+    def _record(self, obj, offset):
+        seq = obj["seq"]
+        if seq != self._expect:
+            raise CorruptRecord(self.path, self._line_no, offset,
+                                "sequence gap: expected seq %d, found %r" % (self._expect, seq))
+        self._expect += 1
+        item = (seq, obj["rec"])
+        batch = obj.get("batch", 1)
+        if self._batch_left:
+            if batch != 1:
+                raise CorruptRecord(self.path, self._line_no, offset, "batch starts inside a batch")
+            self._batch.append(item)
+            self._batch_left -= 1
+            if self._batch_left:
+                return
+            self._emit(self._batch)
+            self._batch = []
+            self._batch_at = None
+        elif batch > 1:
+            self._batch = [item]
+            self._batch_left = batch - 1
+            self._batch_at = (offset, self._line_no)
+        else:
+            self._emit([item])
+
+    def _emit(self, items):
+        self.seq = items[-1][0]
+        if items[0][0] < self.from_seq:
+            items = [item for item in items if item[0] >= self.from_seq]
+        self._ready = items
+
+    def _finish(self):
+        self._done = True
+        self.close()
+        if self._batch_left:
+            offset, line = self._batch_at
+            reason = "incomplete batch at seq %d (%d of %d records)" % (
+                self._batch[0][0], len(self._batch), len(self._batch) + self._batch_left)
+            self.torn = TornTail(offset, self.size - offset, line, reason)
+        elif self._bad is not None:
+            offset, line, reason = self._bad
+            self.torn = TornTail(offset, self.size - offset, line, reason)
+        if self._line_no == 0:
+            self.torn = TornTail(0, 0, 1, "empty file (no header)")
+
+
+class Replay(list):
+    """The records of a journal, with `torn` and `seq` as in JournalReader."""
+
+
+# ---------------------------------------------------------------- writing
+
+class MiniStore:
+    """A journal opened for appending. Use MiniStore.open()."""
+
+    def __init__(self, path, sync, journal_file, seq, size):
+        self.path = path
+        self.sync_every = sync
+        self.seq = seq
+        self.durable_seq = seq
+        self.size = size
+        self._file = journal_file
+        self._unsynced = 0
+
+    @staticmethod
+    def open(path, sync="always", base_seq=0, replay=None):
+        """Open (creating it and its directories if needed) `path` for appending.
+
+        A torn tail left by a crash is overwritten by a pad line first. `replay`,
+        if given, is called as replay(seq, record) for every intact record, so
+        recovery costs one read of the journal.
+        """
+        sync = _check_sync(sync)
+        if not isinstance(base_seq, int) or base_seq < 0:
+            raise ValueError("base_seq must be a non-negative int")
+        parent = shim.dirname(path)
+        if parent:
+            shim.makedirs(parent)
+        try:
+            journal_file = shim.JournalFile(path)
+        except shim.Locked:
+            raise LockedError("%s is already open for writing (one writer at a time)" % path)
+        try:
+            seq, size = _recover(path, journal_file, base_seq, replay)
+            journal_file.start_appending()
+            if size == 0:
+                journal_file.write(header_line(base_seq))
+                journal_file.sync()
+                shim.sync_dir(parent or ".")
+                size = len(header_line(base_seq))
+        except BaseException:
+            journal_file.close()
+            raise
+        return MiniStore(path, sync, journal_file, seq, size)
+
+    # -- reading (class-level, no lock needed)
+
+    @staticmethod
+    def stream(path, from_seq=0):
+        return JournalReader(path, from_seq)
+
+    @staticmethod
+    def replay(path, from_seq=0):
+        reader = JournalReader(path, from_seq)
+        out = Replay()
+        for _, record in reader:
+            out.append(record)
+        out.torn = reader.torn
+        out.seq = reader.seq
+        return out
+
+    # -- writing
+
+    def append(self, record):
+        """Append one record; return its seq. Durable on return under sync="always"."""
+        line = record_line(self.seq + 1, encode_json(record))
+        self._write(line, 1)
+        return self.seq
+
+    def append_many(self, records):
+        """Append records as one atomic batch with one sync; return the last seq."""
+        bodies = [encode_json(r) for r in records]  # validate everything before writing anything
+        count = len(bodies)
+        if count == 0:
+            return self.seq
+        lines = [record_line(self.seq + 1, bodies[0], count)]
+        for i in range(1, count):
+            lines.append(record_line(self.seq + 1 + i, bodies[i]))
+        self._write(b"".join(lines), count)
+        return self.seq
+
+    def _write(self, data, count):
+        if self._file is None:
+            raise ClosedError("%s is closed" % self.path)
+        try:
+            self._file.write(data)
+            self.seq += count
+            self.size += len(data)
+            self._unsynced += count
+            if self.sync_every is None or self._unsynced >= self.sync_every:
+                self._sync()
+        except OSError:
+            # Part of `data` may be on disk: appending after it would put a torn
+            # line in the middle. Stop here; the next open() cuts the tail.
+            self._abandon()
+            raise
+
+    def sync(self):
+        """Make every record appended so far durable."""
+        if self._file is None:
+            raise ClosedError("%s is closed" % self.path)
+        if self._unsynced:
+            try:
+                self._sync()
+            except OSError:
+                self._abandon()
+                raise
+
+    def _sync(self):
+        self._file.sync()
+        self._unsynced = 0
+        self.durable_seq = self.seq
+
+    def _abandon(self):
+        journal_file, self._file = self._file, None
+        try:
+            journal_file.close()
+        except OSError:
+            pass
+
+    def close(self):
+        if self._file is None:
+            return
+        try:
+            self.sync()
+        finally:
+            if self._file is not None:
+                self._abandon()
+
+    @property
+    def closed(self):
+        return self._file is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_sync(sync):
+    if sync == "always":
+        return None
+    if isinstance(sync, int) and not isinstance(sync, bool) and sync >= 1:
+        return sync
+    raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
+
+
+def _recover(path, journal_file, base_seq, replay):
+    """Scan the journal; overwrite a torn tail with a pad. Return (last seq, size)."""
+    size = shim.file_size(path)
+    if not size:
+        return base_seq, 0
+    reader = JournalReader(path)
+    for seq, record in reader:
+        if replay is not None:
+            replay(seq, record)
+    torn = reader.torn
+    if torn is None:
+        return reader.seq, reader.size
+    if reader.base_seq is None:
+        # Only a torn header: nothing was ever acknowledged. Write it again, padded.
+        data = header_line(base_seq)
+        data += pad_line(torn.length - len(data), "torn header")
+        journal_file.overwrite(0, data)
+        return base_seq, len(data)
+    pad = pad_line(torn.length, "torn tail")
+    journal_file.overwrite(torn.offset, pad)
+    return reader.seq, torn.offset + len(pad)

@@ -1,0 +1,52 @@
+# Helpers shared by the core tests on both runtimes. On CPython pytest imports
+# them; on MicroPython tests/mp/runner.py does, after setting ROOT to the
+# mounted filesystem under test.
+import os
+import sys
+
+MICROPYTHON = sys.implementation.name == "micropython"
+ROOT = None  # MicroPython runner: mount point of the filesystem under test
+FS = "host"  # which filesystem the tests run on ("host", "posix", "lfs2-esp32", ...)
+_count = [0]
+
+
+def scratch():
+    """A new, empty directory for one test."""
+    if ROOT is None:
+        import tempfile
+        return tempfile.mkdtemp(prefix="mini-")
+    _count[0] += 1
+    path = "%s/t%d" % (ROOT, _count[0])
+    os.mkdir(path)
+    return path
+
+
+def raises(exc_type, fn, *args, **kwargs):
+    """Call fn and return the exception it raises; fail if it raises nothing or something else."""
+    try:
+        fn(*args, **kwargs)
+    except exc_type as exc:
+        return exc
+    raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc_type.__name__))
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_bytes(path, data, mode="wb"):
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def append_bytes(path, data):
+    write_bytes(path, data, "ab")
+
+
+def size(path):
+    return os.stat(path)[6]
+
+
+def lines(path):
+    return read_bytes(path).split(b"\n")[:-1]

@@ -1,0 +1,75 @@
+# Runs the core test modules (tests/core/test_*.py) on the MicroPython unix port.
+#   micropython -X heapsize=32M tests/mp/runner.py FS [test_module ...] [-k substring]
+# FS is "posix" (a temp dir on the host), or "lfs2-esp32", "lfs2-rp2040",
+# "fat-esp32", "fat-rp2040": a filesystem on a RAM block device with that
+# board's geometry, mounted at /flash. Ends with the line "N passed, N failed".
+import sys
+import os
+
+HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+TOP = HERE + "/../.."
+sys.path.insert(0, TOP + "/shared")
+sys.path.insert(0, TOP + "/tests/core")
+sys.path.insert(0, HERE)
+
+import support  # noqa: E402
+
+
+def setup_fs(name):
+    if name == "posix":
+        root = "/tmp/mini-mp-%d" % (int.from_bytes(os.urandom(4), "little"))
+        os.mkdir(root)
+        return root
+    import vfs
+    import blockdev
+    kind, geometry = name.split("-")
+    flash, fs = blockdev.make_fs(kind, geometry, blocks=512)
+    vfs.mount(fs, "/flash")
+    return "/flash"
+
+
+def print_exc(exc):
+    try:
+        sys.print_exception(exc)
+    except AttributeError:
+        import traceback
+        traceback.print_exception(exc)
+
+
+def main(argv):
+    fs = argv[1]
+    names = []
+    pattern = None
+    i = 2
+    while i < len(argv):
+        if argv[i] == "-k":
+            pattern = argv[i + 1]
+            i += 2
+            continue
+        names.append(argv[i].rsplit("/", 1)[-1].replace(".py", ""))
+        i += 1
+    if not names:
+        names = sorted(n[:-3] for n in os.listdir(TOP + "/tests/core") if n.startswith("test_") and n.endswith(".py"))
+    support.ROOT = setup_fs(fs)
+    support.FS = fs
+    passed = failed = 0
+    for name in names:
+        module = __import__(name)
+        tests = sorted(k for k in dir(module) if k.startswith("test_"))
+        for test in tests:
+            if pattern and pattern not in test:
+                continue
+            try:
+                getattr(module, test)()
+            except Exception as exc:
+                failed += 1
+                print("FAIL %s.%s [%s]" % (name, test, fs))
+                print_exc(exc)
+            else:
+                passed += 1
+                print("ok   %s.%s" % (name, test))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+sys.exit(main(sys.argv))
