@@ -1,0 +1,74 @@
+# A block device for the MicroPython unix port whose flash is an image file.
+# Every program and erase is written through to the file at once, so the flash
+# survives a SIGKILL of the interpreter the way real flash survives a power cut.
+# Geometry follows the boards: 4096-byte blocks; LittleFS program size 32 on
+# ESP32 and 256 on RP2040.
+import os
+
+GEOMETRY = {"esp32": (4096, 32), "rp2040": (4096, 256)}
+
+
+class FlashFile:
+    def __init__(self, path, block_size=4096, blocks=None):
+        self.path = path
+        self.block_size = block_size
+        size = os.stat(path)[6]
+        self.blocks = blocks or size // block_size
+        self.erases = 0
+        self.programmed = 0
+        self._f = open(path, "r+b")
+        self._erased = b"\xff" * block_size
+
+    @staticmethod
+    def create(path, blocks, block_size=4096):
+        """A new image of erased (0xFF) blocks."""
+        with open(path, "wb") as f:
+            blank = b"\xff" * block_size
+            for _ in range(blocks):
+                f.write(blank)
+        return FlashFile(path, block_size, blocks)
+
+    def readblocks(self, block, buf, offset=0):
+        self._f.seek(block * self.block_size + offset)
+        self._f.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:  # simple interface: whole blocks, erase included
+            self.erases += len(buf) // self.block_size
+            offset = 0
+        self._f.seek(block * self.block_size + offset)
+        self._f.write(buf)
+        self._f.flush()
+        self.programmed += len(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.blocks
+        if op == 5:
+            return self.block_size
+        if op == 6:
+            self._f.seek(arg * self.block_size)
+            self._f.write(self._erased)
+            self._f.flush()
+            self.erases += 1
+            return 0
+        return 0
+
+    def close(self):
+        self._f.close()
+
+
+def mount(image, board="esp32", mountpoint="/flash", format_if_blank=False):
+    """Mount the LittleFS image at mountpoint; return the FlashFile."""
+    import vfs
+    block_size, prog_size = GEOMETRY[board]
+    flash = FlashFile(image, block_size)
+    try:
+        fs = vfs.VfsLfs2(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
+    except OSError:
+        if not format_if_blank:
+            raise
+        vfs.VfsLfs2.mkfs(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
+        fs = vfs.VfsLfs2(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
+    vfs.mount(fs, mountpoint)
+    return flash
