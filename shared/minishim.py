@@ -120,6 +120,18 @@ def sync_dir(path):
         os.close(fd)
 
 
+def write_new_file(path, data):
+    """Create `path` (it must not exist) holding `data`, durable before this returns."""
+    if file_size(path) is not None:
+        raise OSError(EEXIST, path)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()  # the sync on MicroPython
+        if not MICROPYTHON:
+            os.fsync(f.fileno())
+    sync_dir(dirname(path) or ".")
+
+
 def remove_durably(path):
     remove(path)
     sync_dir(dirname(path) or ".")

@@ -1,0 +1,201 @@
+# ministate: a state changed only by mutators that go through the journal.
+# Recovery is the newest valid snapshot plus the journal records after it.
+import minishim as shim
+from ministore import MiniError, ClosedError, check_value
+from minisnap import SnapStore, SegmentedLog, NotFound
+
+
+class UnknownMutator(MiniError):
+    """The journal names a mutator class that was not passed in `mutators`."""
+
+
+class ReplayError(MiniError):
+    """A journaled mutation could not be applied again during recovery."""
+
+
+class Mutator:
+    """Base class of state changes.
+
+    A subclass stores its arguments as attributes and defines apply(state). It is
+    journaled as {"ClassName": {attribute: value, ...}} and rebuilt on replay as
+    ClassName(**fields), so __init__ must take the attributes as keyword
+    arguments, and apply must be deterministic: it runs again at every recovery.
+    """
+
+    def apply(self, state):
+        raise NotImplementedError
+
+    def fields(self):
+        return dict(self.__dict__)
+
+    def to_record(self):
+        return {type(self).__name__: self.fields()}
+
+
+def _copy(value):
+    return shim.loads(shim.dumps(value))
+
+
+class StateManager:
+    """Use StateManager.open(). `state` is the live state: read it, never change it directly."""
+
+    def __init__(self):
+        self._log = None
+
+    @staticmethod
+    def open(directory, initial=None, mutators=(), snapshot_every=1000, snapshot_bytes=None,
+             keep=2, sync="always"):
+        """Recover the state in `directory` (creating it if needed).
+
+        snapshot_every: take a snapshot after that many records (None: never by count).
+        snapshot_bytes: take one when the active journal segment reaches that size.
+        keep: how many snapshots to keep; the journal is kept back to the oldest, so
+        recovery can fall back to it if the newest is damaged.
+        """
+        sm = StateManager()
+        sm.directory = directory
+        sm._initial = {} if initial is None else initial
+        check_value(sm._initial)
+        sm._registry = {}
+        for cls in mutators:
+            if not (isinstance(cls, type) and issubclass(cls, Mutator)):
+                raise TypeError("mutators must be Mutator subclasses, not %r" % (cls,))
+            if cls.__name__ in sm._registry:
+                raise ValueError("two mutators are named %s" % cls.__name__)
+            sm._registry[cls.__name__] = cls
+        for name, value in (("snapshot_every", snapshot_every), ("snapshot_bytes", snapshot_bytes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError("%s must be None or an int >= 1" % name)
+        sm.snapshot_every = snapshot_every
+        sm.snapshot_bytes = snapshot_bytes
+        sm._snaps = SnapStore(directory, keep)
+        sm._load_snapshot()
+        sm._log = SegmentedLog.open(directory, after_seq=sm.snapshot_seq, apply=sm._replay_one, sync=sync)
+        sm._since_snapshot = sm._log.seq - sm.snapshot_seq
+        return sm
+
+    # -- recovery
+
+    def _load_snapshot(self):
+        try:
+            self._state, self.snapshot_seq = self._snaps.restore()
+        except NotFound:
+            self._state, self.snapshot_seq = _copy(self._initial), 0
+        self.fell_back = self._snaps.fell_back
+        self.skipped_snapshots = self._snaps.skipped
+
+    def _decode(self, seq, record):
+        if not isinstance(record, dict) or len(record) != 1:
+            raise ReplayError("seq %d: %r is not a mutator record" % (seq, record))
+        for name in record:
+            cls = self._registry.get(name)
+            if cls is None:
+                raise UnknownMutator("seq %d: unknown mutator %r (known: %s)" % (
+                    seq, name, ", ".join(sorted(self._registry)) or "none"))
+            fields = record[name]
+            if not isinstance(fields, dict):
+                raise ReplayError("seq %d: fields of %s are not an object" % (seq, name))
+            return cls(**fields)
+
+    def _replay_one(self, seq, record):
+        mutator = self._decode(seq, record)
+        try:
+            mutator.apply(self._state)
+        except Exception as exc:
+            raise ReplayError("seq %d: %s.apply failed during recovery: %r" % (
+                seq, type(mutator).__name__, exc))
+
+    def _rebuild(self):
+        """Reload the state from disk, after a mutator raised halfway through apply()."""
+        self._load_snapshot()
+        self._log.replay(self.snapshot_seq, self._replay_one)
+
+    # -- changing the state
+
+    @property
+    def state(self):
+        return self._state
+
+    @property
+    def seq(self):
+        return self._log.seq
+
+    def apply(self, mutator):
+        """Apply one mutator; it is durable (under sync="always") and applied when this returns its seq."""
+        return self._commit([mutator], False)
+
+    def apply_many(self, mutators):
+        """Apply mutators as one atomic batch with one sync; return the last seq."""
+        return self._commit(list(mutators), True)
+
+    def _commit(self, mutators, batch):
+        if self._log is None:
+            raise ClosedError("the state manager for %s is closed" % self.directory)
+        records = []
+        for mutator in mutators:
+            if not isinstance(mutator, Mutator):
+                raise TypeError("%r is not a Mutator" % (mutator,))
+            if self._registry.get(type(mutator).__name__) is not type(mutator):
+                raise ValueError("%s is not in this manager's mutators" % type(mutator).__name__)
+            record = mutator.to_record()
+            check_value(record)
+            records.append(record)
+        if not records:
+            return self.seq
+        # Apply first, journal second: a mutator that raises is never journaled.
+        # It may have changed the state halfway, so the state is rebuilt from disk.
+        try:
+            for mutator in mutators:
+                mutator.apply(self._state)
+        except BaseException:
+            self._rebuild()
+            raise
+        try:
+            seq = self._log.append_many(records) if batch else self._log.append(records[0])
+        except BaseException:
+            # The state in memory is ahead of the journal; only a reopen is trustworthy.
+            self._close_quietly()
+            raise
+        self._since_snapshot += len(records)
+        if ((self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every) or
+                (self.snapshot_bytes is not None and self._log.active_bytes() >= self.snapshot_bytes)):
+            self.create_snapshot()
+        return seq
+
+    def create_snapshot(self):
+        """Snapshot the state at the current seq, then compact the journal it covers. Returns the seq."""
+        if self._log is None:
+            raise ClosedError("the state manager for %s is closed" % self.directory)
+        self._log.sync()  # a snapshot must never be ahead of the durable journal
+        seq = self._log.seq
+        self._snaps.create(self._state, seq)
+        self._log.roll()
+        self._log.compact(self._snaps.oldest_seq())
+        self.snapshot_seq = seq
+        self._since_snapshot = 0
+        return seq
+
+    def sync(self):
+        self._log.sync()
+
+    def _close_quietly(self):
+        log, self._log = self._log, None
+        try:
+            log.close()
+        except OSError:
+            pass
+
+    def close(self):
+        if self._log is not None:
+            log, self._log = self._log, None
+            log.close()
+
+    @property
+    def closed(self):
+        return self._log is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

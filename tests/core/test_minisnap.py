@@ -1,0 +1,131 @@
+# minisnap tests, on CPython (pytest) and MicroPython (tests/mp/runner.py).
+from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
+import minishim
+from ministore import MiniStore
+from minisnap import SnapStore, SegmentedLog, NotFound, CompactionGap, read_snapshot, SnapshotError
+
+
+def names(directory, prefix):
+    return sorted(n for n in minishim.listdir(directory) if n.startswith(prefix))
+
+
+def test_create_and_restore_round_trip():
+    d = scratch()
+    snaps = SnapStore(d)
+    state = {"value": 42, "name": "caf\u00e9", "f": [0.1, 1e300]}
+    path = snaps.create(state, 7)
+    assert snaps.restore() == (state, 7)
+    assert snaps.fell_back is False and snaps.skipped == []
+    obj = minishim.loads(read_bytes(path))  # plain JSON, one object
+    assert obj["format"] == "minisnap" and obj["version"] == 1 and obj["seq"] == 7
+    assert obj["state"] == state
+
+
+def test_each_snapshot_gets_a_new_name_and_old_ones_are_pruned():
+    d = scratch()
+    snaps = SnapStore(d, keep=2)
+    seen = []
+    for seq in (1, 2, 3, 4):
+        seen.append(minishim.basename(snaps.create({"n": seq}, seq)))
+    assert len(set(seen)) == 4  # never the same name twice: no rename over a file
+    assert names(d, "snap-") == seen[2:]
+    assert snaps.restore() == ({"n": 4}, 4)
+    assert snaps.oldest_seq() == 3
+
+
+def test_restore_without_snapshots_raises_not_found():
+    raises(NotFound, SnapStore(scratch() + "/missing").restore)
+    raises(NotFound, SnapStore(scratch()).restore)
+
+
+def test_torn_or_corrupt_newest_falls_back_to_older():
+    for damage in ("torn", "flip", "empty", "version"):
+        d = scratch()
+        snaps = SnapStore(d, keep=3)
+        snaps.create({"v": 1}, 10)
+        path = snaps.create({"v": 2}, 20)
+        data = read_bytes(path)
+        if damage == "torn":
+            data = data[:len(data) // 2]
+        elif damage == "flip":
+            data = data[:30] + (b"X" if data[30:31] != b"X" else b"Y") + data[31:]
+        elif damage == "empty":
+            data = b""
+        else:
+            data = data.replace(b'"version":1', b'"version":2')
+        write_bytes(path, data)
+        assert snaps.restore() == ({"v": 1}, 10), damage
+        assert snaps.fell_back is True
+        assert snaps.skipped[0][0] == path
+        raises(SnapshotError, read_snapshot, path)
+
+
+def test_bad_state_is_refused_before_writing():
+    d = scratch()
+    snaps = SnapStore(d)
+    raises(TypeError, snaps.create, {"b": b"bytes"}, 1)
+    raises(ValueError, snaps.create, {"x": float("nan")}, 1)
+    raises(ValueError, snaps.create, {}, -1)
+    raises(ValueError, SnapStore, d, 0)
+    assert names(d, "snap-") == []
+
+
+def test_prune_removes_damaged_snapshots():
+    d = scratch()
+    snaps = SnapStore(d, keep=2)
+    first = snaps.create({"v": 1}, 1)
+    write_bytes(first, b'{"format":"minisnap"')
+    snaps.create({"v": 2}, 2)
+    assert minishim.basename(first) not in names(d, "snap-")
+
+
+def test_segmented_log_keeps_seq_across_roll_and_compaction():
+    d = scratch()
+    log = SegmentedLog.open(d)
+    log.append("a")
+    log.append("b")
+    log.roll()
+    log.append_many(["c", "d"])
+    log.roll()
+    log.append("e")
+    assert names(d, "journal-") == ["journal-00000001.jsonl", "journal-00000002.jsonl", "journal-00000003.jsonl"]
+    assert log.compact(2) == 1  # segment 1 holds seqs 1..2
+    assert log.compact(3) == 0  # segment 2 ends at 4
+    log.close()
+    seen = []
+    log = SegmentedLog.open(d, after_seq=2, apply=lambda seq, rec: seen.append((seq, rec)))
+    assert seen == [(3, "c"), (4, "d"), (5, "e")]
+    assert log.append("f") == 6
+    log.close()
+
+
+def test_segmented_log_detects_missing_records():
+    d = scratch()
+    log = SegmentedLog.open(d)
+    for i in range(3):
+        log.append(i)
+    log.roll()
+    log.append(3)
+    log.compact(3)
+    log.close()
+    # the records 1..3 are gone; recovering from nothing (seq 0) must not pretend
+    err = raises(CompactionGap, SegmentedLog.open, d, 0)
+    assert "1..3" in str(err)
+    # a snapshot beyond the end of the journal
+    err = raises(CompactionGap, SegmentedLog.open, d, 9)
+    assert "ends at seq 4" in str(err)
+    SegmentedLog.open(d, 3).close()
+
+
+def test_segment_with_torn_header_is_recreated_by_a_crash_during_roll():
+    d = scratch()
+    log = SegmentedLog.open(d)
+    log.append("a")
+    log.close()
+    write_bytes(d + "/journal-00000002.jsonl", b'{"format":"minist')  # crash while rolling
+    seen = []
+    log = SegmentedLog.open(d, apply=lambda seq, rec: seen.append(rec))
+    assert seen == ["a"] and log.seq == 1
+    assert log.append("b") == 2
+    log.close()
+    assert MiniStore.replay(d + "/journal-00000002.jsonl") == ["b"]

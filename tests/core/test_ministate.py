@@ -1,0 +1,246 @@
+# ministate tests, on CPython (pytest) and MicroPython (tests/mp/runner.py).
+from support import scratch, raises, read_bytes, write_bytes, lines
+import minishim
+from ministore import MiniStore, ClosedError
+from minisnap import CompactionGap
+from ministate import StateManager, Mutator, UnknownMutator, ReplayError
+
+
+class Inc(Mutator):
+    def __init__(self, by):
+        self.by = by
+
+    def apply(self, state):
+        state["value"] += self.by
+
+
+class Put(Mutator):
+    def __init__(self, key, value):
+        self.key = key
+        self.value = value
+
+    def apply(self, state):
+        state.setdefault("items", {})[self.key] = self.value
+
+
+class HalfThenFail(Mutator):
+    """Changes the state, then raises: the change must not survive."""
+
+    def __init__(self, by):
+        self.by = by
+
+    def apply(self, state):
+        state["value"] += self.by
+        state["items"] = "clobbered"
+        raise RuntimeError("fails halfway")
+
+
+MUTATORS = [Inc, Put, HalfThenFail]
+
+
+def manager(d, **kwargs):
+    kwargs.setdefault("snapshot_every", None)
+    return StateManager.open(d, initial={"value": 0}, mutators=MUTATORS, **kwargs)
+
+
+def test_apply_and_reopen():
+    d = scratch()
+    with manager(d) as sm:
+        assert sm.apply(Inc(by=10)) == 1
+        assert sm.apply_many([Inc(by=1), Put(key="k", value="caf\u00e9")]) == 3
+        assert sm.state == {"value": 11, "items": {"k": "caf\u00e9"}}
+        assert sm.seq == 3
+    with manager(d) as sm:
+        assert sm.state == {"value": 11, "items": {"k": "caf\u00e9"}} and sm.seq == 3
+
+
+def test_mutator_is_journaled_as_name_and_fields():
+    d = scratch()
+    with manager(d) as sm:
+        sm.apply(Inc(by=10))
+    assert MiniStore.replay(d + "/journal-00000001.jsonl") == [{"Inc": {"by": 10}}]
+
+
+def test_initial_state_is_copied_not_shared():
+    d = scratch()
+    initial = {"value": 0}
+    with StateManager.open(d, initial=initial, mutators=[Inc]) as sm:
+        sm.apply(Inc(by=5))
+    assert initial == {"value": 0}
+
+
+def test_recovery_from_snapshot_and_tail():
+    d = scratch()
+    with manager(d) as sm:
+        for _ in range(5):
+            sm.apply(Inc(by=1))
+        assert sm.create_snapshot() == 5
+        sm.apply(Inc(by=100))
+    with manager(d) as sm:
+        assert sm.snapshot_seq == 5 and sm.seq == 6
+        assert sm.state["value"] == 105
+
+
+def test_compaction_drops_journal_covered_by_the_oldest_kept_snapshot():
+    d = scratch()
+    with manager(d, keep=2) as sm:
+        for round_ in range(4):
+            sm.apply(Inc(by=1))
+            sm.create_snapshot()
+        sm.apply(Inc(by=1))
+    journals = sorted(n for n in minishim.listdir(d) if n.startswith("journal-"))
+    snaps = sorted(n for n in minishim.listdir(d) if n.startswith("snap-"))
+    assert len(snaps) == 2
+    # snapshots at seq 3 and 4: segments holding seqs <= 3 are gone
+    assert journals == ["journal-00000004.jsonl", "journal-00000005.jsonl"]
+    with manager(d) as sm:
+        assert sm.state["value"] == 5 and sm.seq == 5
+
+
+def test_corrupt_newest_snapshot_falls_back_and_state_is_right():
+    d = scratch()
+    with manager(d, keep=2) as sm:
+        sm.apply(Inc(by=1))
+        sm.create_snapshot()
+        sm.apply(Inc(by=2))
+        sm.create_snapshot()
+        sm.apply(Inc(by=4))
+    newest = sorted(n for n in minishim.listdir(d) if n.startswith("snap-"))[-1]
+    data = read_bytes(d + "/" + newest)
+    write_bytes(d + "/" + newest, data.replace(b'"value":3', b'"value":9'))
+    with manager(d) as sm:
+        assert sm.fell_back and sm.snapshot_seq == 1
+        assert sm.skipped_snapshots[0][0].endswith(newest)
+        assert sm.state["value"] == 7 and sm.seq == 3
+
+
+def test_no_valid_snapshot_for_compacted_journal_is_an_error():
+    d = scratch()
+    with manager(d, keep=1) as sm:
+        sm.apply(Inc(by=1))
+        sm.create_snapshot()
+        sm.apply(Inc(by=2))
+    snap = [n for n in minishim.listdir(d) if n.startswith("snap-")][0]
+    write_bytes(d + "/" + snap, b"garbage")
+    err = raises(CompactionGap, manager, d)
+    assert "gone" in str(err)
+
+
+def test_snapshot_beyond_journal_end_is_an_error():
+    d = scratch()
+    with manager(d) as sm:
+        sm.apply(Inc(by=1))
+        sm.create_snapshot()
+    from minisnap import SnapStore
+    SnapStore(d).create({"value": 50}, 50)
+    err = raises(CompactionGap, manager, d)
+    assert "seq 50" in str(err)
+
+
+def test_unknown_mutator_is_named():
+    d = scratch()
+    with manager(d) as sm:
+        sm.apply(Put(key="a", value=1))
+    err = raises(UnknownMutator, StateManager.open, d, {"value": 0}, [Inc])
+    assert "Put" in str(err) and "seq 1" in str(err)
+
+
+def test_raising_mutator_changes_neither_journal_nor_state():
+    d = scratch()
+    with manager(d) as sm:
+        sm.apply(Put(key="k", value=1))
+        before_state = minishim.dumps(sm.state)
+        before_journal = read_bytes(d + "/journal-00000001.jsonl")
+        raises(RuntimeError, sm.apply, HalfThenFail(by=5))
+        raises(RuntimeError, sm.apply_many, [Inc(by=1), HalfThenFail(by=5)])
+        assert minishim.dumps(sm.state) == before_state
+        assert read_bytes(d + "/journal-00000001.jsonl") == before_journal
+        assert sm.seq == 1
+        assert sm.apply(Inc(by=1)) == 2
+    with manager(d) as sm:
+        assert sm.state == {"value": 1, "items": {"k": 1}}
+
+
+def test_bad_mutator_input_is_refused():
+    d = scratch()
+
+    class Stranger(Mutator):
+        def apply(self, state):
+            pass
+    with manager(d) as sm:
+        raises(ValueError, sm.apply, Stranger())
+        raises(TypeError, sm.apply, {"Inc": {"by": 1}})
+        raises(TypeError, sm.apply, Put(key="k", value=b"bytes"))
+        assert sm.seq == 0 and sm.state == {"value": 0}
+    raises(TypeError, StateManager.open, scratch(), {}, [dict])
+    raises(ValueError, StateManager.open, scratch(), {}, [Inc], 0)
+
+
+def test_automatic_snapshots_by_count_and_by_bytes():
+    d = scratch()
+    with manager(d, snapshot_every=3) as sm:
+        for _ in range(7):
+            sm.apply(Inc(by=1))
+        assert sm.snapshot_seq == 6
+    d = scratch()
+    with manager(d, snapshot_bytes=600) as sm:
+        for _ in range(20):
+            sm.apply(Put(key="k", value="x" * 50))
+        assert sm.snapshot_seq > 0
+        taken = sm.snapshot_seq
+    with manager(d) as sm:
+        assert sm.snapshot_seq == taken and sm.seq == 20
+
+
+def test_snapshot_matches_its_seq():
+    d = scratch()
+    with manager(d, snapshot_every=2) as sm:
+        sm.apply_many([Inc(by=1), Inc(by=1), Inc(by=1)])
+    from minisnap import SnapStore
+    state, seq = SnapStore(d).restore()
+    assert seq == 3 and state["value"] == 3
+
+
+class Flaky(Mutator):
+    """A mutator whose code changed after it was journaled: it now fails on replay."""
+    broken = False
+
+    def __init__(self, by):
+        self.by = by
+
+    def apply(self, state):
+        if Flaky.broken:
+            raise KeyError("nope")
+        state["value"] += self.by
+
+
+def test_mutation_that_fails_on_replay_is_reported():
+    d = scratch()
+    with StateManager.open(d, initial={"value": 0}, mutators=[Flaky]) as sm:
+        sm.apply(Flaky(by=1))
+    Flaky.broken = True
+    try:
+        err = raises(ReplayError, StateManager.open, d, {"value": 0}, [Flaky])
+        assert "seq 1" in str(err) and "Flaky" in str(err)
+    finally:
+        Flaky.broken = False
+    StateManager.open(d, {"value": 0}, [Flaky]).close()  # the failed open released the lock
+
+
+def test_closed_manager_refuses_changes():
+    sm = manager(scratch())
+    sm.close()
+    sm.close()
+    raises(ClosedError, sm.apply, Inc(by=1))
+    raises(ClosedError, sm.create_snapshot)
+
+
+def test_recovery_replays_a_long_journal_in_constant_memory():
+    import gc
+    d = scratch()
+    with manager(d, sync=200) as sm:
+        for i in range(1500):
+            sm.apply(Inc(by=1))
+    gc.collect()
+    with manager(d) as sm:
+        assert sm.state["value"] == 1500
