@@ -147,6 +147,10 @@ def rename_durably(src, dst):
 # process is refused on both runtimes; on CPython an flock also refuses
 # writers in other processes (it is released when the process dies, even by SIGKILL).
 _held = {}
+# MicroPython files whose close() failed (the device errored). If the collector
+# finalized one later, its close would commit stale data over whatever a reopened
+# writer wrote since; holding it here means it is never finalized.
+_unclosable = []
 
 
 class Locked(Exception):
@@ -217,5 +221,9 @@ class JournalFile:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
         elif self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            try:
+                f.close()
+            except OSError:
+                _unclosable.append(f)
+                raise

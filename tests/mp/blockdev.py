@@ -5,6 +5,9 @@
 #   "raise": that operation raises OSError(EIO) and nothing of it lands;
 #   "half":  the first half of the buffer lands, then it raises;
 #   "drop":  that operation and every later one is silently ignored.
+# The operations after the cut follow the same mode, so under "half" each of them
+# lands half its buffer. Set after_cut = "lost" to model a real power failure
+# instead: the cut operation follows the mode and every later one is silently lost.
 # Reads and writes copy through one preallocated memoryview, so the device
 # allocates nothing per call.
 EIO = 5
@@ -31,6 +34,7 @@ class RAMFlash:
         self.programmed = 0     # bytes programmed
         self.cut_at = -1        # op index at which the power fails (-1: never)
         self.mode = "raise"
+        self.after_cut = None   # "lost": operations after the cut are silently lost
         self.dead = False
 
     def _op(self):
@@ -44,6 +48,10 @@ class RAMFlash:
             return True
         return False
 
+    def _lost(self):
+        """True for an operation after the cut (not the cut itself) when after_cut is "lost"."""
+        return self.after_cut == "lost" and self.ops - 1 != self.cut_at
+
     def readblocks(self, block, buf, offset=0):
         start = block * self.block_size + offset
         buf[:] = self.mem[start:start + len(buf)]
@@ -54,7 +62,7 @@ class RAMFlash:
             # simple interface (FAT): the write includes the erase of whole blocks
             self.erases += len(buf) // self.block_size
         if self._op():
-            if self.mode == "drop":
+            if self.mode == "drop" or self._lost():
                 return
             if self.mode == "half":
                 half = len(buf) // 2
@@ -70,7 +78,7 @@ class RAMFlash:
             return self.block_size
         if op == 6:  # erase
             if self._op():
-                if self.mode == "drop":
+                if self.mode == "drop" or self._lost():
                     return 0
                 raise PowerCut(EIO)
             self.erases += 1
