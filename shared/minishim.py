@@ -157,6 +157,35 @@ class Locked(Exception):
     """Another writer holds the file."""
 
 
+class DirLock:
+    """An exclusive lock on a directory of segments, held while a brick has it open.
+
+    On CPython it is an flock on DIR/.lock (released by the kernel when the process
+    dies); on MicroPython, one interpreter is the only writer, so the registry is enough.
+    """
+
+    def __init__(self, directory):
+        key = join(directory, ".lock")
+        if key in _held:
+            raise Locked()
+        self._key = key
+        self._fd = None
+        if not MICROPYTHON:
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise Locked()
+            self._fd = fd
+        _held[key] = True
+
+    def release(self):
+        if _held.pop(self._key, None) is not None and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class JournalFile:
     """The writer's handle on an append-only file: locked, then recovered, then appended to."""
 

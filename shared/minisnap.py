@@ -6,7 +6,7 @@
 # name and is valid only when its CRC checks; each compaction step is "create a new
 # file" or "remove a file that is no longer needed", each safe to cut at any point.
 import minishim as shim
-from ministore import MiniStore, MiniError, encode_json, seal, parse_line, check_header
+from ministore import MiniStore, MiniError, LockedError, encode_json, seal, parse_line, check_header
 
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
@@ -149,6 +149,11 @@ class SnapStore:
         return valid[-1][0] if valid else None
 
 
+def segment_files(directory):
+    """Sorted [(number, path)] of the journal segments in `directory`."""
+    return _numbered(directory, _SEG_PREFIX, _SEG_SUFFIX)
+
+
 def segment_base(path):
     """base_seq from a journal segment's header, or None if the header is torn."""
     with open(path, "rb") as f:
@@ -164,7 +169,8 @@ class SegmentedLog:
     segment; compact(seq) removes old segments whose records are all <= seq.
     """
 
-    def __init__(self, directory, sync, segments, store):
+    def __init__(self, directory, sync, segments, store, lock):
+        self.lock = lock
         self.directory = directory
         self.sync_policy = sync
         self.segments = segments  # [(number, path, base_seq)], the last one is open in `store`
@@ -178,11 +184,23 @@ class SegmentedLog:
         log ends before `after_seq`.
         """
         shim.makedirs(directory)
-        found = _numbered(directory, _SEG_PREFIX, _SEG_SUFFIX)
+        try:
+            lock = shim.DirLock(directory)
+        except shim.Locked:
+            raise LockedError("%s is already open for writing (one writer at a time)" % directory)
+        try:
+            return SegmentedLog._open_locked(directory, after_seq, apply, sync, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @staticmethod
+    def _open_locked(directory, after_seq, apply, sync, lock):
+        found = segment_files(directory)
         if not found:
             path = shim.join(directory, "%s%08d%s" % (_SEG_PREFIX, 1, _SEG_SUFFIX))
             store = MiniStore.open(path, sync=sync, base_seq=after_seq)
-            return SegmentedLog(directory, sync, [(1, path, after_seq)], store)
+            return SegmentedLog(directory, sync, [(1, path, after_seq)], store, lock)
         segments = []
         last = None  # last seq of the segments read so far
         for index in range(len(found)):
@@ -217,7 +235,7 @@ class SegmentedLog:
         if store.seq < after_seq:
             store.close()
             raise CompactionGap("the snapshot is at seq %d but the journal ends at seq %d" % (after_seq, store.seq))
-        return SegmentedLog(directory, sync, segments, store)
+        return SegmentedLog(directory, sync, segments, store, lock)
 
     @property
     def seq(self):
@@ -233,7 +251,10 @@ class SegmentedLog:
         self.store.sync()
 
     def close(self):
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            self.lock.release()
 
     def replay(self, after_seq, apply):
         """Read every segment again and call apply(seq, record) for records after `after_seq`."""

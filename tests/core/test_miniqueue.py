@@ -1,0 +1,203 @@
+# miniqueue tests, on CPython (pytest) and MicroPython (tests/mp/runner.py).
+from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
+import minishim
+from ministore import MiniStore, LockedError, MiniError
+from minisnap import segment_files
+from miniqueue import MiniQueue, QueueFull, UnknownMessage
+
+
+def test_fifo_order_ack_and_len():
+    q = MiniQueue.open(scratch())
+    ids = [q.put({"t": i}) for i in range(4)]
+    assert ids == [1, 2, 3, 4] and len(q) == 4
+    got = [q.get() for _ in range(4)]
+    assert got == [(ids[i], {"t": i}) for i in range(4)]
+    assert q.get() is None and len(q) == 0 and q.in_flight() == 4
+    for mid in ids:
+        q.ack(mid)
+    assert q.in_flight() == 0
+    q.close()
+
+
+def test_put_many_is_atomic_and_returns_ids():
+    d = scratch()
+    with MiniQueue.open(d) as q:
+        assert q.put_many(["a", "b", "c"]) == [1, 2, 3]
+        assert q.put_many([]) == []
+        raises(TypeError, q.put_many, ["ok", b"bytes"])
+        assert len(q) == 3
+    with MiniQueue.open(d) as q:
+        assert [q.get()[1] for _ in range(3)] == ["a", "b", "c"]
+
+
+def test_nack_returns_the_message_to_its_place():
+    q = MiniQueue.open(scratch())
+    for m in "abc":
+        q.put(m)
+    first = q.get()
+    second = q.get()
+    q.nack(first[0])
+    assert q.get() == first  # FIFO: the oldest ready message comes first again
+    q.nack(second[0])
+    q.nack(first[0])
+    assert [q.get()[1] for _ in range(3)] == ["a", "b", "c"]
+    q.close()
+
+
+def test_unacked_messages_are_redelivered_after_reopen_with_counts():
+    d = scratch()
+    q = MiniQueue.open(d)
+    for m in ("a", "b", "c", "d"):
+        q.put(m)
+    a = q.get()
+    b = q.get()
+    q.ack(a[0])
+    q.get()  # c in flight
+    q.close()
+    q = MiniQueue.open(d)
+    assert len(q) == 3 and q.in_flight() == 0
+    assert q.deliveries(b[0]) == 1
+    items = [q.get() for _ in range(3)]
+    assert [m for _, m in items] == ["b", "c", "d"]  # original order
+    assert [q.deliveries(mid) for mid, _ in items] == [2, 2, 1]
+    q.close()
+
+
+def test_acked_message_is_never_delivered_again():
+    d = scratch()
+    with MiniQueue.open(d) as q:
+        q.put("x")
+        mid = q.get()[0]
+        q.ack(mid)
+        raises(UnknownMessage, q.ack, mid)
+        raises(UnknownMessage, q.nack, mid)
+    with MiniQueue.open(d) as q:
+        assert q.get() is None
+
+
+def test_unknown_ids_are_refused():
+    with MiniQueue.open(scratch()) as q:
+        mid = q.put("x")
+        raises(UnknownMessage, q.ack, 999)
+        raises(UnknownMessage, q.ack, mid)  # not delivered yet
+        raises(UnknownMessage, q.deliveries, 999)
+
+
+def test_max_deliveries_moves_a_failing_message_to_dead_letters():
+    d = scratch()
+    q = MiniQueue.open(d, max_deliveries=2)
+    q.put("poison")
+    q.put("fine")
+    mid = q.get()[0]
+    q.nack(mid)
+    assert q.get()[0] == mid
+    q.close()  # crash-like: in flight at close, so delivered again after reopen...
+    q = MiniQueue.open(d, max_deliveries=2)
+    item = q.get()  # ...but it has had its 2 deliveries: it goes to the dead letters
+    assert item[1] == "fine"
+    assert q.dead() == [(mid, "poison", 2)]
+    q.ack(item[0])
+    q.close()
+    with MiniQueue.open(d, max_deliveries=2) as q:
+        assert q.dead() == [(mid, "poison", 2)] and q.get() is None
+        assert q.purge_dead() == 1 and q.dead() == []
+
+
+def test_full_queue_rejects_and_loses_nothing():
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=100)
+    q.put("x" * 40)
+    q.put("y" * 40)
+    err = raises(QueueFull, q.put, "z" * 40)
+    assert "full" in str(err)
+    raises(QueueFull, q.put, "w" * 200)
+    assert len(q) == 2
+    q.close()
+    with MiniQueue.open(d, max_bytes=100) as q:
+        assert [q.get()[1][0] for _ in range(2)] == ["x", "y"]
+
+
+def test_drop_oldest_is_a_ring_buffer_and_counts_drops():
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=100, on_full="drop_oldest")
+    for i in range(10):
+        q.put("%02d" % i + "." * 20)
+    assert q.dropped == 6 and len(q) == 4
+    q.close()
+    with MiniQueue.open(d, max_bytes=100, on_full="drop_oldest") as q:
+        assert q.dropped == 6
+        assert [q.get()[1][:2] for _ in range(4)] == ["06", "07", "08", "09"]
+
+
+def test_space_is_reclaimed_over_ten_times_max_bytes():
+    d = scratch()
+    max_bytes = 2048
+    q = MiniQueue.open(d, max_bytes=max_bytes, sync=64)
+    sent = 0
+    worst = 0
+    i = 0
+    while sent < 10 * max_bytes:
+        q.put({"i": i, "pad": "p" * 30})
+        sent += 45
+        if i % 3 != 2:  # keep some messages waiting, so checkpoints carry live data
+            q.ack(q.get()[0])
+        worst = max(worst, q.disk_bytes())
+        i += 1
+        if len(q) > 20:
+            q.ack(q.get()[0])
+    bound = 3 * max_bytes + 128 * 64 + 1024  # FORMAT.md 5.4 with ~40-byte messages
+    assert worst <= bound, (worst, bound)
+    assert len(segment_files(d)) <= 2
+    left = len(q)
+    q.close()
+    with MiniQueue.open(d, max_bytes=max_bytes) as q:
+        assert len(q) + q.in_flight() == left
+
+
+def test_crash_during_compaction_keeps_the_old_state():
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=4096, compact_bytes=10 ** 6)
+    for i in range(5):
+        q.put(i)
+    q.ack(q.get()[0])
+    q.get()
+    q.close()
+    # a compaction cut short: a new segment with part of a checkpoint and no end marker
+    segments = segment_files(d)
+    number, path = segments[-1]
+    with MiniStore.open(path) as store:
+        base = store.seq
+    partial = d + "/journal-%08d.jsonl" % (number + 1)
+    with MiniStore.open(partial, base_seq=base) as store:
+        store.append({"ckpt": [2, 1, 1, 1]})
+    with MiniQueue.open(d) as q:
+        assert len(q) == 4 and [q.get()[1] for _ in range(4)] == [1, 2, 3, 4]
+        q.put("after")
+    with MiniQueue.open(d) as q:
+        assert len(q) == 5
+        q.compact()
+    assert len(segment_files(d)) == 1
+    with MiniQueue.open(d) as q:
+        assert [q.get()[1] for _ in range(5)] == [1, 2, 3, 4, "after"]
+
+
+def test_bad_input_and_second_writer():
+    d = scratch()
+    q = MiniQueue.open(d)
+    for bad in (b"x", float("nan"), {1: 2}, (1, 2)):
+        raises(Exception, q.put, bad)
+    assert len(q) == 0
+    raises(LockedError, MiniQueue.open, d)
+    q.close()
+    raises(ValueError, MiniQueue.open, scratch(), 100, "sometimes")
+    raises(ValueError, MiniQueue.open, scratch(), 0)
+    raises(MiniError, q.put, "closed")
+
+
+def test_journal_is_readable_events():
+    d = scratch()
+    with MiniQueue.open(d) as q:
+        q.put({"t": 23.5})
+        q.ack(q.get()[0])
+    events = MiniStore.replay(segment_files(d)[0][1])
+    assert events == [{"put": {"t": 23.5}}, {"get": 1}, {"ack": 1}]
