@@ -244,3 +244,14 @@ def test_recovery_replays_a_long_journal_in_constant_memory():
     gc.collect()
     with manager(d) as sm:
         assert sm.state["value"] == 1500
+
+
+def test_second_manager_on_the_same_directory_is_locked_out():
+    from ministore import LockedError
+    d = scratch()
+    sm = manager(d)
+    raises(LockedError, manager, d)
+    sm.create_snapshot()  # rolling to a new segment keeps the directory locked
+    raises(LockedError, manager, d)
+    sm.close()
+    manager(d).close()
