@@ -16,31 +16,26 @@
 #      before the open must agree, and the recovered journal must take one more
 #      record that reads back, also after another reboot.
 # Each (configuration, cut point, mode) is one check; ends with "N passed, N failed".
+# Steps 1 and 2, the reboot of step 3 and the bookkeeping of acknowledged calls are
+# the sweep shared with the other power-cut tests, tests/mp/powercut.py.
 import sys
-import gc
-import os
-import vfs
 
 HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 TOP = HERE + "/../.."
 sys.path.insert(0, TOP + "/shared")
 sys.path.insert(0, HERE)
 
-import blockdev  # noqa: E402
-import minishim  # noqa: E402
+import powercut  # noqa: E402
+from powercut import MOUNT, call, exists, reboot  # noqa: E402
 from ministore import MiniStore  # noqa: E402
 
-MOUNT = "/pc"
 DIR = MOUNT + "/data/wal"  # does not exist on the fresh filesystem: open creates it
 PATH = DIR + "/log.jsonl"
-BLOCKS = 128
-MODES = ("raise", "half", "drop")
 CONFIGS = [
     ("lfs2-esp32", "always"), ("lfs2-esp32", 4),
     ("lfs2-rp2040", "always"), ("lfs2-rp2040", 4),
     ("fat-esp32", "always"), ("fat-esp32", 4),
 ]
-MAX_REPORTS = 20  # failure details printed per configuration
 
 
 def record(i, size):
@@ -86,90 +81,49 @@ RECORDS, BOUNDS = attempted_records()
 EXTRA = {"extra": "written after recovery"}
 
 
-class Outcome:
-    def __init__(self):
-        self.acked = 0       # records acknowledged before the cut
-        self.error = None    # exception that stopped the workload
-        self.leaked = False  # the writer lock outlived the store
-
-
 def run_workload(flash, sync):
     """Run WORKLOAD on the filesystem mounted at MOUNT; never raises."""
-    out = Outcome()
+    out = powercut.Outcome()
     store = None
     n = 0  # records attempted so far
+    error = None
     try:
         for step in WORKLOAD:
             op = step[0]
-            was_dead = flash.dead
             if op == "open":
-                store = MiniStore.open(PATH, sync=sync)
+                store, _ = call(flash, op, MiniStore.open, PATH, sync)
                 if store.seq != n:
                     raise AssertionError("open: seq %d, expected %d" % (store.seq, n))
             elif op == "close":
-                store.close()
-                if not flash.dead:
+                _, acked = call(flash, op, store.close)
+                if acked:
                     out.acked = store.durable_seq
                     if out.acked != n:
                         raise AssertionError("close: durable_seq %d != %d" % (out.acked, n))
                 store = None
             else:
                 count = 1 if op == "append" else len(step[1])
-                if op == "append":
-                    seq = store.append(RECORDS[n])
-                else:
-                    seq = store.append_many(RECORDS[n:n + count])
                 n += count
+                out.attempted = n
+                if op == "append":
+                    seq, acked = call(flash, op, store.append, RECORDS[n - 1])
+                else:
+                    seq, acked = call(flash, op, store.append_many, RECORDS[n - count:n])
                 if seq != n:
                     raise AssertionError("%s returned %d, expected %d" % (op, seq, n))
-                if not flash.dead:  # every op of the call happened before the cut
+                if acked:  # every op of the call happened before the cut
                     if sync == "always":
                         out.acked = seq  # durable on return
                         if store.durable_seq != seq:
                             raise AssertionError("durable_seq %d != %d" % (store.durable_seq, seq))
                     else:
                         out.acked = store.durable_seq
-            if flash.dead and not was_dead and flash.mode != "drop":
-                raise AssertionError("%s returned although op %d failed" % (op, flash.cut_at))
     except Exception as exc:
-        out.error = exc
-    if store is not None and not store.closed:
-        if not flash.dead and out.error is None:
-            out.error = AssertionError("workload left the store open")
+        error = exc
+    left_open = store is not None and not store.closed
+    if left_open:
         store._abandon()
-    if PATH in minishim._held:
-        out.leaked = True
-        del minishim._held[PATH]
-    return out
-
-
-def umount():
-    try:
-        vfs.umount(MOUNT)
-    except Exception:
-        pass
-
-
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def fresh(kind, geometry):
-    flash, fs = blockdev.make_fs(kind, geometry, blocks=BLOCKS)
-    vfs.mount(fs, MOUNT)
-    return flash
-
-
-def reboot(kind, geometry, flash):
-    """Mount a powered-on copy of `flash` at MOUNT with a fresh vfs object; return the copy."""
-    umount()
-    image = flash.copy()
-    vfs.mount(blockdev.mount_fs(kind, geometry, image), MOUNT)
-    return image
+    return powercut.finish(flash, out, error, left_open)
 
 
 def describe(recs):
@@ -183,6 +137,9 @@ class Stats:
         self.empty = 0      # cuts that left the journal empty or with a torn header
         self.unacked = 0    # recoveries that kept records beyond the acknowledged ones
         self.nofile = 0     # cuts before the journal existed
+
+    def reset(self):
+        self.__init__()
 
 
 def verify(kind, geometry, flash, sync, out, stats):
@@ -249,80 +206,13 @@ def verify(kind, geometry, flash, sync, out, stats):
 
 
 def run_config(name, sync):
-    kind, geometry = name.split("-")
-    label = "%s %s" % (name, sync)
-
-    # The uncut run: count the ops and check the workload itself.
-    flash = fresh(kind, geometry)
-    start = flash.ops
-    out = run_workload(flash, sync)
-    end = flash.ops
-    if out.error is not None or out.acked != len(RECORDS):
-        umount()
-        print("FAIL %s: the uncut workload failed: %r (acked %d)" % (label, out.error, out.acked))
-        return 0, 1
     stats = Stats()
-    problem = verify(kind, geometry, flash, sync, out, stats)
-    umount()
-    if problem is not None:
-        print("FAIL %s: the uncut workload: %s" % (label, problem))
-        return 0, 1
-
-    passed = failed = reports = 0
-    for k in range(start, end):
-        for mode in MODES:
-            flash = fresh(kind, geometry)
-            if flash.ops != start:
-                problem = "mkfs+mount took %d ops, not %d" % (flash.ops, start)
-            else:
-                flash.mode = mode
-                flash.after_cut = "lost"  # nothing reaches the flash after the cut
-                flash.cut_at = k
-                out = run_workload(flash, sync)
-                if not flash.dead:
-                    problem = "the workload ended before op %d was reached" % k
-                elif out.leaked:
-                    problem = "the writer lock leaked after %r" % (out.error,)
-                elif out.error is not None and not isinstance(out.error, OSError) and mode != "drop":
-                    # raise/half: the cut itself raises, and nothing else may go wrong
-                    problem = "workload raised %r" % (out.error,)
-                elif out.error is None and mode != "drop":
-                    problem = "the cut did not raise"
-                else:
-                    umount()
-                    problem = verify(kind, geometry, flash, sync, out, stats)
-            umount()
-            if problem is None:
-                passed += 1
-            else:
-                failed += 1
-                reports += 1
-                if reports <= MAX_REPORTS:
-                    print("FAIL %s cut_at=%d mode=%s acked=%d stopped by %r: %s" % (
-                        label, k, mode, out.acked, out.error, problem))
-            flash = None
-            gc.collect()
-    print("%s: %d cut points x %d modes, acked lost %d (ops %d..%d; %d failed; "
+    passed, failed, start, end = powercut.sweep(name, sync, run_workload, verify, stats, len(RECORDS))
+    print("%s %s: %d cut points x %d modes, acked lost %d (ops %d..%d; %d failed; "
           "no journal yet %d, empty journal %d, torn tail padded %d, unacked records kept %d)" % (
-              label, end - start, len(MODES), stats.lost, start, end - 1, failed,
+              name, sync, end - start, len(powercut.MODES), stats.lost, start, end - 1, failed,
               stats.nofile, stats.empty, stats.torn, stats.unacked))
     return passed, failed
 
 
-def main(argv):
-    configs = CONFIGS
-    if len(argv) > 1:
-        configs = []
-        for i in range(1, len(argv), 2):
-            sync = argv[i + 1]
-            configs.append((argv[i], sync if sync == "always" else int(sync)))
-    passed = failed = 0
-    for name, sync in configs:
-        p, f = run_config(name, sync)
-        passed += p
-        failed += f
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
-sys.exit(main(sys.argv))
+sys.exit(powercut.main(sys.argv, CONFIGS, run_config))
