@@ -102,9 +102,12 @@ def record_line(seq, body, batch=1):
     return seal(b'{"seq":%d,"rec":%s' % (seq, body))
 
 
-def pad_line(length, reason):
-    """A valid line of exactly max(length, _PAD_MIN) bytes that marks `length` cut bytes."""
-    head = b'{"pad":%d,"why":"%s","fill":"' % (length, reason.encode())
+def pad_line(length, reason, lost=None):
+    """A valid line of max(length, _PAD_MIN) bytes or more that marks `length` cut bytes."""
+    head = b'{"pad":%d,"why":"%s",' % (length, reason.encode())
+    if lost is not None:
+        head += b'"lost":[%d,%d],' % (lost[0], lost[1])
+    head += b'"fill":"'
     fill = length - len(head) - 1 - _SUFFIX_LEN
     if fill < 0:
         fill = 0
@@ -186,6 +189,7 @@ class JournalReader:
         self.from_seq = from_seq
         self.torn = None
         self.pads = 0
+        self.lost = []           # (first, last) seq ranges a repair removed (FORMAT.md 2.3)
         self.base_seq = None
         self.seq = None
         self.size = 0
@@ -256,10 +260,22 @@ class JournalReader:
             raise CorruptRecord(self.path, bad_line, bad_off, reason + " (intact lines follow)")
         if kind == PAD:
             self.pads += 1
+            lost = obj.get("lost")
+            if lost is not None:
+                self._skip_lost(lost, offset)
             return
         if kind == HEADER:
             raise CorruptRecord(self.path, self._line_no, offset, "second header")
         self._record(obj, offset)
+
+    def _skip_lost(self, lost, offset):
+        """A pad written by `mini repair` says which seqs it moved to a side file."""
+        if (not isinstance(lost, list) or len(lost) != 2 or lost[0] != self._expect or
+                lost[1] < lost[0] or self._batch_left):
+            raise CorruptRecord(self.path, self._line_no, offset, "pad with a bad lost range %r" % (lost,))
+        self.lost.append((lost[0], lost[1]))
+        self._expect = lost[1] + 1
+        self.seq = lost[1]
 
     def _record(self, obj, offset):
         seq = obj["seq"]

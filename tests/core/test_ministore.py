@@ -353,3 +353,19 @@ def test_reader_memory_is_constant_on_a_long_journal():
             peak = max(peak, gc.mem_alloc() - start)
     assert count == 2000
     assert peak < 8 * 1024, peak  # a 2000-record list alone would be > 100 KB
+
+
+def test_pad_with_lost_range_skips_repaired_seqs():
+    from ministore import pad_line
+    path = journal()
+    with MiniStore.open(path) as store:
+        store.append("a")
+    append_bytes(path, pad_line(60, "repaired", (2, 3)) + record_line(4, encode_json("d")))
+    reader = MiniStore.stream(path)
+    assert list(reader) == [(1, "a"), (4, "d")]
+    assert reader.lost == [(2, 3)] and reader.torn is None
+    with MiniStore.open(path) as store:
+        assert store.seq == 4 and store.append("e") == 5
+    append_bytes(path, pad_line(60, "repaired", (9, 9)))  # must start at the next seq
+    err = raises(CorruptRecord, MiniStore.replay, path)
+    assert "lost range" in err.reason
