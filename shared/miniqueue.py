@@ -8,7 +8,7 @@
 # that marker is durable.
 import minishim as shim
 from ministore import MiniError, check_value
-from minisnap import SegmentedLog, CompactionGap, segment_files, segment_base
+from minisnap import SegmentedLog, CompactionGap, segment_files, segment_base, read_segments
 
 READY, IN_FLIGHT, DEAD = 0, 1, 2
 _CKPT_CHUNK = 32        # checkpoint entries per write, so a checkpoint never needs all of RAM twice
@@ -48,38 +48,58 @@ class MiniQueue:
                 raise ValueError("%s must be an int >= 1" % name)
         if max_bytes is None:
             raise ValueError("max_bytes must be an int >= 1")
-        q = MiniQueue()
-        q.directory = directory
+        q = MiniQueue._replayer(directory)
         q.max_bytes = max_bytes
         q.on_full = on_full
         q.max_deliveries = max_deliveries
         q.compact_bytes = compact_bytes or max_bytes
-        q._reset()
-        q._ckpt = None          # entries of a checkpoint being replayed
-        q._first_event = True
-        segments = segment_files(directory)
-        start = 0
-        if segments:
-            start = segment_base(segments[0][1]) or 0
-        q._start = start
-        q._log = SegmentedLog.open(directory, after_seq=start, apply=q._replay, sync=sync)
-        if q._first_event and start > 0:
+        q._log = SegmentedLog.open(directory, after_seq=q._start, apply=q._replay, sync=sync)
+        try:
+            q._finish_replay()
+        except BaseException:
             q._log.close()
-            raise CompactionGap("%s: the oldest segment starts after seq %d with no checkpoint" % (
-                directory, start))
-        # A checkpoint cut short by a crash is ignored: the segments before it still
-        # hold the state, and the next checkpoint will replace them.
-        q._ckpt = None
-        for mid in q._msgs:
-            entry = q._msgs[mid]
-            if entry[2] == IN_FLIGHT:   # delivered before the restart, never acked: deliver again
-                entry[2] = READY
-        q._ready = sorted(mid for mid in q._msgs if q._msgs[mid][2] == READY)
+            raise
         # Where the checkpoint in the active segment ended is not stored; a generous
         # estimate from the live messages keeps the trigger from firing at once and,
         # unlike a count reset at each boot, keeps the segment bounded across reboots.
         q._ckpt_size = min(q._log.active_bytes(), q._bytes + MESSAGE_OVERHEAD * (len(q._msgs) + 1))
         return q
+
+    @staticmethod
+    def inspect(directory):
+        """Read-only (no lock, no writes): the queue as a restart would find it.
+
+        len(), in_flight() (as it was: a restart would make them ready), dead(),
+        dropped, deliveries() and live_bytes() work on the result; changing it does not.
+        """
+        q = MiniQueue._replayer(directory)
+        q.last_seq = read_segments(directory, q._start, q._replay)
+        q._finish_replay(redeliver=False)
+        return q
+
+    @staticmethod
+    def _replayer(directory):
+        q = MiniQueue()
+        q.directory = directory
+        q._reset()
+        q._ckpt = None          # entries of a checkpoint being replayed
+        q._first_event = True
+        segments = segment_files(directory)
+        q._start = segment_base(segments[0][1]) or 0 if segments else 0
+        return q
+
+    def _finish_replay(self, redeliver=True):
+        if self._first_event and self._start > 0:
+            raise CompactionGap("%s: the oldest segment starts after seq %d with no checkpoint" % (
+                self.directory, self._start))
+        # A checkpoint cut short by a crash is ignored: the segments before it still
+        # hold the state, and the next checkpoint will replace them.
+        self._ckpt = None
+        for mid in self._msgs:
+            entry = self._msgs[mid]
+            if redeliver and entry[2] == IN_FLIGHT:  # delivered before the restart, never acked: deliver again
+                entry[2] = READY
+        self._ready = sorted(mid for mid in self._msgs if self._msgs[mid][2] == READY)
 
     def _reset(self):
         self._msgs = {}         # id -> [message as JSON bytes, deliveries, READY/IN_FLIGHT/DEAD]

@@ -201,40 +201,13 @@ class SegmentedLog:
             path = shim.join(directory, "%s%08d%s" % (_SEG_PREFIX, 1, _SEG_SUFFIX))
             store = MiniStore.open(path, sync=sync, base_seq=after_seq)
             return SegmentedLog(directory, sync, [(1, path, after_seq)], store, lock)
-        segments = []
-        last = None  # last seq of the segments read so far
-        for index in range(len(found)):
-            number, path = found[index]
-            is_last = index == len(found) - 1
-            base = segment_base(path)
-            if base is None:
-                if not is_last:
-                    raise CompactionGap("%s: torn header in a segment that is not the newest" % path)
-                base = last if last is not None else after_seq
-            if last is None:
-                if base > after_seq:
-                    raise CompactionGap(
-                        "%s starts after seq %d, but the newest valid snapshot covers only up to seq %d: "
-                        "records %d..%d are gone" % (path, base, after_seq, after_seq + 1, base))
-            elif base != last:
-                raise CompactionGap("%s starts after seq %d, but the segment before it ends at seq %d" % (
-                    path, base, last))
-            segments.append((number, path, base))
-            if is_last:
-                break
-            next_base = segment_base(found[index + 1][1])
-            if next_base is not None and next_base <= after_seq:
-                last = next_base  # wholly covered by the snapshot: no need to read it
-                continue
-            last = _replay_segment(MiniStore.stream(path), after_seq, apply, base)
+        segments, last = walk_segments(found, after_seq, apply, read_last=False)
 
         def replay_last(seq, record):
             if seq > after_seq and apply is not None:
                 apply(seq, record)
         store = MiniStore.open(segments[-1][1], sync=sync, base_seq=segments[-1][2], replay=replay_last)
-        if store.seq < after_seq:
-            store.close()
-            raise CompactionGap("the snapshot is at seq %d but the journal ends at seq %d" % (after_seq, store.seq))
+        _check_reaches(after_seq, store.seq, store.close)
         return SegmentedLog(directory, sync, segments, store, lock)
 
     @property
@@ -284,6 +257,60 @@ class SegmentedLog:
             self.segments.pop(0)
             removed += 1
         return removed
+
+
+def walk_segments(found, after_seq, apply, read_last=True):
+    """Check that segments `found` ([(number, path)]) continue each other and reach
+    back to `after_seq`; call apply(seq, record) for each record after it.
+
+    Returns ([(number, path, base_seq)], last seq read). With read_last=False the
+    newest segment is not read (its writer reads it while recovering it).
+    """
+    segments = []
+    last = None  # last seq of the segments read so far
+    for index in range(len(found)):
+        number, path = found[index]
+        is_last = index == len(found) - 1
+        base = segment_base(path)
+        if base is None:
+            if not is_last:
+                raise CompactionGap("%s: torn header in a segment that is not the newest" % path)
+            base = last if last is not None else after_seq
+        if last is None:
+            if base > after_seq:
+                raise CompactionGap(
+                    "%s starts after seq %d, but the newest valid snapshot covers only up to seq %d: "
+                    "records %d..%d are gone" % (path, base, after_seq, after_seq + 1, base))
+        elif base != last:
+            raise CompactionGap("%s starts after seq %d, but the segment before it ends at seq %d" % (
+                path, base, last))
+        segments.append((number, path, base))
+        if is_last and not read_last:
+            break
+        next_base = segment_base(found[index + 1][1]) if not is_last else None
+        if next_base is not None and next_base <= after_seq:
+            last = next_base  # wholly covered by the snapshot: no need to read it
+            continue
+        last = _replay_segment(MiniStore.stream(path), after_seq, apply, base) if shim.file_size(path) else base
+    return segments, last
+
+
+def read_segments(directory, after_seq=0, apply=None):
+    """Read-only: replay the segments in `directory` after `after_seq`; return the last seq."""
+    found = segment_files(directory)
+    if not found:
+        _check_reaches(after_seq, 0)
+        return 0
+    segments, last = walk_segments(found, after_seq, apply)
+    _check_reaches(after_seq, last)
+    return last
+
+
+def _check_reaches(after_seq, last, cleanup=None):
+    if last < after_seq:
+        if cleanup is not None:
+            cleanup()
+        raise CompactionGap("the snapshot is at seq %d but the journal ends at seq %d" % (after_seq, last))
 
 
 def _replay_segment(reader, after_seq, apply, base):

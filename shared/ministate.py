@@ -2,7 +2,7 @@
 # Recovery is the newest valid snapshot plus the journal records after it.
 import minishim as shim
 from ministore import MiniError, ClosedError, check_value
-from minisnap import SnapStore, SegmentedLog, NotFound
+from minisnap import SnapStore, SegmentedLog, NotFound, read_segments
 
 
 class UnknownMutator(MiniError):
@@ -52,6 +52,30 @@ class StateManager:
         keep: how many snapshots to keep; the journal is kept back to the oldest, so
         recovery can fall back to it if the newest is damaged.
         """
+        sm = StateManager._prepare(directory, initial, mutators, keep)
+        for name, value in (("snapshot_every", snapshot_every), ("snapshot_bytes", snapshot_bytes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError("%s must be None or an int >= 1" % name)
+        sm.snapshot_every = snapshot_every
+        sm.snapshot_bytes = snapshot_bytes
+        sm._load_snapshot()
+        sm._log = SegmentedLog.open(directory, after_seq=sm.snapshot_seq, apply=sm._replay_one, sync=sync)
+        sm._since_snapshot = sm._log.seq - sm.snapshot_seq
+        return sm
+
+    @staticmethod
+    def load(directory, initial=None, mutators=()):
+        """Read-only recovery (no lock, no writes): return (state, seq, snapshot_seq).
+
+        For looking at a copy, for example one pulled from a device.
+        """
+        sm = StateManager._prepare(directory, initial, mutators, 1)
+        sm._load_snapshot()
+        seq = read_segments(directory, sm.snapshot_seq, sm._replay_one)
+        return sm._state, seq, sm.snapshot_seq
+
+    @staticmethod
+    def _prepare(directory, initial, mutators, keep):
         sm = StateManager()
         sm.directory = directory
         sm._initial = {} if initial is None else initial
@@ -63,15 +87,7 @@ class StateManager:
             if cls.__name__ in sm._registry:
                 raise ValueError("two mutators are named %s" % cls.__name__)
             sm._registry[cls.__name__] = cls
-        for name, value in (("snapshot_every", snapshot_every), ("snapshot_bytes", snapshot_bytes)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError("%s must be None or an int >= 1" % name)
-        sm.snapshot_every = snapshot_every
-        sm.snapshot_bytes = snapshot_bytes
         sm._snaps = SnapStore(directory, keep)
-        sm._load_snapshot()
-        sm._log = SegmentedLog.open(directory, after_seq=sm.snapshot_seq, apply=sm._replay_one, sync=sync)
-        sm._since_snapshot = sm._log.seq - sm.snapshot_seq
         return sm
 
     # -- recovery

@@ -201,3 +201,20 @@ def test_journal_is_readable_events():
         q.ack(q.get()[0])
     events = MiniStore.replay(segment_files(d)[0][1])
     assert events == [{"put": {"t": 23.5}}, {"get": 1}, {"ack": 1}]
+
+
+def test_inspect_reads_without_locking_or_writing():
+    d = scratch()
+    q = MiniQueue.open(d, max_deliveries=1)
+    for m in "abcd":
+        q.put(m)
+    q.ack(q.get()[0])
+    q.get()
+    poison = q.get()[0]
+    q.nack(poison)
+    q.get()  # poison is ready with 1 delivery: moved to dead, "d" delivered
+    view = MiniQueue.inspect(d)  # while the writer still holds the queue
+    assert len(view) == 0 and view.in_flight() == 2
+    assert [mid for mid, _, _ in view.dead()] == [poison]
+    assert view.last_seq == q.seq
+    q.close()

@@ -255,3 +255,14 @@ def test_second_manager_on_the_same_directory_is_locked_out():
     raises(LockedError, manager, d)
     sm.close()
     manager(d).close()
+
+
+def test_load_is_read_only_recovery():
+    d = scratch()
+    sm = manager(d)
+    sm.apply(Inc(by=2))
+    sm.create_snapshot()
+    sm.apply(Inc(by=3))
+    state, seq, snap_seq = StateManager.load(d, {"value": 0}, MUTATORS)  # writer still open
+    assert state["value"] == 5 and seq == 2 and snap_seq == 1
+    sm.close()
