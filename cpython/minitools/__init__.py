@@ -1,0 +1,1 @@
+"""Host-side (CPython-only) tools for the mini bricks: the `mini` command."""

@@ -1,0 +1,248 @@
+"""mini: inspect, verify and repair the journals, snapshots and queues of the mini bricks.
+
+Every error is one line on stderr and a non-zero exit: 1 for "verify found
+problems", 2 for bad usage or input (a missing file, a wrong format, a port that
+is not there).
+"""
+import argparse
+import importlib
+import json
+import os
+import sys
+
+from ministore import MiniStore, MiniError
+from minisnap import SnapStore, NotFound, read_snapshot, segment_files, read_segments, SnapshotError
+
+from minitools import scan as scanning
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported as one line, exit 2."""
+
+
+def _dump(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _journals(path):
+    """The journal files behind PATH: the file itself, or a directory's segments in order."""
+    if os.path.isdir(path):
+        found = [p for _, p in segment_files(path)]
+        if not found:
+            raise UsageError("%s: no journal segments (journal-NNNNNNNN.jsonl) here" % path)
+        return found
+    if not os.path.exists(path):
+        raise UsageError("%s: no such file or directory" % path)
+    return [path]
+
+
+# ------------------------------------------------------------------ commands
+
+def cmd_cat(args):
+    out = sys.stdout
+    for journal in _journals(args.journal):
+        reader = MiniStore.stream(journal, from_seq=args.from_seq)
+        for seq, record in reader:
+            out.write(_dump(record if args.raw else {"seq": seq, "rec": record}) + "\n")
+        if reader.torn is not None:
+            sys.stderr.write("mini cat: %s: torn tail skipped at byte %d (%s)\n" % (
+                journal, reader.torn.offset, reader.torn.reason))
+    return 0
+
+
+def cmd_verify(args):
+    report = []
+    for path in args.paths:
+        if not os.path.exists(path):
+            raise UsageError("%s: no such file or directory" % path)
+        try:
+            problems = scanning.verify_path(path)
+        except ValueError as exc:
+            raise UsageError(str(exc))
+        report.append((path, problems))
+    bad = any(problems for _, problems in report)
+    if args.json:
+        sys.stdout.write(json.dumps({"ok": not bad, "paths": [
+            {"path": path, "ok": not problems, "problems": [p.as_dict() for p in problems]}
+            for path, problems in report]}, indent=2) + "\n")
+    else:
+        for path, problems in report:
+            if not problems:
+                print("%s: OK" % path)
+            for problem in problems:
+                print(problem)
+    return 1 if bad else 0
+
+
+def cmd_stats(args):
+    path = args.path
+    if not os.path.exists(path):
+        raise UsageError("%s: no such file or directory" % path)
+    try:
+        kind = scanning.classify(path)
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    stats = {"path": path, "kind": kind}
+    if kind == "snapshot":
+        state, seq = read_snapshot(path)
+        stats.update(seq=seq, bytes=os.path.getsize(path))
+    else:
+        journals = _journals(path)
+        scans = [scanning.scan(j) for j in journals]
+        seqs = [s.first_seq for s in scans if s.first_seq is not None]
+        lasts = [s.last_seq for s in scans if s.last_seq is not None]
+        stats.update(
+            records=sum(s.records for s in scans),
+            bytes=sum(s.size for s in scans),
+            segments=len(journals),
+            first_seq=min(seqs) if seqs else None,
+            last_seq=max(lasts) if lasts else None,
+            problems=sum(len(s.problems) for s in scans),
+        )
+    if os.path.isdir(path):
+        snaps = SnapStore(path).valid()
+        stats["snapshots"] = len(snaps)
+        stats["last_snapshot_seq"] = snaps[0][0] if snaps else None
+        if kind == "queue":
+            from miniqueue import MiniQueue
+            q = MiniQueue.inspect(path)
+            stats.update(ready=len(q), in_flight=q.in_flight(), dead=len(q.dead()),
+                         dropped=q.dropped, live_bytes=q.live_bytes())
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        for key in stats:
+            print("%-18s %s" % (key + ":", stats[key]))
+    return 0
+
+
+def cmd_repair(args):
+    path = args.journal
+    if not os.path.isfile(path):
+        raise UsageError("%s: no such journal file" % path)
+    result = scanning.scan(path)
+    if result.problems and result.problems[0].kind == "error":
+        raise UsageError(str(result.problems[0]))
+    if result.ok:
+        print("%s: OK, nothing to repair" % path)
+        return 0
+    plan = scanning.repair_plan(result)
+    if plan is None:
+        raise UsageError("%s: no intact record at all; opening it for writing recreates the header" % path)
+    for problem, replacement in plan:
+        action = "replace with a pad" if replacement else "cut"
+        print("%s -> %s, moving %d bytes to %s" % (problem, action, problem.length,
+                                                   scanning.side_path(path, problem)))
+    if not args.apply:
+        print("dry run: nothing changed; run again with --apply to repair")
+        return 0
+    import minishim
+    try:
+        lock = minishim.JournalFile(path)  # refuse to repair under a running writer
+    except minishim.Locked:
+        raise UsageError("%s is open for writing by another process" % path)
+    try:
+        sides = scanning.apply_repair(path, plan)
+    finally:
+        lock.close()
+    after = scanning.scan(path)
+    if not after.ok:
+        raise MiniError("%s: still damaged after repair: %s" % (path, after.problems[0]))
+    for side, size in sides:
+        print("moved %d bytes to %s" % (size, side))
+    print("%s: repaired; %d records, last seq %s" % (path, after.records, after.last_seq))
+    return 0
+
+
+def cmd_state(args):
+    directory = args.directory
+    if not os.path.isdir(directory):
+        raise UsageError("%s: no such directory" % directory)
+    if args.mutators:
+        from ministate import StateManager, Mutator
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(args.mutators)
+        except ImportError as exc:
+            raise UsageError("cannot import mutators module %r: %s" % (args.mutators, exc))
+        mutators = [v for v in vars(module).values()
+                    if isinstance(v, type) and issubclass(v, Mutator) and v is not Mutator]
+        initial = getattr(module, "INITIAL", None)
+        if args.initial is not None:
+            initial = json.loads(args.initial)
+        state, seq, snap_seq = StateManager.load(directory, initial, mutators)
+        print(json.dumps({"seq": seq, "snapshot_seq": snap_seq, "state": state}, indent=2, ensure_ascii=False))
+        return 0
+    try:
+        state, snap_seq = SnapStore(directory).restore()
+        print("snapshot at seq %d:" % snap_seq)
+        print(json.dumps(state, indent=2, ensure_ascii=False))
+    except NotFound:
+        snap_seq = 0
+        print("no snapshot: the state is the application's initial state")
+    print("journal after it:")
+    tail = []
+    last = read_segments(directory, snap_seq, lambda seq, rec: tail.append((seq, rec)))
+    for seq, record in tail:
+        print(_dump({"seq": seq, "rec": record}))
+    print("last seq: %d" % last)
+    return 0
+
+
+# ------------------------------------------------------------------ entry point
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mini", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("cat", help="print records as JSON lines (for jq)")
+    p.add_argument("journal", help="a journal file, or a state/queue directory")
+    p.add_argument("--from-seq", type=int, default=0, metavar="N", help="start at seq N")
+    p.add_argument("--raw", action="store_true", help="print only the records, without their seq")
+    p.set_defaults(func=cmd_cat)
+
+    p = sub.add_parser("verify", help="check headers, CRCs, seqs, batches and tails; exit 1 if anything is wrong")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("stats", help="records, bytes, seq range, snapshots, queue depth")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("repair", help="cut a torn tail and move corrupt regions to side files (dry run unless --apply)")
+    p.add_argument("journal")
+    p.add_argument("--apply", action="store_true", help="really change the journal")
+    p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("state", help="recover and print the state of a ministate directory")
+    p.add_argument("directory")
+    p.add_argument("--mutators", metavar="MODULE", help="module with the Mutator classes (and optionally INITIAL)")
+    p.add_argument("--initial", metavar="JSON", help="initial state, if the module has no INITIAL")
+    p.set_defaults(func=cmd_state)
+
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        sys.stderr.write("mini %s: %s\n" % (args.command, exc))
+        return 2
+    except (MiniError, SnapshotError) as exc:
+        sys.stderr.write("mini %s: %s\n" % (args.command, exc))
+        return 2
+    except OSError as exc:
+        sys.stderr.write("mini %s: %s\n" % (args.command, exc))
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
