@@ -83,14 +83,15 @@ class MiniQueue:
         q.directory = directory
         q._reset()
         q._ckpt = None          # entries of a checkpoint being replayed
-        q._first_event = True
+        q._complete = None      # set once the history is whole: from seq 0, or from a finished checkpoint
         segments = segment_files(directory)
         q._start = segment_base(segments[0][1]) or 0 if segments else 0
+        q._complete = q._start == 0
         return q
 
     def _finish_replay(self, redeliver=True):
-        if self._first_event and self._start > 0:
-            raise CompactionGap("%s: the oldest segment starts after seq %d with no checkpoint" % (
+        if not self._complete:
+            raise CompactionGap("%s: the oldest segment starts after seq %d with no complete checkpoint" % (
                 self.directory, self._start))
         # A checkpoint cut short by a crash is ignored: the segments before it still
         # hold the state, and the next checkpoint will replace them.
@@ -111,7 +112,6 @@ class MiniQueue:
     # -- replay
 
     def _replay(self, seq, event):
-        first, self._first_event = self._first_event, False
         if not isinstance(event, dict) or len(event) != 1:
             raise MiniError("queue event at seq %d is not an event: %r" % (seq, event))
         for kind in event:
@@ -129,9 +129,10 @@ class MiniQueue:
             self.dropped = arg["dropped"]
             for mid, message, deliveries, status in entries:
                 self._add(mid, shim.dumps(message).encode(), deliveries, status)
+            self._complete = True
             return
-        if first and self._start > 0:
-            raise CompactionGap("queue %s: the oldest segment does not start with a checkpoint" % self.directory)
+        if not self._complete:
+            raise CompactionGap("queue %s: the oldest segment does not start with a complete checkpoint" % self.directory)
         self._ckpt = None  # events after an unfinished checkpoint: the crash cut it short
         if kind == "put":
             self._add(seq, shim.dumps(arg).encode(), 0, READY)

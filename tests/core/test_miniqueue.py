@@ -218,3 +218,15 @@ def test_inspect_reads_without_locking_or_writing():
     assert [mid for mid, _, _ in view.dead()] == [poison]
     assert view.last_seq == q.seq
     q.close()
+
+
+def test_oldest_segment_with_an_unfinished_checkpoint_is_a_gap():
+    from minisnap import CompactionGap
+    d = scratch()
+    with MiniStore.open(d + "/journal-00000002.jsonl", base_seq=5) as store:
+        store.append({"ckpt": [3, "three", 0, 0]})
+    raises(CompactionGap, MiniQueue.open, d)
+    raises(CompactionGap, MiniQueue.inspect, d)
+    with MiniStore.open(d + "/journal-00000002.jsonl") as store:
+        store.append({"put": "x"})  # an event before any complete checkpoint
+    raises(CompactionGap, MiniQueue.inspect, d)
