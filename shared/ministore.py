@@ -41,11 +41,12 @@ class ClosedError(MiniError):
 class TornTail:
     """The unacknowledged end of a journal that a crash left incomplete."""
 
-    def __init__(self, offset, length, line, reason):
+    def __init__(self, offset, length, line, reason, intact=()):
         self.offset = offset
         self.length = length
         self.line = line
         self.reason = reason
+        self.intact = list(intact)  # offsets of intact lines in it (an incomplete batch)
 
     def __repr__(self):
         return "TornTail(offset=%d, length=%d, line=%d, reason=%r)" % (
@@ -201,6 +202,7 @@ class JournalReader:
         self._batch = []         # records of a batch not yet complete
         self._batch_left = 0
         self._batch_at = None    # (offset, line) where that batch starts
+        self._batch_offsets = []  # offset of each of its lines
         self._bad = None         # (offset, line, reason) of the first damaged line since a good one
         self._done = False
 
@@ -289,6 +291,7 @@ class JournalReader:
             if batch != 1:
                 raise CorruptRecord(self.path, self._line_no, offset, "batch starts inside a batch")
             self._batch.append(item)
+            self._batch_offsets.append(offset)
             self._batch_left -= 1
             if self._batch_left:
                 return
@@ -299,6 +302,7 @@ class JournalReader:
             self._batch = [item]
             self._batch_left = batch - 1
             self._batch_at = (offset, self._line_no)
+            self._batch_offsets = [offset]
         else:
             self._emit([item])
 
@@ -315,7 +319,7 @@ class JournalReader:
             offset, line = self._batch_at
             reason = "incomplete batch at seq %d (%d of %d records)" % (
                 self._batch[0][0], len(self._batch), len(self._batch) + self._batch_left)
-            self.torn = TornTail(offset, self.size - offset, line, reason)
+            self.torn = TornTail(offset, self.size - offset, line, reason, self._batch_offsets)
         elif self._bad is not None:
             offset, line, reason = self._bad
             self.torn = TornTail(offset, self.size - offset, line, reason)
@@ -493,6 +497,12 @@ def _recover(path, journal_file, base_seq, replay):
         data += pad_line(torn.length - len(data), "torn header")
         journal_file.overwrite(0, data)
         return base_seq, len(data)
+    # Intact lines of an incomplete batch are damaged first, last one first, one
+    # sync each: a crash in between leaves intact lines followed by damaged ones,
+    # still a torn tail. Padding over them at once could leave a damaged line
+    # followed by intact ones, which reads as corruption in the middle.
+    for offset in reversed(torn.intact):
+        journal_file.overwrite(offset, b"X")
     pad = pad_line(torn.length, "torn tail")
     journal_file.overwrite(torn.offset, pad)
     return reader.seq, torn.offset + len(pad)
