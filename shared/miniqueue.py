@@ -8,7 +8,7 @@
 # that marker is durable.
 import minishim as shim
 from ministore import MiniError, check_value
-from minisnap import SegmentedLog, CompactionGap, segment_files, segment_base, read_segments
+from minisnap import LogOwner, SegmentedLog, CompactionGap, segment_files, segment_base, read_segments
 
 READY, IN_FLIGHT, DEAD = 0, 1, 2
 _CKPT_CHUNK = 32        # checkpoint entries per write, so a checkpoint never needs all of RAM twice
@@ -23,7 +23,7 @@ class UnknownMessage(MiniError):
     """ack/nack of an id that is not in flight (never delivered, already acked, or unknown)."""
 
 
-class MiniQueue:
+class MiniQueue(LogOwner):
     """Use MiniQueue.open()."""
 
     def __init__(self):
@@ -344,33 +344,3 @@ class MiniQueue:
         for number, path, base in self._log.segments:
             total += shim.file_size(path) or 0
         return total
-
-    def sync(self):
-        self._check_open()
-        self._log.sync()
-
-    def _check_open(self):
-        if self._log is None:
-            raise MiniError("the queue %s is closed" % self.directory)
-
-    def _close_quietly(self):
-        log, self._log = self._log, None
-        try:
-            log.close()
-        except OSError:
-            pass
-
-    def close(self):
-        if self._log is not None:
-            log, self._log = self._log, None
-            log.close()
-
-    @property
-    def closed(self):
-        return self._log is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

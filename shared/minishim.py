@@ -157,6 +157,22 @@ class Locked(Exception):
     """Another writer holds the file."""
 
 
+def _acquire(path):
+    """Register `path` as held by this process; on CPython also flock it. Returns the fd or None."""
+    if path in _held:
+        raise Locked()
+    fd = None
+    if not MICROPYTHON:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise Locked()
+    _held[path] = True
+    return fd
+
+
 class DirLock:
     """An exclusive lock on a directory of segments, held while a brick has it open.
 
@@ -165,20 +181,8 @@ class DirLock:
     """
 
     def __init__(self, directory):
-        key = join(directory, ".lock")
-        if key in _held:
-            raise Locked()
-        self._key = key
-        self._fd = None
-        if not MICROPYTHON:
-            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise Locked()
-            self._fd = fd
-        _held[key] = True
+        self._key = join(directory, ".lock")
+        self._fd = _acquire(self._key)
 
     def release(self):
         if _held.pop(self._key, None) is not None and self._fd is not None:
@@ -190,20 +194,9 @@ class JournalFile:
     """The writer's handle on an append-only file: locked, then recovered, then appended to."""
 
     def __init__(self, path):
-        if path in _held:
-            raise Locked()
+        self._fd = _acquire(path)
         self.path = path
         self._f = None
-        self._fd = None
-        if not MICROPYTHON:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise Locked()
-            self._fd = fd
-        _held[path] = True
 
     def overwrite(self, offset, data):
         """Write data at offset (possibly past the end) and make it durable."""

@@ -6,7 +6,7 @@
 # name and is valid only when its CRC checks; each compaction step is "create a new
 # file" or "remove a file that is no longer needed", each safe to cut at any point.
 import minishim as shim
-from ministore import MiniStore, MiniError, LockedError, encode_json, seal, parse_line, check_header
+from ministore import MiniStore, MiniError, LockedError, ClosedError, encode_json, seal, parse_line, check_header
 
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
@@ -311,6 +311,44 @@ def _check_reaches(after_seq, last, cleanup=None):
         if cleanup is not None:
             cleanup()
         raise CompactionGap("the snapshot is at seq %d but the journal ends at seq %d" % (after_seq, last))
+
+
+class LogOwner:
+    """Closing and context-manager behaviour for a brick built on a SegmentedLog (`_log`)."""
+
+    _log = None
+    directory = "?"
+
+    def _check_open(self):
+        if self._log is None:
+            raise ClosedError("%s for %s is closed" % (type(self).__name__, self.directory))
+
+    def sync(self):
+        self._check_open()
+        self._log.sync()
+
+    def _close_quietly(self):
+        """Close after a failure; the error that caused it is the one that matters."""
+        log, self._log = self._log, None
+        try:
+            log.close()
+        except OSError:
+            pass
+
+    def close(self):
+        if self._log is not None:
+            log, self._log = self._log, None
+            log.close()
+
+    @property
+    def closed(self):
+        return self._log is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _replay_segment(reader, after_seq, apply, base):

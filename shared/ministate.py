@@ -1,8 +1,8 @@
 # ministate: a state changed only by mutators that go through the journal.
 # Recovery is the newest valid snapshot plus the journal records after it.
 import minishim as shim
-from ministore import MiniError, ClosedError, check_value
-from minisnap import SnapStore, SegmentedLog, NotFound, read_segments
+from ministore import MiniError, check_value
+from minisnap import LogOwner, SnapStore, SegmentedLog, NotFound, read_segments
 
 
 class UnknownMutator(MiniError):
@@ -36,7 +36,7 @@ def _copy(value):
     return shim.loads(shim.dumps(value))
 
 
-class StateManager:
+class StateManager(LogOwner):
     """Use StateManager.open(). `state` is the live state: read it, never change it directly."""
 
     def __init__(self):
@@ -145,8 +145,7 @@ class StateManager:
         return self._commit(list(mutators), True)
 
     def _commit(self, mutators, batch):
-        if self._log is None:
-            raise ClosedError("the state manager for %s is closed" % self.directory)
+        self._check_open()
         records = []
         for mutator in mutators:
             if not isinstance(mutator, Mutator):
@@ -180,8 +179,7 @@ class StateManager:
 
     def create_snapshot(self):
         """Snapshot the state at the current seq, then compact the journal it covers. Returns the seq."""
-        if self._log is None:
-            raise ClosedError("the state manager for %s is closed" % self.directory)
+        self._check_open()
         self._log.sync()  # a snapshot must never be ahead of the durable journal
         seq = self._log.seq
         self._snaps.create(self._state, seq)
@@ -190,28 +188,3 @@ class StateManager:
         self.snapshot_seq = seq
         self._since_snapshot = 0
         return seq
-
-    def sync(self):
-        self._log.sync()
-
-    def _close_quietly(self):
-        log, self._log = self._log, None
-        try:
-            log.close()
-        except OSError:
-            pass
-
-    def close(self):
-        if self._log is not None:
-            log, self._log = self._log, None
-            log.close()
-
-    @property
-    def closed(self):
-        return self._log is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
