@@ -27,11 +27,36 @@ EEXIST = errno.EEXIST
 EISDIR = getattr(errno, "EISDIR", 21)
 
 
-def dumps(obj):
-    """Compact JSON text. MicroPython writes non-ASCII as UTF-8, so CPython does too."""
-    if MICROPYTHON:
+if MICROPYTHON:
+    def dumps(obj):
+        """Compact JSON text. MicroPython writes non-ASCII as UTF-8, so CPython does too."""
         return json.dumps(obj, separators=(",", ":"))
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    def loads_between(line, start, stop):
+        """The JSON value that fills line[start:stop] exactly (ValueError if it does not)."""
+        return json.loads(line[start:stop])
+
+    scan_json = None
+else:
+    # Built once: json.dumps with keyword arguments builds a new JSONEncoder on every call.
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    # scan_json(text, index) -> (value, end index); raises StopIteration or ValueError.
+    # It is what JSONDecoder.raw_decode calls, minus a Python frame.
+    scan_json = json.JSONDecoder().scan_once
+
+    def loads_between(line, start, stop):
+        """The JSON value that fills line[start:stop] exactly (ValueError if it does not).
+
+        line[:start] and line[stop:] must be ASCII. Decodes as json.loads does bytes.
+        """
+        text = line.decode("utf-8", "surrogatepass")
+        try:
+            value, end = scan_json(text, start)
+        except StopIteration:
+            raise ValueError("no JSON value")
+        if end != len(text) - (len(line) - stop):
+            raise ValueError("extra data")
+        return value
 
 
 loads = json.loads
@@ -221,9 +246,11 @@ class JournalFile:
             self._f.write(data)
             return
         # os.write may write less than asked; loop until all of it is written.
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        done = os.write(self._fd, data)
+        if done < len(data):
+            view = memoryview(data)[done:]
+            while view:
+                view = view[os.write(self._fd, view):]
 
     if MICROPYTHON:
         def sync(self):

@@ -59,6 +59,23 @@ def check_value(value, depth=0):
     """Raise TypeError/ValueError unless JSON stores `value` exactly (it reads back equal, same types)."""
     if depth > MAX_DEPTH:
         raise ValueError("record nested deeper than %d levels" % MAX_DEPTH)
+    kind = type(value)
+    if depth < MAX_DEPTH and (kind is dict or kind is list):
+        # Fast path: members that are exact str/int/bool/None or finite floats need no call.
+        for key in value:
+            if kind is dict:
+                if type(key) is not str and not isinstance(key, str):
+                    raise TypeError("JSON object keys must be str, not %s" % type(key).__name__)
+                item = value[key]
+            else:
+                item = key
+            cls = type(item)
+            if cls is str or cls is int or cls is bool or item is None:
+                continue
+            if cls is float and item - item == 0.0:  # not nan, not +-inf
+                continue
+            check_value(item, depth + 1)
+        return
     if value is None or isinstance(value, (str, int, bool)):  # bool is no int on MicroPython
         return
     if isinstance(value, float):
@@ -205,9 +222,14 @@ class JournalReader:
         self._batch_offsets = []  # offset of each of its lines
         self._bad = None         # (offset, line, reason) of the first damaged line since a good one
         self._done = False
+        self._quick = False      # header read, no damage pending, no batch open: try the fast path
+        self._items = self._generate()
 
     def __iter__(self):
-        return self
+        return self._items  # a for loop runs the generator: no __next__ call per record
+
+    def __next__(self):
+        return next(self._items)
 
     def __enter__(self):
         return self
@@ -220,24 +242,72 @@ class JournalReader:
             self._f.close()
             self._f = None
 
-    def __next__(self):
-        while True:
-            if self._ready_at < len(self._ready):
-                item = self._ready[self._ready_at]
-                self._ready_at += 1
-                return item
-            if self._done:
-                raise StopIteration
-            self._ready = []
-            self._ready_at = 0
-            try:
-                self._step()
-            except BaseException:
-                self.close()
-                raise
+    def _generate(self):
+        readline = self._f.readline
+        crc32 = shim.crc32
+        loads_between = shim.loads_between
+        scan = shim.scan_json
+        from_seq = self.from_seq
+        size = lines = expect = None  # self.size, self._line_no, self._expect while on the fast path
+        prefix = None  # how the line of seq `expect` starts
+        try:
+            while True:
+                while self._ready_at < len(self._ready):
+                    item = self._ready[self._ready_at]
+                    self._ready_at += 1
+                    yield item
+                if self._done:
+                    return
+                line = readline()
+                if self._quick:
+                    # The fast path, for what writers write: a sealed single record
+                    # {"seq":<the next seq>,"rec":<value>,"crc":"<8 hex>"}. It takes only lines
+                    # that _step takes, and reads them the same; any other line goes to _step.
+                    if prefix is None:
+                        prefix = b'{"seq":%d,"rec":' % expect
+                    end = len(line) - _SUFFIX_LEN
+                    if line.startswith(prefix) and line.endswith(b'"}\n') and line.startswith(_CRC_TAG, end):
+                        try:
+                            if int(line[-11:-3], 16) != crc32(line[:end]) & 0xFFFFFFFF:
+                                raise ValueError
+                            if scan is None:
+                                record = loads_between(line, len(prefix), end)
+                            else:
+                                text = line.decode("utf-8", "surrogatepass")
+                                record, stop = scan(text, len(prefix))
+                                if stop != len(text) - _SUFFIX_LEN:
+                                    raise ValueError
+                        except (ValueError, StopIteration):
+                            pass
+                        else:
+                            seq = expect
+                            size += len(line)
+                            lines += 1
+                            expect += 1
+                            prefix = None
+                            self.seq = seq
+                            if seq >= from_seq:
+                                yield seq, record
+                            continue
+                if self._quick:  # hand the state back to _step
+                    self.size, self._line_no, self._expect = size, lines, expect
+                    self._quick = False
+                self._ready = []
+                self._ready_at = 0
+                self._step(line)
+                self._quick = (self._expect is not None and self._bad is None and not self._batch_left
+                               and not self._done)
+                if self._quick:
+                    size, lines, expect = self.size, self._line_no, self._expect
+                    prefix = None
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if self._quick:
+                self.size, self._line_no, self._expect = size, lines, expect
 
-    def _step(self):
-        line = self._f.readline()
+    def _step(self, line):
         offset = self.size
         if not line:
             self._finish()

@@ -1,0 +1,457 @@
+"""Benchmarks of ministore (shared/ministore.py), as ratios to baselines timed in the same run.
+
+    python3 bench/bench_ministore.py [--quick] [--no-mp]
+
+Machines are noisy, so contenders take turns in many short interleaved rounds
+(in a rotating order); a rate is the median over the rounds, and a ratio is the
+median of the per-round ratios, each taken between blocks run moments apart.
+Read the ratios, not the absolute numbers. This is a benchmark, not a test: it
+never fails on a slow figure.
+
+1. append, sync="always"  vs  a raw os.write + os.fsync loop of lines of the same size
+2. append, sync="always"  vs  sqlite3, WAL, synchronous=FULL, one INSERT per transaction
+3. append_many(100 records)  vs  100 appends, both sync="always"
+4. stream() of a 100,000-record journal  vs  `for line in f: json.loads(line)` over plain JSONL
+5. MicroPython on LittleFS (bench/mp_ministore.py): flash erases and bytes programmed
+   per record, and heap growth while streaming.
+
+MINI_BENCH_SHARED=/path/to/a/copy/of/shared benchmarks a candidate change of the core
+without touching the repo (the MicroPython part uses it too).
+
+The fsync figures need a real disk: the temp dir is made under $MINI_BENCH_DIR,
+else the system temp dir unless that is a RAM filesystem, else the home directory.
+"""
+import argparse
+import gc
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# MINI_BENCH_SHARED: benchmark a candidate copy of shared/ (kept outside the repo) instead.
+SHARED = os.path.abspath(os.environ.get("MINI_BENCH_SHARED") or os.path.join(TOP, "shared"))
+sys.path.insert(0, SHARED)
+
+from ministore import MiniStore, encode_json, record_line  # noqa: E402
+
+RAM_FS = {"tmpfs", "ramfs", "devtmpfs", "overlay-tmpfs"}
+
+
+def record(i):
+    """~100 bytes of JSON (the same shape as bench/mp_ministore.py's records)."""
+    return {"t": 1700000000 + i, "sensor": "temp-%02d" % (i % 16), "value": 21.5 + (i % 100) / 10,
+            "ok": True, "note": "abcdefghijklmnopqrstuvwxyz0123"}
+
+
+def fs_type(path):
+    """The type of the filesystem holding `path`, from /proc/mounts (None if unknown)."""
+    path = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+    except OSError:
+        return None
+    return kind
+
+
+def disk_dir():
+    for base in (os.environ.get("MINI_BENCH_DIR"), tempfile.gettempdir(), os.path.expanduser("~")):
+        if base and os.path.isdir(base) and fs_type(base) not in RAM_FS:
+            return tempfile.mkdtemp(prefix="mini-bench-", dir=base)
+    raise SystemExit("no disk-backed directory for the fsync benchmarks: set MINI_BENCH_DIR")
+
+
+# ---------------------------------------------------------------- harness
+
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def user_cpu():
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+class Result:
+    """What interleaved() measured: per contender the median rate, the median of its
+    per-round ratios to the baseline, and the user-mode CPU time per item."""
+
+    def __init__(self, names, baseline):
+        self.names = names
+        self.baseline = baseline
+        self.rates = {name: [] for name in names}
+        self.cpu = {name: 0.0 for name in names}
+        self.items = {name: 0 for name in names}
+
+    def rate(self, name):
+        return median(self.rates[name])
+
+    def ratio(self, name, baseline=None):
+        base = self.rates[baseline or self.baseline]
+        return median([a / b for a, b in zip(self.rates[name], base)])
+
+    def cpu_us(self, name):
+        return self.cpu[name] / self.items[name] * 1e6
+
+
+def interleaved(rounds, contenders, baseline=None):
+    """Run each contender once per round, in a rotating order, so that a slow spell
+    of the machine hits all of them alike.
+
+    contenders: [(name, fn)], fn() does one block of work and returns (items, seconds).
+    Ratios are taken round by round (contender and baseline ran seconds apart),
+    then the median over the rounds is reported.
+    """
+    names = [name for name, _ in contenders]
+    result = Result(names, baseline or names[0])
+    for r in range(rounds):
+        shift = r % len(contenders)
+        order = contenders[shift:] + contenders[:shift]
+        for name, fn in order:
+            gc.collect()
+            cpu0 = user_cpu()
+            items, secs = fn()
+            result.cpu[name] += user_cpu() - cpu0
+            result.items[name] += items
+            result.rates[name].append(items / secs)
+    return result
+
+
+class Fresh:
+    """Names a new file in the scratch dir."""
+
+    def __init__(self, root):
+        self.root = root
+        self.n = 0
+
+    def __call__(self, stem):
+        self.n += 1
+        return os.path.join(self.root, "%s-%d" % (stem, self.n))
+
+
+def fmt_rate(rate):
+    return "{:,.0f}".format(rate)
+
+
+def print_table(title, result, unit, ratio_label, cpu=False):
+    print(title)
+    width = max(len(name) for name in result.names)
+    head = "  %-*s %12s  %-9s %8s" % (width, "", unit, "", ratio_label)
+    print(head + ("  %14s" % "user CPU/op" if cpu else ""))
+    for name in result.names:
+        line = "  %-*s %12s  %-9s %7.2fx" % (width, name, fmt_rate(result.rate(name)), "", result.ratio(name))
+        if cpu:
+            line += "  %11.1f us" % result.cpu_us(name)
+        print(line)
+    print()
+
+
+def goal(ratio, target):
+    return "goal >= %.1fx: %s" % (target, "MET" if ratio >= target else "MISSED")
+
+
+# ---------------------------------------------------------------- 1 + 2: durable appends
+
+RAW_FSYNC = "raw os.write + os.fsync"
+RAW_FDATASYNC = "raw os.write + os.fdatasync"
+STORE = 'ministore append, sync="always"'
+SQLITE = "sqlite3 WAL, synchronous=FULL"
+
+
+def bench_appends(root, rounds, block):
+    """Each contender keeps one file open and appends `block` records per round."""
+    fresh = Fresh(root)
+    records = [record(i) for i in range(rounds * block)]
+    # The exact lines ministore writes for these records, so the raw loop writes as many bytes.
+    lines = [record_line(i + 1, encode_json(rec)) for i, rec in enumerate(records)]
+    line_len = sum(map(len, lines)) / len(lines)
+    handles = []
+
+    def raw(sync_fn):
+        fd = os.open(fresh("raw"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        handles.append(lambda: os.close(fd))
+        at = [0]
+
+        def run():
+            chunk = lines[at[0]:at[0] + block]
+            at[0] += block
+            write = os.write
+            t0 = time.perf_counter()
+            for line in chunk:
+                write(fd, line)
+                sync_fn(fd)
+            return block, time.perf_counter() - t0
+        return run
+
+    def store():
+        s = MiniStore.open(fresh("store"), sync="always")
+        handles.append(s.close)
+        at = [0]
+
+        def run():
+            chunk = records[at[0]:at[0] + block]
+            at[0] += block
+            append = s.append
+            t0 = time.perf_counter()
+            for rec in chunk:
+                append(rec)
+            return block, time.perf_counter() - t0
+        return run
+
+    def sqlite():
+        db = sqlite3.connect(fresh("sqlite") + ".db", isolation_level=None)  # autocommit
+        handles.append(db.close)
+        assert db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY, rec TEXT NOT NULL)")
+        at = [0]
+
+        def run():
+            chunk = records[at[0]:at[0] + block]
+            at[0] += block
+            execute, dumps = db.execute, json.dumps
+            t0 = time.perf_counter()
+            for rec in chunk:  # one transaction per INSERT (autocommit), the same JSON text
+                execute("INSERT INTO log (rec) VALUES (?)", (dumps(rec, separators=(",", ":")),))
+            return block, time.perf_counter() - t0
+        return run
+
+    try:
+        contenders = [(RAW_FSYNC, raw(os.fsync))]
+        if hasattr(os, "fdatasync"):
+            contenders.append((RAW_FDATASYNC, raw(os.fdatasync)))
+        contenders += [(STORE, store()), (SQLITE, sqlite())]
+        result = interleaved(rounds, contenders)
+    finally:
+        for close in handles:
+            close()
+    print_table("1+2. durable appends: %d interleaved rounds of %d appends each, %.0f bytes per line"
+                % (rounds, block, line_len), result, "ops/s", "vs raw fsync", cpu=True)
+    ratio = result.ratio(STORE)
+    print("  ministore / raw os.write+os.fsync loop: %.2fx  (%s)" % (ratio, goal(ratio, 0.9)))
+    if RAW_FDATASYNC in result.names:
+        print("  ministore / raw os.write+os.fdatasync loop (the call ministore makes): %.2fx"
+              % result.ratio(STORE, RAW_FDATASYNC))
+    print("  ministore / sqlite3: %.2fx" % result.ratio(STORE, SQLITE))
+    print("  (ops/s: median over the rounds; ratios: median of the per-round ratios;"
+          " user CPU: user-mode CPU time per append, from getrusage)")
+    cpu_cost(root, records, lines)
+    print()
+    return result
+
+
+def cpu_cost(root, records, lines, repeat=5):
+    """What an append costs in CPU alone: the same loops with no sync, hot caches, best of `repeat`."""
+    fresh = Fresh(root)
+    raw_best = store_best = None
+    for _ in range(repeat):
+        fd = os.open(fresh("cpu-raw"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            write = os.write
+            t0 = time.perf_counter()
+            for line in lines:
+                write(fd, line)
+            secs = time.perf_counter() - t0
+        finally:
+            os.close(fd)
+        raw_best = secs if raw_best is None else min(raw_best, secs)
+        s = MiniStore.open(fresh("cpu-store"), sync=len(records) + 1)
+        try:
+            append = s.append
+            t0 = time.perf_counter()
+            for rec in records:
+                append(rec)
+            secs = time.perf_counter() - t0
+        finally:
+            s.close()
+        store_best = secs if store_best is None else min(store_best, secs)
+    n = len(records)
+    print("  CPU per append without any sync (hot loop, best of %d): ministore %.1f us, raw os.write %.1f us"
+          % (repeat, store_best / n * 1e6, raw_best / n * 1e6))
+
+
+# ---------------------------------------------------------------- 3: batches
+
+def bench_batches(root, rounds, singles, batches, size=100):
+    """`singles` records appended one by one vs `batches` append_many calls of `size` records, per round."""
+    fresh = Fresh(root)
+    batch = [record(i) for i in range(size)]
+    one, many = "%d x append" % size, "append_many(%d records)" % size
+    single_store = MiniStore.open(fresh("single"), sync="always")
+    batch_store = MiniStore.open(fresh("batch"), sync="always")
+
+    def one_by_one():
+        append = single_store.append
+        t0 = time.perf_counter()
+        for _ in range(singles // size):
+            for rec in batch:
+                append(rec)
+        return singles // size * size, time.perf_counter() - t0
+
+    def batched():
+        append_many = batch_store.append_many
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            append_many(batch)
+        return batches * size, time.perf_counter() - t0
+
+    try:
+        result = interleaved(rounds, [(one, one_by_one), (many, batched)])
+    finally:
+        single_store.close()
+        batch_store.close()
+    print_table('3. batches, sync="always": %d interleaved rounds of %d appends and %d append_many(%d)'
+                % (rounds, singles // size * size, batches, size), result, "records/s", "vs appends", cpu=True)
+    return result
+
+
+# ---------------------------------------------------------------- 4: streaming
+
+def bench_stream(root, rounds, count):
+    journal = os.path.join(root, "stream.journal")
+    plain = os.path.join(root, "stream.jsonl")
+    with MiniStore.open(journal, sync=count + 1) as s:  # one sync, at close
+        for i in range(count):
+            s.append(record(i))
+    with open(plain, "w", encoding="utf-8") as f:
+        for i in range(count):
+            f.write(json.dumps(record(i), separators=(",", ":"), ensure_ascii=False) + "\n")
+
+    def stream():
+        t0 = time.perf_counter()
+        n = 0
+        for _seq, _rec in MiniStore.stream(journal):
+            n += 1
+        secs = time.perf_counter() - t0
+        assert n == count
+        return n, secs
+
+    def raw_text():
+        loads = json.loads
+        t0 = time.perf_counter()
+        n = 0
+        with open(plain, encoding="utf-8") as f:
+            for line in f:
+                loads(line)
+                n += 1
+        return n, time.perf_counter() - t0
+
+    def raw_binary():
+        loads = json.loads
+        t0 = time.perf_counter()
+        n = 0
+        with open(plain, "rb") as f:
+            for line in f:
+                loads(line)
+                n += 1
+        return n, time.perf_counter() - t0
+
+    text, binary, ms = "raw JSONL, text mode", "raw JSONL, binary mode", "ministore stream (CRC checked)"
+    result = interleaved(rounds, [(text, raw_text), (binary, raw_binary), (ms, stream)])
+    print_table("4. streaming %d records (%d-byte journal, %d-byte JSONL, page cache warm): %d interleaved rounds"
+                % (count, os.path.getsize(journal), os.path.getsize(plain), rounds), result,
+                "lines/s", "vs text")
+    ratio = result.ratio(ms)
+    print("  ministore / `for line in f: json.loads(line)`, text mode: %.2fx  (%s)" % (ratio, goal(ratio, 0.7)))
+    print("  ministore / the same loop in binary mode: %.2fx" % result.ratio(ms, binary))
+    print()
+    return result
+
+
+# ---------------------------------------------------------------- 5: MicroPython
+
+def micropython_path():
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    return here if os.path.exists(here) else shutil.which("micropython")
+
+
+def bench_micropython(records):
+    exe = micropython_path()
+    if exe is None:
+        print("5. MicroPython: skipped (no micropython command on PATH)\n")
+        return None
+    cmd = [exe, "-X", "heapsize=64M", "bench/mp_ministore.py", str(records)]
+    if SHARED != os.path.join(TOP, "shared"):
+        cmd += ["1000,10000", SHARED]
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join([SHARED, os.path.join(TOP, "tests", "mp"),
+                                          env.get("MICROPYPATH", ".frozen:~/.micropython/lib:/usr/lib/micropython")])
+    proc = subprocess.run(cmd, cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    out = proc.stdout.decode("utf-8", "replace")
+    results = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not out.rstrip().endswith("DONE"):
+        print("5. MicroPython: FAILED (exit %d)\n%s\n" % (proc.returncode, out[-4000:]))
+        return None
+    version = subprocess.run([exe, "-c", "import sys; print(sys.version)"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT).stdout.decode().strip()
+    print("5. MicroPython %s: `%s` (cwd: repo root)" % (version, " ".join(["micropython"] + cmd[1:])))
+    wear = [r for r in results if r["kind"] == "wear"]
+    if wear:
+        print("  LittleFS on a RAM block device, %d records of ~%.0f bytes per line; counted after"
+              " mkfs, mount and the journal's creation, up to and including close()" % (
+                  wear[0]["records"], wear[0]["line_bytes"] / wear[0]["records"]))
+        print("  %-8s %-9s %-8s %10s %12s %12s %14s" % (
+            "board", "geometry", "sync", "erases", "erases/rec", "prog B/rec", "prog/line B"))
+        for r in wear:
+            n = r["records"]
+            print("  %-8s %-9s %-8s %10d %12.3f %12.0f %13.1fx" % (
+                r["geometry"], "%d/%d" % (r["block_size"], r["prog_size"]), r["sync"], r["erases"],
+                r["erases"] / n, r["programmed"] / n, r["programmed"] / r["line_bytes"]))
+        print("  (geometry: block size / program size; prog/line: bytes programmed over bytes of journal lines)")
+    heap = [r for r in results if r["kind"] == "heap"]
+    if heap:
+        print("  heap while streaming (gc.collect() then gc.mem_alloc(), at the first record and every %d):"
+              % heap[0]["every"])
+        for r in heap:
+            print("    %6d records: max growth over the first sample %d bytes (%d samples); reader's own"
+                  " footprint %d bytes" % (r["records"], r["growth"], len(r["samples"]), r["reader"]))
+        flat = all(r["growth"] == 0 for r in heap)
+        print("    flat, independent of journal length: %s" % ("yes" if flat else "NO"))
+    print()
+    return results
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes: a smoke run")
+    parser.add_argument("--no-mp", action="store_true", help="skip the MicroPython benchmark")
+    args = parser.parse_args(argv)
+    quick = args.quick
+
+    root = disk_dir()
+    started = time.perf_counter()
+    try:
+        print("ministore benchmarks: Python %s on %s, %d cores, scratch dir %s (%s)" % (
+            sys.version.split()[0], sys.platform, os.cpu_count() or 0, root, fs_type(root)))
+        print("core under test: %s\n" % SHARED)
+        bench_appends(root, rounds=6 if quick else 40, block=50 if quick else 200)
+        bench_batches(root, rounds=4 if quick else 20, singles=100 if quick else 200, batches=5 if quick else 20)
+        bench_stream(root, rounds=3 if quick else 7, count=10000 if quick else 100000)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if not args.no_mp:
+        bench_micropython(2000)
+    print("bench_ministore.py: %.0f s" % (time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    main()
