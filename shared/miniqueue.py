@@ -53,7 +53,7 @@ class MiniQueue(LogOwner):
         q.on_full = on_full
         q.max_deliveries = max_deliveries
         q.compact_bytes = compact_bytes or max_bytes
-        q._log = SegmentedLog.open(directory, after_seq=q._start, apply=q._replay, sync=sync)
+        q._log = SegmentedLog.open(directory, after_seq=q._find_start, apply=q._replay, sync=sync)
         try:
             q._finish_replay()
         except BaseException:
@@ -73,7 +73,7 @@ class MiniQueue(LogOwner):
         dropped, deliveries() and live_bytes() work on the result; changing it does not.
         """
         q = MiniQueue._replayer(directory)
-        q.last_seq = read_segments(directory, q._start, q._replay)
+        q.last_seq = read_segments(directory, q._find_start(), q._replay)
         q._finish_replay(redeliver=False)
         return q
 
@@ -83,15 +83,19 @@ class MiniQueue(LogOwner):
         q.directory = directory
         q._reset()
         q._ckpt = None          # entries of a checkpoint being replayed
-        q._complete = None      # set once the history is whole: from seq 0, or from a finished checkpoint
-        segments = segment_files(directory)
-        q._start = segment_base(segments[0][1]) or 0 if segments else 0
-        q._complete = q._start == 0
+        q._complete = False     # set once the history is whole: from seq 0, or from a finished checkpoint
         return q
+
+    def _find_start(self):
+        """The base seq of the oldest segment (read under the lock when writing)."""
+        segments = segment_files(self.directory)
+        self._start = segment_base(segments[0][1]) or 0 if segments else 0
+        self._complete = self._start == 0
+        return self._start
 
     def _finish_replay(self, redeliver=True):
         if not self._complete:
-            raise CompactionGap("%s: the oldest segment starts after seq %d with no complete checkpoint" % (
+            raise CompactionGap("%s: the oldest segment starts after seq %d and no complete checkpoint follows" % (
                 self.directory, self._start))
         # A checkpoint cut short by a crash is ignored: the segments before it still
         # hold the state, and the next checkpoint will replace them.
@@ -131,9 +135,12 @@ class MiniQueue(LogOwner):
                 self._add(mid, shim.dumps(message).encode(), deliveries, status)
             self._complete = True
             return
-        if not self._complete:
-            raise CompactionGap("queue %s: the oldest segment does not start with a complete checkpoint" % self.directory)
         self._ckpt = None  # events after an unfinished checkpoint: the crash cut it short
+        if not self._complete:
+            # History before the first complete checkpoint: a compaction that was cut
+            # while removing old segments (oldest first) leaves some. The checkpoint
+            # ahead restates the whole queue, so these events are not needed.
+            return
         if kind == "put":
             self._add(seq, shim.dumps(arg).encode(), 0, READY)
             return

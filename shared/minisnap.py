@@ -180,6 +180,9 @@ class SegmentedLog:
     def open(directory, after_seq=0, apply=None, sync="always"):
         """Open the log; call apply(seq, record) for every record after `after_seq`.
 
+        `after_seq` may be a function, called once the directory is locked: a brick
+        must read its snapshots or segments only under the lock, or a writer that
+        is compacting could remove them under its feet.
         Raises CompactionGap if records after `after_seq` are missing, or if the
         log ends before `after_seq`.
         """
@@ -189,6 +192,8 @@ class SegmentedLog:
         except shim.Locked:
             raise LockedError("%s is already open for writing (one writer at a time)" % directory)
         try:
+            if callable(after_seq):
+                after_seq = after_seq()
             return SegmentedLog._open_locked(directory, after_seq, apply, sync, lock)
         except BaseException:
             lock.release()

@@ -58,8 +58,7 @@ class StateManager(LogOwner):
                 raise ValueError("%s must be None or an int >= 1" % name)
         sm.snapshot_every = snapshot_every
         sm.snapshot_bytes = snapshot_bytes
-        sm._load_snapshot()
-        sm._log = SegmentedLog.open(directory, after_seq=sm.snapshot_seq, apply=sm._replay_one, sync=sync)
+        sm._log = SegmentedLog.open(directory, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync)
         sm._since_snapshot = sm._log.seq - sm.snapshot_seq
         return sm
 
@@ -93,12 +92,14 @@ class StateManager(LogOwner):
     # -- recovery
 
     def _load_snapshot(self):
+        """Load the newest valid snapshot (or the initial state); return its seq."""
         try:
             self._state, self.snapshot_seq = self._snaps.restore()
         except NotFound:
             self._state, self.snapshot_seq = _copy(self._initial), 0
         self.fell_back = self._snaps.fell_back
         self.skipped_snapshots = self._snaps.skipped
+        return self.snapshot_seq
 
     def _decode(self, seq, record):
         if not isinstance(record, dict) or len(record) != 1:

@@ -230,3 +230,29 @@ def test_oldest_segment_with_an_unfinished_checkpoint_is_a_gap():
     with MiniStore.open(d + "/journal-00000002.jsonl") as store:
         store.append({"put": "x"})  # an event before any complete checkpoint
     raises(CompactionGap, MiniQueue.inspect, d)
+
+
+def test_cut_while_removing_old_segments_after_an_unfinished_checkpoint():
+    # 1. a compaction is cut right after it started a new segment (no checkpoint);
+    # 2. the reopened queue appends to that segment;
+    # 3. the next compaction completes its checkpoint and is cut after removing
+    #    only the oldest segment. The queue must open, as the one before the cut.
+    d = scratch()
+    q = MiniQueue.open(d, compact_bytes=10 ** 6)
+    for i in range(4):
+        q.put(i)
+    q.ack(q.get()[0])
+    q._log.roll()  # step 1, then the "crash"
+    q.close()
+    q = MiniQueue.open(d, compact_bytes=10 ** 6)
+    q.put("later")  # step 2
+    q.ack(q.get()[0])
+    middle = segment_files(d)[1][1]
+    saved = read_bytes(middle)
+    q.compact()  # step 3 ...
+    q.close()
+    write_bytes(middle, saved)  # ... as if the cut came after removing only the oldest
+    with MiniQueue.open(d) as q:
+        assert len(q) == 3
+        got = [q.get()[1] for _ in range(3)]
+        assert got == [2, 3, "later"], got

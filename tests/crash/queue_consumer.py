@@ -1,0 +1,61 @@
+# Crash-test consumer for miniqueue (CPython only). Run by tests/test_crash_miniqueue.py
+# next to tests/crash/queue_producer.py (see there for how the two share the queue).
+#
+#   python queue_consumer.py DIRECTORY SEED MAX_BYTES COMPACT_BYTES PAUSE
+#
+# Each turn: open the queue, get up to a few messages one at a time and handle each:
+# mostly ack it, sometimes nack it (it must come back at once: it is the oldest), and
+# sometimes close the queue with it still in flight (it must be delivered again, first,
+# after the reopen); then close and sleep a little (PAUSE scales the sleeps).
+#
+# Lines on stdout (each one os.write, atomic on a pipe), besides start, opening/open,
+# ckpt-begin/ckpt-end and closing/closed as in queue_producer.py:
+#   got ID N OK        get() returned message ID, whose content is message number N;
+#                      OK is 1 if the content is exactly message(N), else 0
+#   empty              get() returned None
+#   acked ID           ack(ID) returned: acknowledged, it must never be delivered again
+#   nacked ID          nack(ID) returned
+#   abandon ID         the queue is closed with ID in flight
+import random
+import sys
+import time
+
+from harness import emit  # tests/crash/ is on sys.path: the script's directory, or put there by the test
+from queue_producer import close_queue, message, open_queue
+
+
+def main(argv):
+    directory, seed = argv[1], int(argv[2])
+    max_bytes, compact_bytes, scale = int(argv[3]), int(argv[4]), float(argv[5])
+    emit("start")
+    rng = random.Random(seed)
+    while True:
+        q = open_queue(directory, max_bytes, compact_bytes, rng)
+        pause = rng.uniform(0.0, 0.001) * scale
+        for _ in range(rng.randint(1, 10)):
+            item = q.get()
+            if item is None:
+                emit("empty")
+                pause = rng.uniform(0.002, 0.008) * scale  # let the producer put something
+                break
+            mid, msg = item
+            n = msg.get("n") if isinstance(msg, dict) else None
+            ok = isinstance(n, int) and msg == message(n)
+            emit("got %d %s %d" % (mid, n if isinstance(n, int) else -1, 1 if ok else 0))
+            pick = rng.random()
+            if pick < 0.08:
+                q.nack(mid)
+                emit("nacked %d" % mid)
+            elif pick < 0.11:
+                emit("abandon %d" % mid)
+                break
+            else:
+                q.ack(mid)
+                emit("acked %d" % mid)
+        close_queue(q)
+        if pause:
+            time.sleep(pause)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
