@@ -1,0 +1,281 @@
+"""Benchmarks of miniqueue (shared/miniqueue.py), as ratios to baselines timed in the same run.
+
+    python3 bench/bench_miniqueue.py [--quick] [--no-mp]
+
+Contenders take turns in many short interleaved rounds (rotating order); a rate
+is the median over the rounds, and a ratio the median of the per-round ratios.
+Read the ratios, not the absolute numbers. A benchmark, not a test: it never
+fails on a slow figure.
+
+1. put + get + ack per message, sync="always" (three durable operations)  vs
+   a raw loop of three os.write + os.fsync of the same lines, and  vs
+   persist-queue's SQLiteAckQueue (auto_commit=True: put, get, ack, each one
+   committed; sqlite3 WAL) on the same disk. The persist-queue row is skipped,
+   with a note, if the package is not installed (pip install persist-queue, or
+   the project's "bench" extra).
+2. put_many(100 messages)  vs  100 puts, both sync="always"
+3. MicroPython on LittleFS (bench/mp_miniqueue.py): flash erases and bytes
+   programmed per message (put + get + ack), sync="always" and sync=16, with
+   compactions.
+
+MINI_BENCH_SHARED=/path/to/a/copy/of/shared benchmarks a candidate core (the
+MicroPython part uses it too). The scratch dir is on a real disk, as for
+bench_ministore.py ($MINI_BENCH_DIR overrides it).
+"""
+import argparse
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (SHARED, Fresh, disk_dir, fs_type, interleaved, median, print_table,  # noqa: E402
+                      record, run_micropython)
+
+from miniqueue import MiniQueue  # noqa: E402
+from ministore import encode_json, record_line  # noqa: E402
+
+try:
+    from persistqueue import SQLiteAckQueue
+    import persistqueue
+    PERSIST_VERSION = getattr(persistqueue, "__version__", "?")
+except ImportError:
+    SQLiteAckQueue = None
+    PERSIST_VERSION = None
+
+RAW_FSYNC = "raw 3 x (os.write + os.fsync)"
+RAW_FDATASYNC = "raw 3 x (os.write + os.fdatasync)"
+QUEUE = 'miniqueue put+get+ack, sync="always"'
+PERSIST = "persist-queue SQLiteAckQueue"
+
+
+# ---------------------------------------------------------------- 1: a durable message round trip
+
+def bench_roundtrip(root, rounds, block):
+    """Each contender keeps one queue (or file) open and passes `block` messages per round."""
+    fresh = Fresh(root)
+    messages = [record(i) for i in range(rounds * block)]
+    # The lines miniqueue writes for them (put, get, ack; seqs from 1, the header aside),
+    # so the raw loop writes as many bytes with the same number of syncs.
+    lines = []
+    for i, msg in enumerate(messages):
+        mid = 3 * i + 1
+        lines.append((record_line(mid, encode_json({"put": msg})), record_line(mid + 1, encode_json({"get": mid})),
+                      record_line(mid + 2, encode_json({"ack": mid}))))
+    per_message = sum(len(a) + len(b) + len(c) for a, b, c in lines) / len(lines)
+    handles = []
+    info = {}
+
+    def raw(sync_fn):
+        fd = os.open(fresh("raw"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        handles.append(lambda: os.close(fd))
+        at = [0]
+
+        def run():
+            chunk = lines[at[0]:at[0] + block]
+            at[0] += block
+            write = os.write
+            t0 = time.perf_counter()
+            for put, get, ack in chunk:
+                write(fd, put)
+                sync_fn(fd)
+                write(fd, get)
+                sync_fn(fd)
+                write(fd, ack)
+                sync_fn(fd)
+            return block, time.perf_counter() - t0
+        return run
+
+    def queue():
+        path = fresh("queue")
+        q = MiniQueue.open(path, sync="always")  # defaults: max_bytes = compact_bytes = 64 KiB
+        compactions = [0]
+        inner = q.compact
+
+        def compact():  # counted, not changed
+            compactions[0] += 1
+            return inner()
+        q.compact = compact
+        handles.append(lambda: info.update(compactions=compactions[0], queue_segments=len(q._log.segments),
+                                           queue_disk=q.disk_bytes()) or q.close())
+        at = [0]
+
+        def run():
+            chunk = messages[at[0]:at[0] + block]
+            at[0] += block
+            put, get, ack = q.put, q.get, q.ack
+            t0 = time.perf_counter()
+            for msg in chunk:
+                put(msg)
+                mid, _ = get()
+                ack(mid)
+            secs = time.perf_counter() - t0
+            assert len(q) == 0
+            return block, secs
+        return run
+
+    def persist():
+        path = fresh("persist")
+        pq = SQLiteAckQueue(path, auto_commit=True, multithreading=False)
+        info["persist_synchronous"] = pq._conn.execute("PRAGMA synchronous").fetchone()[0]
+        info["persist_journal"] = pq._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        handles.append(lambda: info.update(persist_acked=pq.acked_count()) or pq.close())
+        at = [0]
+
+        def run():
+            chunk = messages[at[0]:at[0] + block]
+            at[0] += block
+            put, get, ack = pq.put, pq.get, pq.ack
+            t0 = time.perf_counter()
+            for msg in chunk:
+                put(msg)
+                item = get(block=False)
+                ack(item)
+            return block, time.perf_counter() - t0
+        return run
+
+    try:
+        contenders = [(RAW_FSYNC, raw(os.fsync))]
+        if hasattr(os, "fdatasync"):
+            contenders.append((RAW_FDATASYNC, raw(os.fdatasync)))
+        contenders.append((QUEUE, queue()))
+        if SQLiteAckQueue is not None:
+            contenders.append((PERSIST, persist()))
+        result = interleaved(rounds, contenders)
+    finally:
+        for close in handles:
+            close()
+    print_table("1. put + get + ack, a sync per operation: %d interleaved rounds of %d messages each,"
+                " %.0f journal bytes per message" % (rounds, block, per_message),
+                result, "messages/s", "vs raw fsync", cpu=True, cpu_label="user CPU/msg")
+    print("  miniqueue / raw 3 x (os.write+os.fsync) loop: %.2fx" % result.ratio(QUEUE))
+    if RAW_FDATASYNC in result.names:
+        print("  miniqueue / raw 3 x (os.write+os.fdatasync) loop (the call ministore makes): %.2fx"
+              % result.ratio(QUEUE, RAW_FDATASYNC))
+    if PERSIST in result.names:
+        print("  miniqueue / persist-queue %s SQLiteAckQueue: %.2fx  (its sqlite3: journal_mode=%s,"
+              " synchronous=%s; acked rows are kept: %d at the end)" % (
+                  PERSIST_VERSION, result.ratio(QUEUE, PERSIST), info["persist_journal"],
+                  {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(info["persist_synchronous"]),
+                  info["persist_acked"]))
+        first, last = result.rates[PERSIST][:3], result.rates[PERSIST][-3:]
+        print("  persist-queue, first 3 rounds vs last 3: %s vs %s messages/s (its WAL file grows until"
+              " its first checkpoint, then is overwritten in place)" % (
+                  "/".join("%.0f" % r for r in first), "/".join("%.0f" % r for r in last)))
+        half = rounds // 2
+        late = median([a / b for a, b in zip(result.rates[QUEUE][half:], result.rates[PERSIST][half:])])
+        print("  miniqueue / persist-queue over the last %d rounds only: %.2fx" % (rounds - half, late))
+    else:
+        print("  persist-queue: SKIPPED, the package is not installed"
+              " (pip install persist-queue, or pip install -e '.[bench]')")
+    print("  miniqueue compactions during the run: %d (compact_bytes=64 KiB); at the end %d segment(s),"
+          " %d bytes on disk" % (info["compactions"], info["queue_segments"], info["queue_disk"]))
+    print("  (messages/s: median over the rounds; ratios: median of the per-round ratios;"
+          " user CPU: user-mode CPU time per message, from getrusage)")
+    print()
+    return result
+
+
+# ---------------------------------------------------------------- 2: batches
+
+def bench_batches(root, rounds, singles, batches, size=100):
+    """`singles` messages put one by one vs `batches` put_many calls of `size` messages, per round.
+    Nothing is taken out: max_bytes and compact_bytes are set high enough that the queues
+    never fill up and never compact during the run."""
+    fresh = Fresh(root)
+    batch = [record(i) for i in range(size)]
+    one, many = "%d x put" % size, "put_many(%d messages)" % size
+    big = 1 << 30
+    single_q = MiniQueue.open(fresh("single"), sync="always", max_bytes=big, compact_bytes=big)
+    batch_q = MiniQueue.open(fresh("batch"), sync="always", max_bytes=big, compact_bytes=big)
+
+    def one_by_one():
+        put = single_q.put
+        t0 = time.perf_counter()
+        for _ in range(singles // size):
+            for msg in batch:
+                put(msg)
+        return singles // size * size, time.perf_counter() - t0
+
+    def batched():
+        put_many = batch_q.put_many
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            put_many(batch)
+        return batches * size, time.perf_counter() - t0
+
+    try:
+        result = interleaved(rounds, [(one, one_by_one), (many, batched)])
+        held = len(single_q), len(batch_q)
+    finally:
+        single_q.close()
+        batch_q.close()
+    print_table('2. batches, sync="always": %d interleaved rounds of %d puts and %d put_many(%d)'
+                % (rounds, singles // size * size, batches, size), result, "messages/s", "vs puts", cpu=True,
+                cpu_label="user CPU/msg")
+    print("  (the queues end holding %d and %d messages; no compaction during the run)" % held)
+    print()
+    return result
+
+
+# ---------------------------------------------------------------- 3: MicroPython
+
+def bench_micropython(messages):
+    label = "3. MicroPython"
+    got = run_micropython(label, "mp_miniqueue.py", [messages])
+    if not got:
+        return got
+    results, cmd, version = got
+    print("3. MicroPython %s: `%s` (cwd: repo root)" % (version, cmd))
+    wear = [r for r in results if r["kind"] == "wear"]
+    if wear:
+        r0 = wear[0]
+        print("  LittleFS on a RAM block device: %d messages, each put + get + ack (%d journal events in all);"
+              % (r0["messages"], r0["events"]))
+        print("  counted after mkfs, mount and the queue's creation, up to and including close();"
+              " max_bytes = compact_bytes = %d" % r0["compact_bytes"])
+        print("  %-7s %-9s %-7s %8s %10s %12s %12s   %s" % (
+            "board", "geometry", "sync", "erases", "erases/msg", "prog B/msg", "compactions",
+            "of which in compact(): erases, prog B"))
+        for r in wear:
+            n = r["messages"]
+            print("  %-7s %-9s %-7s %8d %10.3f %12.0f %12d   %d, %d" % (
+                r["geometry"], "%d/%d" % (r["block_size"], r["prog_size"]), r["sync"], r["erases"],
+                r["erases"] / n, r["programmed"] / n, r["compactions"], r["compact_erases"],
+                r["compact_programmed"]))
+        print("  (geometry: block size / program size; at the end: %d segment, %d-%d bytes on disk)" % (
+            max(r["segments"] for r in wear), min(r["disk_bytes"] for r in wear),
+            max(r["disk_bytes"] for r in wear)))
+    print()
+    return results
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes: a smoke run")
+    parser.add_argument("--no-mp", action="store_true", help="skip the MicroPython benchmark")
+    args = parser.parse_args(argv)
+    quick = args.quick
+
+    root = disk_dir()
+    started = time.perf_counter()
+    failed = False
+    try:
+        print("miniqueue benchmarks: Python %s on %s, %d cores, scratch dir %s (%s)" % (
+            sys.version.split()[0], sys.platform, os.cpu_count() or 0, root, fs_type(root)))
+        print("core under test: %s" % SHARED)
+        print("persist-queue: %s\n" % (PERSIST_VERSION or "not installed (its row is skipped)"))
+        bench_roundtrip(root, rounds=6 if quick else 30, block=20 if quick else 100)
+        bench_batches(root, rounds=4 if quick else 20, singles=100 if quick else 200, batches=5 if quick else 20)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if not args.no_mp:
+        failed = bench_micropython(2000) is False
+    print("bench_miniqueue.py: %.0f s" % (time.perf_counter() - started))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
