@@ -105,10 +105,12 @@ class MiniQueue(LogOwner):
             if redeliver and entry[2] == IN_FLIGHT:  # delivered before the restart, never acked: deliver again
                 entry[2] = READY
         self._ready = sorted(mid for mid in self._msgs if self._msgs[mid][2] == READY)
+        self._head = 0
 
     def _reset(self):
         self._msgs = {}         # id -> [message as JSON bytes, deliveries, READY/IN_FLIGHT/DEAD]
-        self._ready = []        # ready ids, ascending: FIFO order
+        self._ready = []        # ready ids, ascending (FIFO order), from index _head on
+        self._head = 0          # delivered ids before it are trimmed lazily: get() stays O(1)
         self._bytes = 0
         self.dropped = 0
         self._ckpt_size = 0     # size of the active segment when its checkpoint ended
@@ -172,7 +174,7 @@ class MiniQueue(LogOwner):
     # -- the queue
 
     def __len__(self):
-        return len(self._ready)
+        return len(self._ready) - self._head
 
     def in_flight(self):
         """How many messages were delivered and are not yet acked or nacked."""
@@ -226,7 +228,7 @@ class MiniQueue(LogOwner):
                 raise QueueFull("queue %s is full: %d + %d bytes > max_bytes=%d" % (
                     self.directory, self._bytes, need, self.max_bytes))
             freed = 0
-            for mid in self._ready:
+            for mid in self._ready[self._head:]:
                 if self._bytes - freed + need <= self.max_bytes:
                     break
                 drops.append(mid)
@@ -240,7 +242,7 @@ class MiniQueue(LogOwner):
             self._forget(mid)
             self.dropped += 1
         if drops:
-            self._ready = self._ready[len(drops):]
+            self._head += len(drops)
         ids = []
         for i in range(len(bodies)):
             self._add(first + i, bodies[i], 0, READY)
@@ -252,16 +254,16 @@ class MiniQueue(LogOwner):
     def get(self):
         """Deliver the oldest ready message as (id, message), or None when there is none. Never blocks."""
         self._check_open()
-        while self._ready:
-            mid = self._ready[0]
+        while self._head < len(self._ready):
+            mid = self._ready[self._head]
             entry = self._msgs[mid]
             if self.max_deliveries is not None and entry[1] >= self.max_deliveries:
                 self._write([{"dead": mid}])
                 entry[2] = DEAD
-                self._ready.pop(0)
+                self._pop_ready()
                 continue
             self._write([{"get": mid}])
-            self._ready.pop(0)
+            self._pop_ready()
             entry[1] += 1
             entry[2] = IN_FLIGHT
             self._maybe_compact()
@@ -302,8 +304,14 @@ class MiniQueue(LogOwner):
             raise UnknownMessage("message %r is not in flight (%s)" % (mid, state))
         return entry
 
+    def _pop_ready(self):
+        self._head += 1
+        if self._head >= 64 and self._head * 2 >= len(self._ready):
+            del self._ready[:self._head]
+            self._head = 0
+
     def _insert_ready(self, mid):
-        lo, hi = 0, len(self._ready)
+        lo, hi = self._head, len(self._ready)
         while lo < hi:
             mid_index = (lo + hi) // 2
             if self._ready[mid_index] < mid:

@@ -256,3 +256,74 @@ def test_cut_while_removing_old_segments_after_an_unfinished_checkpoint():
         assert len(q) == 3
         got = [q.get()[1] for _ in range(3)]
         assert got == [2, 3, "later"], got
+
+
+class _Rng:
+    """A small seeded generator (MicroPython's random has no Random class)."""
+
+    def __init__(self, seed):
+        self.state = seed * 2654435761 % 2 ** 32 or 1
+
+    def _next(self):
+        x = self.state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.state = x
+        return x
+
+    def random(self):
+        return self._next() / 2 ** 32
+
+    def randint(self, a, b):
+        return a + self._next() % (b - a + 1)
+
+    def choice(self, items):
+        return items[self._next() % len(items)]
+
+
+def test_random_operations_match_a_simple_model():
+    # Long enough to cross the ready list's trimming point many times, with
+    # nacks (re-inserts), drops (ring buffer) and reopens mixed in.
+    rng = _Rng(7)
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=1200, on_full="drop_oldest", sync=50)
+    ready = []      # model: ready ids ascending
+    flying = {}     # id -> message
+    content = {}
+    for step in range(1500):
+        op = rng.random()
+        if op < 0.45:
+            msg = {"n": step, "pad": "x" * rng.randint(0, 30)}
+            before = q.dropped
+            mid = q.put(msg)
+            content[mid] = msg
+            for _ in range(q.dropped - before):
+                content.pop(ready.pop(0))  # the oldest ready ones were dropped
+            ready.append(mid)
+        elif op < 0.8:
+            item = q.get()
+            if not ready:
+                assert item is None
+                continue
+            expect = ready.pop(0)
+            assert item == (expect, content[expect]), (step, item, expect)
+            flying[expect] = True
+        elif op < 0.9 and flying:
+            mid = rng.choice(sorted(flying))
+            del flying[mid]
+            q.ack(mid)
+            del content[mid]
+        elif op < 0.97 and flying:
+            mid = rng.choice(sorted(flying))
+            del flying[mid]
+            q.nack(mid)
+            ready.append(mid)
+            ready.sort()
+        else:
+            q.close()
+            q = MiniQueue.open(d, max_bytes=1200, on_full="drop_oldest", sync=50)
+            ready = sorted(ready + list(flying))  # in flight at a restart: ready again
+            flying = {}
+        assert len(q) == len(ready) and q.in_flight() == len(flying), step
+    q.close()
