@@ -1,14 +1,21 @@
 # Runs the core test modules (tests/core/test_*.py) on the MicroPython unix port.
-#   micropython -X heapsize=32M tests/mp/runner.py FS [test_module ...] [-k substring]
+#   micropython -X heapsize=32M tests/mp/runner.py FS [test_module ...] [-k substring] [--core DIR]
 # FS is "posix" (a temp dir on the host), or "lfs2-esp32", "lfs2-rp2040",
 # "fat-esp32", "fat-rp2040": a filesystem on a RAM block device with that
-# board's geometry, mounted at /flash. Ends with the line "N passed, N failed".
+# board's geometry, mounted at /flash. --core DIR imports the bricks from DIR
+# instead of shared/ (for example a directory of .mpy files only).
+# Ends with the line "N passed, N failed".
 import sys
 import os
 
 HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 TOP = HERE + "/../.."
-sys.path.insert(0, TOP + "/shared")
+CORE = TOP + "/shared"
+if "--core" in sys.argv:
+    at = sys.argv.index("--core")
+    CORE = sys.argv[at + 1]
+    del sys.argv[at:at + 2]
+sys.path.insert(0, CORE)
 sys.path.insert(0, TOP + "/tests/core")
 sys.path.insert(0, HERE)
 
@@ -50,6 +57,8 @@ def main(argv):
         i += 1
     if not names:
         names = sorted(n[:-3] for n in os.listdir(TOP + "/tests/core") if n.startswith("test_") and n.endswith(".py"))
+    import minishim
+    print("core from", minishim.__file__)
     support.ROOT = setup_fs(fs)
     support.FS = fs
     passed = failed = 0
