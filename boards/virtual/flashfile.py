@@ -9,7 +9,9 @@ GEOMETRY = {"esp32": (4096, 32), "rp2040": (4096, 256)}
 
 
 class FlashFile:
-    def __init__(self, path, block_size=4096, blocks=None):
+    def __init__(self, path, block_size=4096, blocks=None, sync=True):
+        """sync=True: fsync after every program and erase (survives a host crash too);
+        sync=False: a plain write(), which survives a kill of the process."""
         self.path = path
         self.block_size = block_size
         size = os.stat(path)[6]
@@ -18,6 +20,7 @@ class FlashFile:
         self.programmed = 0
         self._f = open(path, "r+b")
         self._erased = b"\xff" * block_size
+        self.sync = sync
 
     @staticmethod
     def create(path, blocks, block_size=4096):
@@ -38,7 +41,8 @@ class FlashFile:
             offset = 0
         self._f.seek(block * self.block_size + offset)
         self._f.write(buf)
-        self._f.flush()
+        if self.sync:
+            self._f.flush()
         self.programmed += len(buf)
 
     def ioctl(self, op, arg):
@@ -49,7 +53,8 @@ class FlashFile:
         if op == 6:
             self._f.seek(arg * self.block_size)
             self._f.write(self._erased)
-            self._f.flush()
+            if self.sync:
+                self._f.flush()
             self.erases += 1
             return 0
         return 0
@@ -58,17 +63,40 @@ class FlashFile:
         self._f.close()
 
 
+def filesystem(flash, board="esp32"):
+    """The VfsLfs2 on flash, with the board's geometry (raises OSError if it does not mount)."""
+    import vfs
+    prog_size = GEOMETRY[board][1]
+    return vfs.VfsLfs2(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
+
+
+def mkfs(flash, board="esp32"):
+    import vfs
+    prog_size = GEOMETRY[board][1]
+    vfs.VfsLfs2.mkfs(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
+
+
+def is_blank(flash):
+    """True when the first two blocks (where littlefs keeps its superblock) are erased."""
+    buf = bytearray(flash.block_size)
+    for block in (0, 1):
+        flash.readblocks(block, buf)
+        if buf != flash._erased:
+            return False
+    return True
+
+
 def mount(image, board="esp32", mountpoint="/flash", format_if_blank=False):
     """Mount the LittleFS image at mountpoint; return the FlashFile."""
     import vfs
-    block_size, prog_size = GEOMETRY[board]
+    block_size = GEOMETRY[board][0]
     flash = FlashFile(image, block_size)
     try:
-        fs = vfs.VfsLfs2(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
+        fs = filesystem(flash, board)
     except OSError:
         if not format_if_blank:
             raise
-        vfs.VfsLfs2.mkfs(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
-        fs = vfs.VfsLfs2(flash, readsize=prog_size, progsize=prog_size, lookahead=32)
+        mkfs(flash, board)
+        fs = filesystem(flash, board)
     vfs.mount(fs, mountpoint)
     return flash

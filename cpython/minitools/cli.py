@@ -14,6 +14,7 @@ from ministore import MiniStore, MiniError
 from minisnap import SnapStore, NotFound, read_snapshot, segment_files, read_segments, SnapshotError
 
 from minitools import scan as scanning
+from minitools import device
 
 
 class UsageError(Exception):
@@ -223,6 +224,7 @@ def build_parser():
     p.add_argument("--initial", metavar="JSON", help="initial state, if the module has no INITIAL")
     p.set_defaults(func=cmd_state)
 
+    device.register(sub)  # pull, tail, image (minitools/device.py)
     return parser
 
 
