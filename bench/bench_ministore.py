@@ -38,6 +38,7 @@ SHARED = os.path.abspath(os.environ.get("MINI_BENCH_SHARED") or os.path.join(TOP
 sys.path.insert(0, SHARED)
 
 from ministore import MiniStore, encode_json, record_line  # noqa: E402
+from benchlib import fmt_rate, fs_type, median, micropython_path, user_cpu  # noqa: E402
 
 RAM_FS = {"tmpfs", "ramfs", "devtmpfs", "overlay-tmpfs"}
 
@@ -48,24 +49,6 @@ def record(i):
             "ok": True, "note": "abcdefghijklmnopqrstuvwxyz0123"}
 
 
-def fs_type(path):
-    """The type of the filesystem holding `path`, from /proc/mounts (None if unknown)."""
-    path = os.path.realpath(path)
-    best, kind = "", None
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                mnt = parts[1].replace("\\040", " ")
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, kind = mnt, parts[2]
-    except OSError:
-        return None
-    return kind
-
-
 def disk_dir():
     for base in (os.environ.get("MINI_BENCH_DIR"), tempfile.gettempdir(), os.path.expanduser("~")):
         if base and os.path.isdir(base) and fs_type(base) not in RAM_FS:
@@ -74,20 +57,6 @@ def disk_dir():
 
 
 # ---------------------------------------------------------------- harness
-
-def median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
-def user_cpu():
-    try:
-        import resource
-    except ImportError:
-        return 0.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
-
 
 class Result:
     """What interleaved() measured: per contender the median rate, the median of its
@@ -144,10 +113,6 @@ class Fresh:
     def __call__(self, stem):
         self.n += 1
         return os.path.join(self.root, "%s-%d" % (stem, self.n))
-
-
-def fmt_rate(rate):
-    return "{:,.0f}".format(rate)
 
 
 def print_table(title, result, unit, ratio_label, cpu=False):
@@ -376,11 +341,6 @@ def bench_stream(root, rounds, count):
 
 
 # ---------------------------------------------------------------- 5: MicroPython
-
-def micropython_path():
-    here = os.path.join(os.path.dirname(sys.executable), "micropython")
-    return here if os.path.exists(here) else shutil.which("micropython")
-
 
 def bench_micropython(records):
     exe = micropython_path()
