@@ -28,6 +28,16 @@ class MiniQueue(LogOwner):
 
     def __init__(self):
         self._log = None
+        self.directory = ""
+        self.max_bytes = 0
+        self.on_full = "reject"
+        self.max_deliveries = None
+        self.compact_bytes = 0
+        self.last_seq = 0
+        self._start = 0
+        self._complete = False
+        self._ckpt = None
+        self._reset()
 
     @staticmethod
     def open(directory, max_bytes=64 * 1024, on_full="reject", max_deliveries=None,

@@ -57,7 +57,7 @@ def read_snapshot(path):
     if data.count(b"\n") != 1:
         raise SnapshotError("%s: not exactly one line (torn or damaged)" % path)
     kind, obj = parse_line(data)
-    if kind is None:
+    if kind is None or not isinstance(obj, dict):
         raise SnapshotError("%s: %s" % (path, obj))
     if obj.get("format") != SNAP_FORMAT:
         raise SnapshotError("%s: not a minisnap snapshot" % path)

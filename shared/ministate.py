@@ -41,6 +41,17 @@ class StateManager(LogOwner):
 
     def __init__(self):
         self._log = None
+        self.directory = ""
+        self._initial = {}
+        self._registry = {}
+        self._snaps = None
+        self.snapshot_every = None
+        self.snapshot_bytes = None
+        self._state = {}
+        self.snapshot_seq = 0
+        self.fell_back = False
+        self.skipped_snapshots = []
+        self._since_snapshot = 0
 
     @staticmethod
     def open(directory, initial=None, mutators=(), snapshot_every=1000, snapshot_bytes=None,

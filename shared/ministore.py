@@ -180,7 +180,7 @@ def check_header(path, line):
                 kind = HEADER  # fall through to the name and version checks
         if kind is None:
             return None
-    if kind != HEADER:
+    if kind != HEADER or not isinstance(obj, dict):
         raise FormatError("%s: not a ministore journal (first line is not a header)" % path)
     if obj.get("format") != FORMAT_NAME:
         raise FormatError("%s: format %r is not %r" % (path, obj.get("format"), FORMAT_NAME))
@@ -323,9 +323,9 @@ class JournalReader:
                 self._expect = base + 1
             return
         kind, obj = parse_line(line)
-        if kind is None:
+        if kind is None or not isinstance(obj, dict):
             if self._bad is None:
-                self._bad = (offset, self._line_no, obj)
+                self._bad = (offset, self._line_no, str(obj))
             return
         if self._bad is not None:
             bad_off, bad_line, reason = self._bad
@@ -399,6 +399,9 @@ class JournalReader:
 
 class Replay(list):
     """The records of a journal, with `torn` and `seq` as in JournalReader."""
+
+    torn = None
+    seq = None
 
 
 # ---------------------------------------------------------------- writing
