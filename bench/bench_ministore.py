@@ -22,111 +22,21 @@ The fsync figures need a real disk: the temp dir is made under $MINI_BENCH_DIR,
 else the system temp dir unless that is a RAM filesystem, else the home directory.
 """
 import argparse
-import gc
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# MINI_BENCH_SHARED: benchmark a candidate copy of shared/ (kept outside the repo) instead.
-SHARED = os.path.abspath(os.environ.get("MINI_BENCH_SHARED") or os.path.join(TOP, "shared"))
-sys.path.insert(0, SHARED)
-
+# benchlib puts shared/ (or $MINI_BENCH_SHARED, a candidate copy) on sys.path.
+from benchlib import (SHARED, TOP, Fresh, disk_dir, fs_type, interleaved,
+                      micropython_path, print_table, record)
 from ministore import MiniStore, encode_json, record_line  # noqa: E402
-from benchlib import fmt_rate, fs_type, median, micropython_path, user_cpu  # noqa: E402
-
-RAM_FS = {"tmpfs", "ramfs", "devtmpfs", "overlay-tmpfs"}
-
-
-def record(i):
-    """~100 bytes of JSON (the same shape as bench/mp_ministore.py's records)."""
-    return {"t": 1700000000 + i, "sensor": "temp-%02d" % (i % 16), "value": 21.5 + (i % 100) / 10,
-            "ok": True, "note": "abcdefghijklmnopqrstuvwxyz0123"}
-
-
-def disk_dir():
-    for base in (os.environ.get("MINI_BENCH_DIR"), tempfile.gettempdir(), os.path.expanduser("~")):
-        if base and os.path.isdir(base) and fs_type(base) not in RAM_FS:
-            return tempfile.mkdtemp(prefix="mini-bench-", dir=base)
-    raise SystemExit("no disk-backed directory for the fsync benchmarks: set MINI_BENCH_DIR")
 
 
 # ---------------------------------------------------------------- harness
-
-class Result:
-    """What interleaved() measured: per contender the median rate, the median of its
-    per-round ratios to the baseline, and the user-mode CPU time per item."""
-
-    def __init__(self, names, baseline):
-        self.names = names
-        self.baseline = baseline
-        self.rates = {name: [] for name in names}
-        self.cpu = {name: 0.0 for name in names}
-        self.items = {name: 0 for name in names}
-
-    def rate(self, name):
-        return median(self.rates[name])
-
-    def ratio(self, name, baseline=None):
-        base = self.rates[baseline or self.baseline]
-        return median([a / b for a, b in zip(self.rates[name], base)])
-
-    def cpu_us(self, name):
-        return self.cpu[name] / self.items[name] * 1e6
-
-
-def interleaved(rounds, contenders, baseline=None):
-    """Run each contender once per round, in a rotating order, so that a slow spell
-    of the machine hits all of them alike.
-
-    contenders: [(name, fn)], fn() does one block of work and returns (items, seconds).
-    Ratios are taken round by round (contender and baseline ran seconds apart),
-    then the median over the rounds is reported.
-    """
-    names = [name for name, _ in contenders]
-    result = Result(names, baseline or names[0])
-    for r in range(rounds):
-        shift = r % len(contenders)
-        order = contenders[shift:] + contenders[:shift]
-        for name, fn in order:
-            gc.collect()
-            cpu0 = user_cpu()
-            items, secs = fn()
-            result.cpu[name] += user_cpu() - cpu0
-            result.items[name] += items
-            result.rates[name].append(items / secs)
-    return result
-
-
-class Fresh:
-    """Names a new file in the scratch dir."""
-
-    def __init__(self, root):
-        self.root = root
-        self.n = 0
-
-    def __call__(self, stem):
-        self.n += 1
-        return os.path.join(self.root, "%s-%d" % (stem, self.n))
-
-
-def print_table(title, result, unit, ratio_label, cpu=False):
-    print(title)
-    width = max(len(name) for name in result.names)
-    head = "  %-*s %12s  %-9s %8s" % (width, "", unit, "", ratio_label)
-    print(head + ("  %14s" % "user CPU/op" if cpu else ""))
-    for name in result.names:
-        line = "  %-*s %12s  %-9s %7.2fx" % (width, name, fmt_rate(result.rate(name)), "", result.ratio(name))
-        if cpu:
-            line += "  %11.1f us" % result.cpu_us(name)
-        print(line)
-    print()
-
 
 def goal(ratio, target):
     return "goal >= %.1fx: %s" % (target, "MET" if ratio >= target else "MISSED")

@@ -29,25 +29,15 @@ import bisect
 import os
 import random
 import shutil
-import sys
 import time
-
-import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CRASH = os.path.join(HERE, "crash")
-if CRASH not in sys.path:
-    sys.path.insert(0, CRASH)
-import harness  # noqa: E402
-from queue_producer import message  # noqa: E402
-
-if harness.SHARED not in sys.path:
-    sys.path.insert(0, harness.SHARED)
+import harness  # noqa: E402  (tests/crash is on sys.path: conftest.py)
+from queue_producer import message
 from miniqueue import MiniQueue  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    sys.implementation.name != "cpython" or not hasattr(harness.signal, "SIGKILL"),
-    reason="needs CPython and SIGKILL")
+pytestmark = harness.needs_sigkill()
 
 PRODUCER = os.path.join(CRASH, "queue_producer.py")
 CONSUMER = os.path.join(CRASH, "queue_consumer.py")

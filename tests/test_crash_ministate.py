@@ -15,26 +15,16 @@
 import json
 import os
 import random
-import sys
 import time
-
-import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CRASH = os.path.join(HERE, "crash")
-if CRASH not in sys.path:
-    sys.path.insert(0, CRASH)
-import harness  # noqa: E402
-from state_worker import INITIAL, MUTATORS, op  # noqa: E402
-
-if harness.SHARED not in sys.path:
-    sys.path.insert(0, harness.SHARED)
+import harness  # noqa: E402  (tests/crash is on sys.path: conftest.py)
+from state_worker import INITIAL, MUTATORS, op
 from ministate import StateManager  # noqa: E402
 from minisnap import SnapStore, segment_files  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    sys.implementation.name != "cpython" or not hasattr(harness.signal, "SIGKILL"),
-    reason="needs CPython and SIGKILL")
+pytestmark = harness.needs_sigkill()
 
 WORKER = os.path.join(CRASH, "state_worker.py")
 KILL_DELAY = (0.0, 0.060)   # seconds from the worker's first line ("start") to its SIGKILL

@@ -155,3 +155,10 @@ def phase_at_kill(lines, markers):
         if line in markers:
             return line
     return None
+
+
+def needs_sigkill():
+    """The pytest mark for crash tests: they need CPython and a real SIGKILL."""
+    import pytest
+    return pytest.mark.skipif(sys.implementation.name != "cpython" or not hasattr(signal, "SIGKILL"),
+                              reason="needs CPython and SIGKILL")
