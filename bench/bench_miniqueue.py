@@ -22,15 +22,13 @@ MINI_BENCH_SHARED=/path/to/a/copy/of/shared benchmarks a candidate core (the
 MicroPython part uses it too). The scratch dir is on a real disk, as for
 bench_ministore.py ($MINI_BENCH_DIR overrides it).
 """
-import argparse
 import os
-import shutil
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (SHARED, Fresh, disk_dir, fs_type, interleaved, median, print_table,  # noqa: E402
-                      record, run_micropython)
+from benchlib import (Fresh, interleaved, median, print_table, record, run_main,  # noqa: E402
+                      run_micropython)
 
 from miniqueue import MiniQueue  # noqa: E402
 from ministore import encode_json, record_line  # noqa: E402
@@ -253,28 +251,12 @@ def bench_micropython(messages):
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes: a smoke run")
-    parser.add_argument("--no-mp", action="store_true", help="skip the MicroPython benchmark")
-    args = parser.parse_args(argv)
-    quick = args.quick
-
-    root = disk_dir()
-    started = time.perf_counter()
-    failed = False
-    try:
-        print("miniqueue benchmarks: Python %s on %s, %d cores, scratch dir %s (%s)" % (
-            sys.version.split()[0], sys.platform, os.cpu_count() or 0, root, fs_type(root)))
-        print("core under test: %s" % SHARED)
-        print("persist-queue: %s\n" % (PERSIST_VERSION or "not installed (its row is skipped)"))
+    def cpython_part(root, quick):
         bench_roundtrip(root, rounds=6 if quick else 30, block=20 if quick else 100)
         bench_batches(root, rounds=4 if quick else 20, singles=100 if quick else 200, batches=5 if quick else 20)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if not args.no_mp:
-        failed = bench_micropython(2000) is False
-    print("bench_miniqueue.py: %.0f s" % (time.perf_counter() - started))
-    return 1 if failed else 0
+
+    persist = "persist-queue: %s" % (PERSIST_VERSION or "not installed (its row is skipped)")
+    return run_main("miniqueue", argv, cpython_part, lambda: bench_micropython(2000), notes=[persist])
 
 
 if __name__ == "__main__":

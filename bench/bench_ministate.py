@@ -18,16 +18,13 @@ MINI_BENCH_SHARED=/path/to/a/copy/of/shared benchmarks a candidate core (the
 MicroPython part uses it too). The scratch dir is on a real disk, as for
 bench_ministore.py ($MINI_BENCH_DIR overrides it).
 """
-import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (SHARED, disk_dir, fs_type, dir_bytes, interleaved,  # noqa: E402
-                      run_micropython)
+from benchlib import (dir_bytes, interleaved, run_main, run_micropython)  # noqa: E402
 
 from ministate import StateManager, Mutator  # noqa: E402
 from minisnap import segment_files  # noqa: E402
@@ -192,27 +189,11 @@ def bench_micropython(heap_counts):
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes: a smoke run")
-    parser.add_argument("--no-mp", action="store_true", help="skip the MicroPython benchmark")
-    args = parser.parse_args(argv)
-    quick = args.quick
-
-    root = disk_dir()
-    started = time.perf_counter()
-    failed = False
-    try:
-        print("ministate benchmarks: Python %s on %s, %d cores, scratch dir %s (%s)" % (
-            sys.version.split()[0], sys.platform, os.cpu_count() or 0, root, fs_type(root)))
-        print("core under test: %s\n" % SHARED)
+    def cpython_part(root, quick):
         bench_recovery(root, rounds=3 if quick else 7, count=10000 if quick else 100000,
                        tail=1000)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if not args.no_mp:
-        failed = bench_micropython([1000, 10000]) is False
-    print("bench_ministate.py: %.0f s" % (time.perf_counter() - started))
-    return 1 if failed else 0
+
+    return run_main("ministate", argv, cpython_part, lambda: bench_micropython([1000, 10000]))
 
 
 if __name__ == "__main__":

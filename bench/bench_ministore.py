@@ -21,18 +21,15 @@ without touching the repo (the MicroPython part uses it too).
 The fsync figures need a real disk: the temp dir is made under $MINI_BENCH_DIR,
 else the system temp dir unless that is a RAM filesystem, else the home directory.
 """
-import argparse
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import time
 
 # benchlib puts shared/ (or $MINI_BENCH_SHARED, a candidate copy) on sys.path.
-from benchlib import (SHARED, TOP, Fresh, disk_dir, fs_type, interleaved,
-                      micropython_path, print_table, record)
+from benchlib import (SHARED, TOP, Fresh, interleaved, run_main, micropython_path, print_table, record)
 from ministore import MiniStore, encode_json, record_line  # noqa: E402
 
 
@@ -301,27 +298,13 @@ def bench_micropython(records):
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes: a smoke run")
-    parser.add_argument("--no-mp", action="store_true", help="skip the MicroPython benchmark")
-    args = parser.parse_args(argv)
-    quick = args.quick
-
-    root = disk_dir()
-    started = time.perf_counter()
-    try:
-        print("ministore benchmarks: Python %s on %s, %d cores, scratch dir %s (%s)" % (
-            sys.version.split()[0], sys.platform, os.cpu_count() or 0, root, fs_type(root)))
-        print("core under test: %s\n" % SHARED)
+    def cpython_part(root, quick):
         bench_appends(root, rounds=6 if quick else 40, block=50 if quick else 200)
         bench_batches(root, rounds=4 if quick else 20, singles=100 if quick else 200, batches=5 if quick else 20)
         bench_stream(root, rounds=3 if quick else 7, count=10000 if quick else 100000)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if not args.no_mp:
-        bench_micropython(2000)
-    print("bench_ministore.py: %.0f s" % (time.perf_counter() - started))
+
+    return run_main("ministore", argv, cpython_part, lambda: bench_micropython(2000))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -201,3 +201,35 @@ def run_micropython(label, script, args=()):
     version = subprocess.run([exe, "-c", "import sys; print(sys.version)"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT).stdout.decode().strip()
     return results, " ".join(["micropython"] + cmd[1:]), version
+
+
+def run_main(name, argv, cpython_part, micropython_part, notes=()):
+    """The common main() of bench_*.py: flags, header, a scratch dir, timing, exit code.
+
+    cpython_part(root, quick) runs in a fresh real-disk scratch dir that is removed
+    afterwards; micropython_part() runs unless --no-mp, and returning False fails
+    the run. `notes` are extra header lines.
+    """
+    import argparse
+    import time
+    parser = argparse.ArgumentParser(description="%s benchmarks" % name)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes: a smoke run")
+    parser.add_argument("--no-mp", action="store_true", help="skip the MicroPython benchmark")
+    args = parser.parse_args(argv)
+    root = disk_dir()
+    started = time.perf_counter()
+    failed = False
+    try:
+        print("%s benchmarks: Python %s on %s, %d cores, scratch dir %s (%s)" % (
+            name, sys.version.split()[0], sys.platform, os.cpu_count() or 0, root, fs_type(root)))
+        print("core under test: %s" % SHARED)
+        for line in notes:
+            print(line)
+        print()
+        cpython_part(root, args.quick)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if not args.no_mp:
+        failed = micropython_part() is False
+    print("bench_%s.py: %.0f s" % (name, time.perf_counter() - started))
+    return 1 if failed else 0

@@ -10,19 +10,10 @@
 # same on every run and machine.
 import gc
 import json
-import sys
 
-HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-TOP = HERE + "/.."
-SHARED = TOP + "/shared"
-ARGS = []
-for _arg in sys.argv[1:]:
-    if _arg.startswith("--shared="):
-        SHARED = _arg[len("--shared="):]  # a candidate copy of the core
-    else:
-        ARGS.append(_arg)
-sys.path.insert(0, TOP + "/tests/mp")
-sys.path.insert(0, SHARED)
+import mp_setup  # noqa: E402
+
+SHARED, ARGS = mp_setup.setup()
 
 import vfs  # noqa: E402
 
