@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (Fresh, interleaved, median, print_table, record, run_main,  # noqa: E402
-                      run_micropython)
+                      run_micropython, singles_vs_batch)
 
 from miniqueue import MiniQueue  # noqa: E402
 from ministore import encode_json, record_line  # noqa: E402
@@ -186,24 +186,8 @@ def bench_batches(root, rounds, singles, batches, size=100):
     big = 1 << 30
     single_q = MiniQueue.open(fresh("single"), sync="always", max_bytes=big, compact_bytes=big)
     batch_q = MiniQueue.open(fresh("batch"), sync="always", max_bytes=big, compact_bytes=big)
-
-    def one_by_one():
-        put = single_q.put
-        t0 = time.perf_counter()
-        for _ in range(singles // size):
-            for msg in batch:
-                put(msg)
-        return singles // size * size, time.perf_counter() - t0
-
-    def batched():
-        put_many = batch_q.put_many
-        t0 = time.perf_counter()
-        for _ in range(batches):
-            put_many(batch)
-        return batches * size, time.perf_counter() - t0
-
     try:
-        result = interleaved(rounds, [(one, one_by_one), (many, batched)])
+        result = singles_vs_batch(rounds, batch, singles, batches, single_q.put, batch_q.put_many, (one, many))
         held = len(single_q), len(batch_q)
     finally:
         single_q.close()

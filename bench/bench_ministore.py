@@ -29,7 +29,8 @@ import sys
 import time
 
 # benchlib puts shared/ (or $MINI_BENCH_SHARED, a candidate copy) on sys.path.
-from benchlib import (SHARED, TOP, Fresh, interleaved, run_main, micropython_path, print_table, record)
+from benchlib import (SHARED, TOP, Fresh, interleaved, run_main, micropython_path, print_table, record,
+                      singles_vs_batch)
 from ministore import MiniStore, encode_json, record_line  # noqa: E402
 
 
@@ -168,24 +169,9 @@ def bench_batches(root, rounds, singles, batches, size=100):
     one, many = "%d x append" % size, "append_many(%d records)" % size
     single_store = MiniStore.open(fresh("single"), sync="always")
     batch_store = MiniStore.open(fresh("batch"), sync="always")
-
-    def one_by_one():
-        append = single_store.append
-        t0 = time.perf_counter()
-        for _ in range(singles // size):
-            for rec in batch:
-                append(rec)
-        return singles // size * size, time.perf_counter() - t0
-
-    def batched():
-        append_many = batch_store.append_many
-        t0 = time.perf_counter()
-        for _ in range(batches):
-            append_many(batch)
-        return batches * size, time.perf_counter() - t0
-
     try:
-        result = interleaved(rounds, [(one, one_by_one), (many, batched)])
+        result = singles_vs_batch(rounds, batch, singles, batches, single_store.append,
+                                  batch_store.append_many, (one, many))
     finally:
         single_store.close()
         batch_store.close()

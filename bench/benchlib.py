@@ -233,3 +233,27 @@ def run_main(name, argv, cpython_part, micropython_part, notes=()):
         failed = micropython_part() is False
     print("bench_%s.py: %.0f s" % (name, time.perf_counter() - started))
     return 1 if failed else 0
+
+
+def singles_vs_batch(rounds, items, singles, batches, add_one, add_many, names):
+    """Interleave `singles` calls of add_one(item) with `batches` calls of add_many(items).
+
+    Rates count items, so the ratio is items per second in batches vs one by one.
+    """
+    import time
+    size = len(items)
+
+    def one_by_one():
+        t0 = time.perf_counter()
+        for _ in range(singles // size):
+            for item in items:
+                add_one(item)
+        return singles // size * size, time.perf_counter() - t0
+
+    def batched():
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            add_many(items)
+        return batches * size, time.perf_counter() - t0
+
+    return interleaved(rounds, [(names[0], one_by_one), (names[1], batched)])
