@@ -63,16 +63,17 @@ class MiniQueue(LogOwner):
         q.on_full = on_full
         q.max_deliveries = max_deliveries
         q.compact_bytes = compact_bytes or max_bytes
-        q._log = SegmentedLog.open(directory, after_seq=q._find_start, apply=q._replay, sync=sync)
+        log = SegmentedLog.open(directory, after_seq=q._find_start, apply=q._replay, sync=sync)
+        q._log = log
         try:
             q._finish_replay()
         except BaseException:
-            q._log.close()
+            log.close()
             raise
         # Where the checkpoint in the active segment ended is not stored; a generous
         # estimate from the live messages keeps the trigger from firing at once and,
         # unlike a count reset at each boot, keeps the segment bounded across reboots.
-        q._ckpt_size = min(q._log.active_bytes(), q._bytes + MESSAGE_OVERHEAD * (len(q._msgs) + 1))
+        q._ckpt_size = min(log.active_bytes(), q._bytes + MESSAGE_OVERHEAD * (len(q._msgs) + 1))
         return q
 
     @staticmethod
@@ -209,17 +210,13 @@ class MiniQueue(LogOwner):
     def live_bytes(self):
         return self._bytes
 
-    @property
-    def seq(self):
-        return self._log.seq
-
     def put(self, message):
         """Add a message; durable (under sync="always") when its id is returned."""
         return self.put_many([message])[0]
 
     def put_many(self, messages):
         """Add messages as one atomic batch with one sync; return their ids."""
-        self._check_open()
+        log = self._open_log()
         bodies = []
         for message in messages:
             check_value(message)
@@ -246,7 +243,7 @@ class MiniQueue(LogOwner):
             if self._bytes - freed + need > self.max_bytes:
                 raise QueueFull("queue %s is full of in-flight and dead messages" % self.directory)
             events = [{"drop": mid} for mid in drops]
-        first = self._log.seq + len(events) + 1
+        first = log.seq + len(events) + 1
         self._write(events + [{"put": message} for message in messages])
         for mid in drops:
             self._forget(mid)
@@ -263,7 +260,7 @@ class MiniQueue(LogOwner):
 
     def get(self):
         """Deliver the oldest ready message as (id, message), or None when there is none. Never blocks."""
-        self._check_open()
+        self._open_log()
         while self._head < len(self._ready):
             mid = self._ready[self._head]
             entry = self._msgs[mid]
@@ -297,7 +294,7 @@ class MiniQueue(LogOwner):
 
     def purge_dead(self):
         """Remove every dead letter; return how many."""
-        self._check_open()
+        self._open_log()
         ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][2] == DEAD]
         if ids:
             self._write([{"purge": mid} for mid in ids])
@@ -307,7 +304,7 @@ class MiniQueue(LogOwner):
         return len(ids)
 
     def _in_flight(self, mid):
-        self._check_open()
+        self._open_log()
         entry = self._msgs.get(mid)
         if entry is None or entry[2] != IN_FLIGHT:
             state = "unknown or already acked" if entry is None else ("dead" if entry[2] == DEAD else "not delivered")
@@ -331,11 +328,12 @@ class MiniQueue(LogOwner):
         self._ready.insert(lo, mid)
 
     def _write(self, events):
+        log = self._open_log()
         try:
             if len(events) == 1:
-                self._log.append(events[0])
+                log.append(events[0])
             else:
-                self._log.append_many(events)
+                log.append_many(events)
         except OSError:
             self._close_quietly()  # memory and journal may now disagree: only a reopen is trusted
             raise
@@ -343,13 +341,13 @@ class MiniQueue(LogOwner):
     # -- space
 
     def _maybe_compact(self):
-        if self._log.active_bytes() - self._ckpt_size >= self.compact_bytes:
+        if self._open_log().active_bytes() - self._ckpt_size >= self.compact_bytes:
             self.compact()
 
     def compact(self):
         """Write a checkpoint of the live messages in a new segment, then drop the older segments."""
-        self._check_open()
-        self._log.roll()
+        log = self._open_log()
+        log.roll()
         mids = sorted(self._msgs)
         for start in range(0, len(mids), _CKPT_CHUNK):
             chunk = []
@@ -358,14 +356,14 @@ class MiniQueue(LogOwner):
                 chunk.append({"ckpt": [mid, shim.loads(body), deliveries, status]})
             self._write(chunk)
         self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
-        self._log.sync()
-        self._log.compact(self._log.segments[-1][2])
-        self._ckpt_size = self._log.active_bytes()
+        log.sync()
+        log.compact(log.segments[-1][2])
+        self._ckpt_size = log.active_bytes()
         return len(mids)
 
     def disk_bytes(self):
         """Bytes of all journal segments now on disk."""
         total = 0
-        for number, path, base in self._log.segments:
+        for number, path, base in self._open_log().segments:
             total += shim.file_size(path) or 0
         return total

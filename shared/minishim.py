@@ -9,7 +9,7 @@ MICROPYTHON = sys.implementation.name == "micropython"
 try:
     import json
 except ImportError:  # very old ports only ship ujson
-    import ujson as json
+    import ujson as json  # pyright: ignore[reportMissingImports] (not in CPython or the stubs)
 
 try:
     from binascii import crc32
@@ -20,7 +20,10 @@ if MICROPYTHON:
     import errno
 else:
     import errno
-    import fcntl
+    import fcntl  # pyright: ignore[reportMissingImports] (stub gap: the boards have no fcntl)
+
+    # fdatasync where the OS has it (Linux); the board stubs declare neither.
+    _datasync = getattr(os, "fdatasync", None) or os.fsync  # pyright: ignore[reportAttributeAccessIssue]
 
 ENOENT = errno.ENOENT
 EEXIST = errno.EEXIST
@@ -32,31 +35,31 @@ if MICROPYTHON:
         """Compact JSON text. MicroPython writes non-ASCII as UTF-8, so CPython does too."""
         return json.dumps(obj, separators=(",", ":"))
 
-    def loads_between(line, start, stop):
-        """The JSON value that fills line[start:stop] exactly (ValueError if it does not)."""
-        return json.loads(line[start:stop])
-
     scan_json = None
 else:
     # Built once: json.dumps with keyword arguments builds a new JSONEncoder on every call.
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    dumps = json.JSONEncoder(  # pyright: ignore[reportAssignmentType] (one name, two runtimes)
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
     # scan_json(text, index) -> (value, end index); raises StopIteration or ValueError.
     # It is what JSONDecoder.raw_decode calls, minus a Python frame.
-    scan_json = json.JSONDecoder().scan_once
+    scan_json = json.JSONDecoder().scan_once  # pyright: ignore[reportAttributeAccessIssue] (CPython's C scanner)
 
-    def loads_between(line, start, stop):
-        """The JSON value that fills line[start:stop] exactly (ValueError if it does not).
 
-        line[:start] and line[stop:] must be ASCII. Decodes as json.loads does bytes.
-        """
-        text = line.decode("utf-8", "surrogatepass")
-        try:
-            value, end = scan_json(text, start)
-        except StopIteration:
-            raise ValueError("no JSON value")
-        if end != len(text) - (len(line) - stop):
-            raise ValueError("extra data")
-        return value
+def loads_between(line, start, stop):
+    """The JSON value that fills line[start:stop] exactly (ValueError if it does not).
+
+    line[:start] and line[stop:] must be ASCII. Decodes as json.loads does bytes.
+    """
+    if scan_json is None:  # MicroPython: no scanner to call, and slicing is cheap there
+        return json.loads(line[start:stop])
+    text = line.decode("utf-8", "surrogatepass")
+    try:
+        value, end = scan_json(text, start)
+    except StopIteration:
+        raise ValueError("no JSON value")
+    if end != len(text) - (len(line) - stop):
+        raise ValueError("extra data")
+    return value
 
 
 loads = json.loads
@@ -138,7 +141,7 @@ def sync_dir(path):
     """
     if MICROPYTHON:
         return
-    fd = os.open(path or ".", os.O_RDONLY)
+    fd = os.open(path or ".", os.O_RDONLY)  # pyright: ignore[reportAttributeAccessIssue] (stub gap)
     try:
         os.fsync(fd)
     finally:
@@ -188,7 +191,7 @@ def _acquire(path):
         raise Locked()
     fd = None
     if not MICROPYTHON:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # pyright: ignore[reportAttributeAccessIssue] (stub gap)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -243,7 +246,8 @@ class JournalFile:
 
     def write(self, data):
         if self._fd is None:
-            self._f.write(data)
+            # start_appending() opened _f, and MiniStore never writes after close().
+            self._f.write(data)  # pyright: ignore[reportOptionalMemberAccess]
             return
         # os.write may write less than asked; loop until all of it is written.
         done = os.write(self._fd, data)
@@ -255,13 +259,11 @@ class JournalFile:
     if MICROPYTHON:
         def sync(self):
             # flush() is lfs_file_sync on LittleFS, f_sync on FAT and fsync on posix.
-            self._f.flush()
+            self._f.flush()  # pyright: ignore[reportOptionalMemberAccess] (as in write)
     else:
-        _datasync = getattr(os, "fdatasync", os.fsync)
-
         def sync(self):
             # fdatasync also writes the file size, which is all an append changes.
-            JournalFile._datasync(self._fd)
+            _datasync(self._fd)  # pyright: ignore[reportArgumentType] (on CPython _acquire always gives an fd)
 
     def close(self):
         if _held.pop(self.path, None) is None:

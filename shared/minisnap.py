@@ -177,8 +177,8 @@ class SegmentedLog:
         self.store = store
 
     @staticmethod
-    def open(directory, after_seq=0, apply=None, sync="always"):
-        """Open the log; call apply(seq, record) for every record after `after_seq`.
+    def open(directory, after_seq=None, apply=None, sync="always"):
+        """Open the log; call apply(seq, record) for every record after `after_seq` (default 0).
 
         `after_seq` may be a function, called once the directory is locked: a brick
         must read its snapshots or segments only under the lock, or a writer that
@@ -194,6 +194,8 @@ class SegmentedLog:
         try:
             if callable(after_seq):
                 after_seq = after_seq()
+            if after_seq is None:
+                after_seq = 0
             return SegmentedLog._open_locked(directory, after_seq, apply, sync, lock)
         except BaseException:
             lock.release()
@@ -321,28 +323,39 @@ def _check_reaches(after_seq, last, cleanup=None):
 class LogOwner:
     """Closing and context-manager behaviour for a brick built on a SegmentedLog (`_log`)."""
 
-    _log = None
+    _log: "SegmentedLog | None" = None
+    _closed_seq = 0  # the seq when it was closed: `seq` still answers after close()
     directory = "?"
 
-    def _check_open(self):
-        if self._log is None:
+    def _open_log(self):
+        """The log, or ClosedError if the brick is closed."""
+        log = self._log
+        if log is None:
             raise ClosedError("%s for %s is closed" % (type(self).__name__, self.directory))
+        return log
+
+    @property
+    def seq(self):
+        log = self._log
+        return self._closed_seq if log is None else log.seq
 
     def sync(self):
-        self._check_open()
-        self._log.sync()
+        self._open_log().sync()
 
     def _close_quietly(self):
         """Close after a failure; the error that caused it is the one that matters."""
         log, self._log = self._log, None
-        try:
-            log.close()
-        except OSError:
-            pass
+        if log is not None:
+            self._closed_seq = log.seq
+            try:
+                log.close()
+            except OSError:
+                pass
 
     def close(self):
-        if self._log is not None:
-            log, self._log = self._log, None
+        log, self._log = self._log, None
+        if log is not None:
+            self._closed_seq = log.seq
             log.close()
 
     @property

@@ -39,12 +39,12 @@ def _copy(value):
 class StateManager(LogOwner):
     """Use StateManager.open(). `state` is the live state: read it, never change it directly."""
 
-    def __init__(self):
+    def __init__(self, directory="", keep=1):
         self._log = None
-        self.directory = ""
+        self.directory = directory
         self._initial = {}
         self._registry = {}
-        self._snaps = None
+        self._snaps = SnapStore(directory, keep)
         self.snapshot_every = None
         self.snapshot_bytes = None
         self._state = {}
@@ -69,8 +69,9 @@ class StateManager(LogOwner):
                 raise ValueError("%s must be None or an int >= 1" % name)
         sm.snapshot_every = snapshot_every
         sm.snapshot_bytes = snapshot_bytes
-        sm._log = SegmentedLog.open(directory, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync)
-        sm._since_snapshot = sm._log.seq - sm.snapshot_seq
+        log = SegmentedLog.open(directory, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync)
+        sm._log = log
+        sm._since_snapshot = log.seq - sm.snapshot_seq
         return sm
 
     @staticmethod
@@ -86,8 +87,7 @@ class StateManager(LogOwner):
 
     @staticmethod
     def _prepare(directory, initial, mutators, keep):
-        sm = StateManager()
-        sm.directory = directory
+        sm = StateManager(directory, keep)
         sm._initial = {} if initial is None else initial
         check_value(sm._initial)
         sm._registry = {}
@@ -97,7 +97,6 @@ class StateManager(LogOwner):
             if cls.__name__ in sm._registry:
                 raise ValueError("two mutators are named %s" % cls.__name__)
             sm._registry[cls.__name__] = cls
-        sm._snaps = SnapStore(directory, keep)
         return sm
 
     # -- recovery
@@ -124,6 +123,7 @@ class StateManager(LogOwner):
             if not isinstance(fields, dict):
                 raise ReplayError("seq %d: fields of %s are not an object" % (seq, name))
             return cls(**fields)
+        raise ReplayError("seq %d: empty mutator record" % seq)  # not reached: len(record) == 1
 
     def _replay_one(self, seq, record):
         mutator = self._decode(seq, record)
@@ -136,17 +136,13 @@ class StateManager(LogOwner):
     def _rebuild(self):
         """Reload the state from disk, after a mutator raised halfway through apply()."""
         self._load_snapshot()
-        self._log.replay(self.snapshot_seq, self._replay_one)
+        self._open_log().replay(self.snapshot_seq, self._replay_one)
 
     # -- changing the state
 
     @property
     def state(self):
         return self._state
-
-    @property
-    def seq(self):
-        return self._log.seq
 
     def apply(self, mutator):
         """Apply one mutator; it is durable (under sync="always") and applied when this returns its seq."""
@@ -157,7 +153,7 @@ class StateManager(LogOwner):
         return self._commit(list(mutators), True)
 
     def _commit(self, mutators, batch):
-        self._check_open()
+        log = self._open_log()
         records = []
         for mutator in mutators:
             if not isinstance(mutator, Mutator):
@@ -178,25 +174,25 @@ class StateManager(LogOwner):
             self._rebuild()
             raise
         try:
-            seq = self._log.append_many(records) if batch else self._log.append(records[0])
+            seq = log.append_many(records) if batch else log.append(records[0])
         except BaseException:
             # The state in memory is ahead of the journal; only a reopen is trustworthy.
             self._close_quietly()
             raise
         self._since_snapshot += len(records)
         if ((self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every) or
-                (self.snapshot_bytes is not None and self._log.active_bytes() >= self.snapshot_bytes)):
+                (self.snapshot_bytes is not None and log.active_bytes() >= self.snapshot_bytes)):
             self.create_snapshot()
         return seq
 
     def create_snapshot(self):
         """Snapshot the state at the current seq, then compact the journal it covers. Returns the seq."""
-        self._check_open()
-        self._log.sync()  # a snapshot must never be ahead of the durable journal
-        seq = self._log.seq
+        log = self._open_log()
+        log.sync()  # a snapshot must never be ahead of the durable journal
+        seq = log.seq
         self._snaps.create(self._state, seq)
-        self._log.roll()
-        self._log.compact(self._snaps.oldest_seq())
+        log.roll()
+        log.compact(self._snaps.oldest_seq())
         self.snapshot_seq = seq
         self._since_snapshot = 0
         return seq

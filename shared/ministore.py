@@ -213,12 +213,12 @@ class JournalReader:
         self.size = 0
         self._f = open(path, "rb")
         self._line_no = 0
-        self._expect = None
+        self._expect = -1        # the next seq; -1 until the header is read
         self._ready = []
         self._ready_at = 0
         self._batch = []         # records of a batch not yet complete
         self._batch_left = 0
-        self._batch_at = None    # (offset, line) where that batch starts
+        self._batch_at = (0, 0)  # (offset, line) where that batch starts
         self._batch_offsets = []  # offset of each of its lines
         self._bad = None         # (offset, line, reason) of the first damaged line since a good one
         self._done = False
@@ -243,12 +243,15 @@ class JournalReader:
             self._f = None
 
     def _generate(self):
-        readline = self._f.readline
+        f = self._f
+        if f is None:
+            return
+        readline = f.readline
         crc32 = shim.crc32
         loads_between = shim.loads_between
         scan = shim.scan_json
         from_seq = self.from_seq
-        size = lines = expect = None  # self.size, self._line_no, self._expect while on the fast path
+        size = lines = expect = 0  # self.size, self._line_no, self._expect while on the fast path
         prefix = None  # how the line of seq `expect` starts
         try:
             while True:
@@ -295,7 +298,7 @@ class JournalReader:
                 self._ready = []
                 self._ready_at = 0
                 self._step(line)
-                self._quick = (self._expect is not None and self._bad is None and not self._batch_left
+                self._quick = (self._expect >= 0 and self._bad is None and not self._batch_left
                                and not self._done)
                 if self._quick:
                     size, lines, expect = self.size, self._line_no, self._expect
@@ -367,7 +370,6 @@ class JournalReader:
                 return
             self._emit(self._batch)
             self._batch = []
-            self._batch_at = None
         elif batch > 1:
             self._batch = [item]
             self._batch_left = batch - 1
@@ -400,8 +402,8 @@ class JournalReader:
 class Replay(list):
     """The records of a journal, with `torn` and `seq` as in JournalReader."""
 
-    torn = None
-    seq = None
+    torn: "TornTail | None" = None
+    seq: "int | None" = None
 
 
 # ---------------------------------------------------------------- writing
@@ -486,15 +488,16 @@ class MiniStore:
         return self.seq
 
     def _write(self, data, count):
-        if self._file is None:
+        journal_file = self._file
+        if journal_file is None:
             raise ClosedError("%s is closed" % self.path)
         try:
-            self._file.write(data)
+            journal_file.write(data)
             self.seq += count
             self.size += len(data)
             self._unsynced += count
             if self.sync_every is None or self._unsynced >= self.sync_every:
-                self._sync()
+                self._sync(journal_file)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
@@ -503,22 +506,25 @@ class MiniStore:
 
     def sync(self):
         """Make every record appended so far durable."""
-        if self._file is None:
+        journal_file = self._file
+        if journal_file is None:
             raise ClosedError("%s is closed" % self.path)
         if self._unsynced:
             try:
-                self._sync()
+                self._sync(journal_file)
             except OSError:
                 self._abandon()
                 raise
 
-    def _sync(self):
-        self._file.sync()
+    def _sync(self, journal_file):
+        journal_file.sync()
         self._unsynced = 0
         self.durable_seq = self.seq
 
     def _abandon(self):
         journal_file, self._file = self._file, None
+        if journal_file is None:
+            return
         try:
             journal_file.close()
         except OSError:
@@ -562,9 +568,11 @@ def _recover(path, journal_file, base_seq, replay):
         if replay is not None:
             replay(seq, record)
     torn = reader.torn
+    last = reader.seq
     if torn is None:
-        return reader.seq, reader.size
-    if reader.base_seq is None:
+        assert last is not None  # no damage: the header was read
+        return last, reader.size
+    if last is None:
         # Only a torn header: nothing was ever acknowledged. Write it again, padded.
         data = header_line(base_seq)
         data += pad_line(torn.length - len(data), "torn header")
@@ -578,4 +586,4 @@ def _recover(path, journal_file, base_seq, replay):
         journal_file.overwrite(offset, b"X")
     pad = pad_line(torn.length, "torn tail")
     journal_file.overwrite(torn.offset, pad)
-    return reader.seq, torn.offset + len(pad)
+    return last, torn.offset + len(pad)

@@ -1,7 +1,7 @@
 # miniqueue tests, on CPython (pytest) and MicroPython (tests/mp/runner.py).
 from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
 import minishim
-from ministore import MiniStore, LockedError, MiniError
+from ministore import MiniStore, LockedError, MiniError, ClosedError
 from minisnap import segment_files
 from miniqueue import MiniQueue, QueueFull, UnknownMessage
 
@@ -327,3 +327,13 @@ def test_random_operations_match_a_simple_model():
             flying = {}
         assert len(q) == len(ready) and q.in_flight() == len(flying), step
     q.close()
+
+
+def test_closed_queue_refuses_work_and_keeps_its_seq():
+    q = MiniQueue.open(scratch())
+    q.put("a")
+    q.close()
+    assert q.seq == 1 and q.closed
+    for call, args in ((q.put, ("b",)), (q.get, ()), (q.ack, (1,)), (q.nack, (1,)),
+                       (q.purge_dead, ()), (q.compact, ()), (q.disk_bytes, ()), (q.sync, ())):
+        raises(ClosedError, call, *args)

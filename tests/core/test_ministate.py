@@ -229,10 +229,13 @@ def test_mutation_that_fails_on_replay_is_reported():
 
 def test_closed_manager_refuses_changes():
     sm = manager(scratch())
+    sm.apply(Inc(by=1))
     sm.close()
     sm.close()
+    assert sm.seq == 1  # still answers: the seq it was closed at
     raises(ClosedError, sm.apply, Inc(by=1))
     raises(ClosedError, sm.create_snapshot)
+    raises(ClosedError, sm.sync)
 
 
 def test_recovery_replays_a_long_journal_in_constant_memory():
