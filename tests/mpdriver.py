@@ -30,3 +30,15 @@ def assert_all_passed(args, **kwargs):
     if code != 0 or not last.endswith(" 0 failed") or last.startswith("0 passed"):
         pytest.fail("micropython %s exited %d:\n%s" % (" ".join(args), code, out[-20000:]))
     return out
+
+
+def run_and_record(args, **kwargs):
+    """assert_all_passed(), then hand the script's RESULT lines to tests/reliability.py
+    and print its last lines (the figures) for `pytest -s`."""
+    import reliability
+    out = assert_all_passed(args, **kwargs)
+    for result in reliability.parse_result_lines(out):
+        reliability.record(**result)
+    for line in out.strip().splitlines()[-3:]:
+        print(line)
+    return out

@@ -1,12 +1,12 @@
 # Power-cut test of ministate + minisnap on simulated flash, on the MicroPython unix
 # port: the power fails at every program/erase op of a StateManager workload (apply,
 # apply_many, explicit and automatic snapshots with compaction, close and reopen), in
-# three modes, and a copy of the image must mount and open to the model state after
+# every mode of tests/mp/blockdev.py (raise, torn, drop, reorder), and a copy of the image must mount and open to the model state after
 # a prefix of the attempted mutations that holds every acknowledged one
 # (tests/mp/powercut_ministate.py, on the sweep in tests/mp/powercut.py).
 import pytest
 
-from mpdriver import assert_all_passed
+from mpdriver import run_and_record
 
 CONFIGS = [
     ("lfs2-esp32", "always"), ("lfs2-esp32", "4"),
@@ -17,6 +17,4 @@ CONFIGS = [
 
 @pytest.mark.parametrize("fs,sync", CONFIGS, ids=["%s-sync_%s" % c for c in CONFIGS])
 def test_powercut_ministate(fs, sync):
-    out = assert_all_passed(["tests/mp/powercut_ministate.py", fs, sync])
-    for line in out.strip().splitlines()[-2:]:
-        print(line)
+    run_and_record(["tests/mp/powercut_ministate.py", fs, sync])

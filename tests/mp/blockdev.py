@@ -1,15 +1,30 @@
-# A RAM block device for the MicroPython unix port, with the extended block
-# interface LittleFS uses (offset programs, explicit erase) and the simple one
-# FAT uses. It counts programs and erases, and can cut the power at a chosen
-# program/erase operation:
-#   "raise": that operation raises OSError(EIO) and nothing of it lands;
-#   "half":  the first half of the buffer lands, then it raises;
-#   "drop":  that operation and every later one is silently ignored.
-# The operations after the cut follow the same mode, so under "half" each of them
-# lands half its buffer. Set after_cut = "lost" to model a real power failure
-# instead: the cut operation follows the mode and every later one is silently lost.
-# Reads and writes copy through one preallocated memoryview, so the device
-# allocates nothing per call.
+# A flash-faithful RAM block device for the MicroPython unix port (NOR flash, as
+# on ESP32 and RP2040 boards), with the extended block interface LittleFS uses
+# (offset programs, explicit erase) and the simple one FAT uses.
+#
+# NOR semantics: a program can only clear bits (new = old AND data) and an erase
+# sets a whole block to 0xFF. A program that needs a 0 bit to become 1 is counted
+# in `dirty_programs` (a filesystem that does this corrupts real flash; LittleFS
+# never should). The simple interface (FAT) is a sector write, which on flash
+# partitions is an erase of each block followed by a program.
+#
+# It counts operations (`ops`: programs + erases), `erases`, bytes `programmed`,
+# erases per block (`block_erases`), and the sync barriers the filesystem asks for
+# (`syncs`, ioctl 3). It can cut the power at a chosen program/erase op, `cut_at`:
+#   "raise":   that op raises OSError(EIO) and nothing of it lands;
+#   "torn":    a prefix of it lands (`torn_fraction` of its bytes; for an erase, a
+#              prefix of the block is erased), then it raises. A torn sector write
+#              (simple interface) has erased the whole sector first, so it can
+#              destroy bytes written long before: `torn_rewrite_lost` counts them;
+#   "drop":    that op is silently ignored (the driver never notices);
+#   "reorder": the ops since the last sync barrier complete out of order: a
+#              pseudo-random subset of them (seeded by `reorder_seed`) is undone,
+#              as if they were still in a write cache when the power went; the cut
+#              op itself raises. At most `reorder_window` ops are held.
+# after_cut: None keeps applying the mode to every later op (a flaky part);
+# "lost" models a real power failure: every op after the cut is silently lost.
+# `dead` is True from the cut on. Outside "reorder" mode the device allocates
+# nothing per call: reads and writes go through one memoryview.
 EIO = 5
 
 GEOMETRY = {
@@ -17,6 +32,8 @@ GEOMETRY = {
     "esp32": (4096, 32),
     "rp2040": (4096, 256),
 }
+
+MODES = ("raise", "torn", "drop", "reorder")
 
 
 class PowerCut(OSError):
@@ -27,48 +44,134 @@ class RAMFlash:
     def __init__(self, block_size, blocks, data=None):
         self.block_size = block_size
         self.blocks = blocks
-        self.data = bytearray(block_size * blocks) if data is None else data
+        self.data = bytearray(b"\xff" * (block_size * blocks)) if data is None else data
         self.mem = memoryview(self.data)
-        self.ops = 0            # program + erase operations so far
+        self.ops = 0             # program + erase operations so far
         self.erases = 0
-        self.programmed = 0     # bytes programmed
-        self.cut_at = -1        # op index at which the power fails (-1: never)
+        self.programmed = 0      # bytes programmed
+        self.block_erases = [0] * blocks
+        self.syncs = 0
+        self.dirty_programs = 0  # programs that needed a 0 bit to become 1
+        self.cut_at = -1         # op index at which the power fails (-1: never)
         self.mode = "raise"
-        self.after_cut = None   # "lost": operations after the cut are silently lost
+        self.torn_fraction = 0.5
+        self.after_cut = None    # "lost": operations after the cut are silently lost
         self.dead = False
+        self.reorder_seed = 1
+        self.reorder_window = 8
+        self.reordered = 0       # ops undone by a "reorder" cut
+        self.torn_rewrite_lost = 0  # bytes already on flash that a torn sector write (FAT) erased
+        self._pending = []       # "reorder" mode: (start, bytes before) of each op since the last sync
+        self._erased = b"\xff" * block_size
 
-    def _op(self):
-        """Account for one program/erase; return True if it must not land."""
+    # ------------------------------------------------------------ power
+
+    def _cut_now(self):
+        """Account for one program/erase op; return True if the power is off for it."""
         index = self.ops
         self.ops += 1
         if self.dead:
             return True
         if index == self.cut_at:
             self.dead = True
+            if self.mode == "reorder":
+                self._undo_some()
             return True
         return False
 
     def _lost(self):
-        """True for an operation after the cut (not the cut itself) when after_cut is "lost"."""
+        """True for an op after the cut (not the cut itself) when after_cut is "lost"."""
         return self.after_cut == "lost" and self.ops - 1 != self.cut_at
+
+    def _remember(self, start, length):
+        if self.mode == "reorder" and self.cut_at >= 0:
+            self._pending.append((start, bytes(self.mem[start:start + length])))
+            if len(self._pending) > self.reorder_window:
+                self._pending.pop(0)  # completed long ago: out of the write cache
+
+    def _undo_some(self):
+        """Undo a seeded subset of the ops since the last sync, keeping the rest in order."""
+        ops = self._pending
+        self._pending = []
+        if not ops:
+            return
+        rng = self.reorder_seed * 2654435761 + self.cut_at * 40503 + 12345
+        keep = []
+        for _ in ops:
+            rng = (rng * 1103515245 + 12345) & 0x7FFFFFFF
+            keep.append(rng & 0x10000 != 0)
+        # Roll the cached ops back to the barrier, then replay the ones that landed.
+        after = []
+        for start, before in reversed(ops):
+            after.append(bytes(self.mem[start:start + len(before)]))
+            self.mem[start:start + len(before)] = before
+        after.reverse()
+        for i in range(len(ops)):
+            start, before = ops[i]
+            if keep[i]:
+                self.mem[start:start + len(before)] = after[i]
+            else:
+                self.reordered += 1
+
+    # ------------------------------------------------------------ flash operations
+
+    def _program(self, start, buf):
+        # AND through big ints: C speed, and an erased target (the usual case)
+        # takes the plain copy.
+        n = len(buf)
+        if not n:
+            return
+        target = self.mem[start:start + n]
+        old = int.from_bytes(target, "big")
+        new = int.from_bytes(buf, "big")
+        landed = old & new
+        if landed == new:
+            target[:] = buf
+        else:
+            self.dirty_programs += 1
+            target[:] = landed.to_bytes(n, "big")
+
+    def _erase(self, block, length=None):
+        start = block * self.block_size
+        if length is None:
+            length = self.block_size
+        self.mem[start:start + length] = self._erased[:length]
+
+    def _cut_write(self, start, buf, erase_first):
+        """The cut op of a write: apply the mode and return True if it must raise."""
+        if self.mode == "drop" or self._lost():
+            return False
+        if self.mode == "torn" and self.ops - 1 == self.cut_at:
+            landed = int(len(buf) * self.torn_fraction)
+            if erase_first:
+                # A sector write that the cut stops between its erase and the end of
+                # its program destroys what the sector held before: FAT's hazard on
+                # NOR flash (the bricks cannot prevent it; see lost_by_torn_rewrite).
+                rest = self.mem[start + landed:start + len(buf)]
+                self.torn_rewrite_lost = len(rest) - bytes(rest).count(b"\xff")
+                for block in range(start // self.block_size, (start + len(buf)) // self.block_size):
+                    self._erase(block)
+            self._program(start, buf[:landed])
+        return True
 
     def readblocks(self, block, buf, offset=0):
         start = block * self.block_size + offset
         buf[:] = self.mem[start:start + len(buf)]
 
     def writeblocks(self, block, buf, offset=None):
+        erase_first = offset is None  # simple interface (FAT): erase, then program
         start = block * self.block_size + (offset or 0)
-        if offset is None:
-            # simple interface (FAT): the write includes the erase of whole blocks
-            self.erases += len(buf) // self.block_size
-        if self._op():
-            if self.mode == "drop" or self._lost():
-                return
-            if self.mode == "half":
-                half = len(buf) // 2
-                self.mem[start:start + half] = buf[:half]
-            raise PowerCut(EIO)
-        self.mem[start:start + len(buf)] = buf
+        if self._cut_now():
+            if self._cut_write(start, buf, erase_first):
+                raise PowerCut(EIO)
+            return
+        self._remember(start, len(buf))
+        if erase_first:
+            for b in range(block, block + len(buf) // self.block_size):
+                self._erase(b)
+                self.block_erases[b] += 1
+                self.erases += 1
+        self._program(start, buf)
         self.programmed += len(buf)
 
     def ioctl(self, op, arg):
@@ -76,20 +179,38 @@ class RAMFlash:
             return self.blocks
         if op == 5:
             return self.block_size
+        if op == 3:  # sync: every op before it has completed
+            self.syncs += 1
+            self._pending = []
+            return 0
         if op == 6:  # erase
-            if self._op():
+            if self._cut_now():
                 if self.mode == "drop" or self._lost():
                     return 0
+                if self.mode == "torn" and self.ops - 1 == self.cut_at:
+                    self._erase(arg, int(self.block_size * self.torn_fraction))
                 raise PowerCut(EIO)
+            self._remember(arg * self.block_size, self.block_size)
+            self._erase(arg)
+            self.block_erases[arg] += 1
             self.erases += 1
-            start = arg * self.block_size
-            self.mem[start:start + self.block_size] = b"\xff" * self.block_size
             return 0
         return 0
 
+    # ------------------------------------------------------------ reading the results
+
+    def wear(self):
+        """(max, mean, max/mean) of the erases per block, over every block of the device."""
+        total = sum(self.block_erases)
+        mean = total / self.blocks
+        top = max(self.block_erases)
+        return top, mean, (top / mean if mean else 0.0)
+
     def copy(self):
         """A powered-on copy of the flash as it is now (to mount after a cut)."""
-        return RAMFlash(self.block_size, self.blocks, bytearray(self.data))
+        twin = RAMFlash(self.block_size, self.blocks, bytearray(self.data))
+        twin.block_erases = list(self.block_erases)
+        return twin
 
 
 def make_fs(kind, geometry, blocks=256, flash=None):

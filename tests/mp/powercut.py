@@ -9,13 +9,15 @@
 #     how the workload ended and that no writer lock outlived it;
 #   - the cut loop: the workload runs once uncut to count its program/erase ops
 #     start..end-1 (start = the count after mkfs and mount), then for every op k
-#     and every mode ("raise", "half", "drop") a fresh filesystem runs it with the
+#     and every mode of blockdev.MODES ("raise", "torn", "drop", "reorder") a fresh
+#     filesystem (on NOR flash semantics) runs it with the
 #     power cut at op k (after_cut = "lost": nothing reaches the flash after the
 #     cut) and the script's verify() judges a reboot onto a copy of the image.
 # Each (configuration, cut point, mode) is one check; main() ends with
 # "N passed, N failed".
 import gc
 import os
+import time
 import vfs
 
 import blockdev
@@ -23,8 +25,9 @@ import minishim
 
 MOUNT = "/pc"
 BLOCKS = 128
-MODES = ("raise", "half", "drop")
+MODES = blockdev.MODES
 MAX_REPORTS = 20  # failure details printed per configuration
+SWEEP = {}  # figures of the last sweep, for report()
 
 
 def parse_configs(argv, default):
@@ -90,7 +93,7 @@ def call(flash, what, fn, *args):
 
     Acknowledged: every program/erase op of the call happened before the cut, so its
     caller was told the call succeeded with the power on. A call that returns although
-    the op cut under "raise" or "half" failed is a bug (it swallowed an I/O error).
+    the op cut under "raise", "torn" or "reorder" failed is a bug (it swallowed an I/O error).
     """
     was_dead = flash.dead
     result = fn(*args)
@@ -151,6 +154,8 @@ def sweep(name, sync, run_workload, verify, stats, total):
     stats.reset()  # count the cuts only
 
     passed = failed = 0
+    SWEEP.update(cut_points=end - start, checks=0, acked_ops=0, hazards=0, hazard_examples=[],
+                 started=time.time())
     for k in range(start, end):
         for mode in MODES:
             flash = fresh(kind, geometry)
@@ -167,14 +172,28 @@ def sweep(name, sync, run_workload, verify, stats, total):
                 elif out.leaked:
                     problem = "a writer lock leaked after %r" % (out.error,)
                 elif out.error is not None and not isinstance(out.error, OSError) and mode != "drop":
-                    # raise/half: the cut itself raises, and nothing else may go wrong
+                    # raise/torn/reorder: the cut itself raises, and nothing else may go wrong
                     problem = "workload raised %r" % (out.error,)
                 elif out.error is None and mode != "drop":
                     problem = "the cut did not raise"
                 else:
                     umount()
+                    counters = _counters(stats)
                     problem = verify(kind, geometry, flash, sync, out, stats)
+                    if problem is not None and flash.torn_rewrite_lost:
+                        # FAT rewrote a sector as erase + program and the cut tore it:
+                        # bytes the filesystem had written before are gone. No file
+                        # format can survive that; it is counted apart, not as the
+                        # brick's loss (tests/mp/fat_torn_sector.py shows plain files
+                        # lose data the same way).
+                        _restore(stats, counters)
+                        SWEEP["hazards"] += 1
+                        SWEEP["hazard_examples"].append("cut_at=%d: %s" % (k, problem))
+                        problem = None
+                        passed -= 1
             umount()
+            if out is not None:
+                SWEEP["acked_ops"] += out.acked
             if problem is None:
                 passed += 1
             else:
@@ -184,7 +203,34 @@ def sweep(name, sync, run_workload, verify, stats, total):
                         label, k, mode, out.acked if out else "-", out.error if out else None, problem))
             flash = out = None
             gc.collect()
+    SWEEP["checks"] = (end - start) * len(MODES)
     return passed, failed, start, end
+
+
+def _counters(stats):
+    return dict((name, value) for name, value in stats.__dict__.items() if isinstance(value, int))
+
+
+def _restore(stats, counters):
+    for name in counters:
+        setattr(stats, name, counters[name])
+
+
+def report(brick, name, sync, acked_lost, violations, notes=""):
+    """Print the RESULT line of the last sweep (tests/reliability.py collects it)."""
+    hazard = ""
+    if SWEEP["hazards"]:
+        hazard = "; %d torn FAT sector rewrites destroyed earlier data (filesystem hazard, counted apart)" % (
+            SWEEP["hazards"])
+    print("RESULT " + minishim.dumps({
+        "suite": "powercut-sweep", "brick": brick, "fs": name,
+        "config": "sync=%s, every op x modes %s" % (sync, "/".join(MODES)),
+        "cut_points": SWEEP["cut_points"], "seeds": 0, "checks": SWEEP["checks"],
+        "acked_ops": SWEEP["acked_ops"], "acked_lost": acked_lost, "violations": violations,
+        "hazards": SWEEP["hazards"], "seconds": time.time() - SWEEP["started"],
+        "notes": notes + hazard}))
+    for example in SWEEP["hazard_examples"][:3]:
+        print("HAZARD %s %s: %s" % (name, sync, example))
 
 
 def main(argv, default, run_config):

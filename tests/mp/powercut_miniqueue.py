@@ -4,7 +4,8 @@
 # "always" or an int (the batch policy). With no arguments every configuration
 # runs. The sweep itself is tests/mp/powercut.py: the workload runs once uncut to
 # count its program/erase ops, then the power is cut at every one of them, in the
-# three modes, with nothing reaching the flash after the cut.
+# every mode of blockdev.py (raise, torn, drop, reorder) on NOR flash semantics,
+# with nothing reaching the flash after the cut.
 #
 # The workload is a MiniQueue (max_deliveries=2, compact_bytes=600) taken through
 # put, put_many, get, ack, nack, a dead letter, a QueueFull refusal, a message of
@@ -583,6 +584,7 @@ def run_config(name, sync):
               stats.order, stats.phantom, failed, start, end - 1, total, len(model.checkpoints),
               stats.nodir, stats.torn, stats.segments, stats.in_ckpt, stats.unacked,
               stats.delivered, stats.dead))
+    powercut.report('miniqueue', name, sync, stats.lost, failed)
     return passed, failed
 
 

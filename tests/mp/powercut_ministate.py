@@ -4,7 +4,8 @@
 # "always" or an int (the batch policy). With no arguments every configuration
 # runs. The sweep itself is tests/mp/powercut.py: the workload runs once uncut to
 # count its program/erase ops, then the power is cut at every one of them, in the
-# three modes, with nothing reaching the flash after the cut.
+# every mode of blockdev.py (raise, torn, drop, reorder) on NOR flash semantics,
+# with nothing reaching the flash after the cut.
 #
 # The workload is a StateManager (keep=2, one automatic snapshot by count) taken
 # through apply, apply_many, explicit snapshots (one of a state of ~6 KB, more
@@ -384,6 +385,7 @@ def run_config(name, sync):
               name, sync, end - start, len(powercut.MODES), stats.lost, failed, start, end - 1,
               stats.nodir, stats.damaged, stats.fell_back, stats.torn, stats.extra_files,
               stats.unacked, sorted(stats.by_snapshot.items())))
+    powercut.report('ministate', name, sync, stats.lost, failed)
     return passed, failed
 
 

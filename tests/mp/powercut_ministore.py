@@ -5,7 +5,7 @@
 # runs. For one configuration:
 #   1. The append workload runs once without a cut to count its program/erase
 #      ops: they are ops start..N-1 (start = the count after mkfs and mount).
-#   2. For every k in range(start, N) and every mode ("raise", "half", "drop"),
+#   2. For every k in range(start, N) and every mode (tests/mp/blockdev.py MODES),
 #      a fresh filesystem runs the workload with the power cut at op k. The
 #      acknowledged records are those whose append returned before the cut (for
 #      the batch policy: durable_seq, the records a completed sync covers).
@@ -212,6 +212,7 @@ def run_config(name, sync):
           "no journal yet %d, empty journal %d, torn tail padded %d, unacked records kept %d)" % (
               name, sync, end - start, len(powercut.MODES), stats.lost, start, end - 1, failed,
               stats.nofile, stats.empty, stats.torn, stats.unacked))
+    powercut.report('ministore', name, sync, stats.lost, failed)
     return passed, failed
 
 
