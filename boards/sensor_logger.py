@@ -24,7 +24,9 @@ INITIAL = {"count": 0}
 
 def run(read_temperature, outbox_sync=16, period_ms=1000, cycles=None, root="/data"):
     state = StateManager.open(root + "/state", initial=INITIAL, mutators=[Count], snapshot_every=100)
-    outbox = MiniQueue.open(root + "/outbox", max_bytes=8 * 1024, on_full="drop_oldest", sync=outbox_sync)
+    # sync=N is a valid policy; the checker infers str from open()'s default, "always".
+    outbox = MiniQueue.open(root + "/outbox", max_bytes=8 * 1024, on_full="drop_oldest",
+                            sync=outbox_sync)
     try:
         print("logger: up, count %d, outbox %d waiting" % (state.state["count"], len(outbox)))
         done = 0
@@ -33,8 +35,10 @@ def run(read_temperature, outbox_sync=16, period_ms=1000, cycles=None, root="/da
             print("ack count %d %d" % (seq, state.state["count"]))
             outbox.put({"n": state.state["count"], "temp_c": read_temperature()})
             while len(outbox) > 8:  # the pretend uplink
-                mid, message = outbox.get()
-                outbox.ack(mid)
+                delivered = outbox.get()  # (id, message), or None once nothing is ready
+                if delivered is None:
+                    break
+                outbox.ack(delivered[0])
             done += 1
             time.sleep_ms(period_ms) if hasattr(time, "sleep_ms") else time.sleep(period_ms / 1000)
     finally:

@@ -41,7 +41,7 @@ class MiniQueue(LogOwner):
 
     @staticmethod
     def open(directory, max_bytes=64 * 1024, on_full="reject", max_deliveries=None,
-             sync="always", compact_bytes=None):
+             sync: "str | int" = "always", compact_bytes=None):
         """Open (creating if needed) the queue in `directory`.
 
         max_bytes bounds the live messages (ready, in flight and dead, as stored

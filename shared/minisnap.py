@@ -177,7 +177,7 @@ class SegmentedLog:
         self.store = store
 
     @staticmethod
-    def open(directory, after_seq=None, apply=None, sync="always"):
+    def open(directory, after_seq=None, apply=None, sync: "str | int" = "always"):
         """Open the log; call apply(seq, record) for every record after `after_seq` (default 0).
 
         `after_seq` may be a function, called once the directory is locked: a brick

@@ -55,7 +55,7 @@ class StateManager(LogOwner):
 
     @staticmethod
     def open(directory, initial=None, mutators=(), snapshot_every=1000, snapshot_bytes=None,
-             keep=2, sync="always"):
+             keep=2, sync: "str | int" = "always"):
         """Recover the state in `directory` (creating it if needed).
 
         snapshot_every: take a snapshot after that many records (None: never by count).

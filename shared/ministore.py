@@ -421,14 +421,14 @@ class MiniStore:
         self._unsynced = 0
 
     @staticmethod
-    def open(path, sync="always", base_seq=0, replay=None):
+    def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
         """Open (creating it and its directories if needed) `path` for appending.
 
         A torn tail left by a crash is overwritten by a pad line first. `replay`,
         if given, is called as replay(seq, record) for every intact record, so
         recovery costs one read of the journal.
         """
-        sync = _check_sync(sync)
+        sync_every = _check_sync(sync)
         if not isinstance(base_seq, int) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
         parent = shim.dirname(path)
@@ -449,7 +449,7 @@ class MiniStore:
         except BaseException:
             journal_file.close()
             raise
-        return MiniStore(path, sync, journal_file, seq, size)
+        return MiniStore(path, sync_every, journal_file, seq, size)
 
     # -- reading (class-level, no lock needed)
 

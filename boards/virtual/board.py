@@ -205,11 +205,11 @@ class Supervisor:
         self.files = files_of(args.image)
         self.image = self.files["image"]
         self.micropython = micropython_path(args.micropython)
-        self.proc = None
-        self.master = None
-        self.client = None
-        self.server = None
-        self.held = []             # [(arrival time, bytes or INTR)]
+        self.proc: subprocess.Popen[bytes] | None = None  # the interpreter, from the first boot() on
+        self.master: int | None = None              # the pty's master side, while an interpreter runs
+        self.client: socket.socket | None = None    # the serial line's one TCP client
+        self.server: socket.socket | None = None
+        self.held: list[tuple[float, bytes | None]] = []  # [(arrival time, bytes or INTR)]
         self.last_intr = -1e9
         self.last_write = -1e9
         self.intr_since = None
@@ -239,14 +239,14 @@ class Supervisor:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise BoardError("%s: a board is already running on this image" % self.image)
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server = self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self.server.bind((self.args.host, self.args.port))
+            server.bind((self.args.host, self.args.port))
         except OSError as exc:
             raise BoardError("cannot listen on %s:%d: %s" % (self.args.host, self.args.port, exc.strerror))
-        self.server.listen(8)
-        self.address = "socket://%s:%d" % self.server.getsockname()[:2]
+        server.listen(8)
+        self.address = "socket://%s:%d" % server.getsockname()[:2]
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -261,7 +261,7 @@ class Supervisor:
                 os.close(self.args.ready_fd)
             elif self.args.command == "serve":
                 print(self.address, flush=True)
-            self.loop()
+            self.loop(server)
         finally:
             self.shutdown()
             try:
@@ -326,57 +326,68 @@ class Supervisor:
         for sock in (self.client, self.server):
             if sock is not None:
                 sock.close()
+        self.close_pty()
+        self.console.close()
+
+    def close_pty(self):
         if self.master is not None:
             os.close(self.master)
             self.master = None
-        self.console.close()
 
     # -- the loop
 
-    def loop(self):
+    def loop(self, server):
+        """Bridge the pty and the serial line (server: the listening socket) until the board is off."""
         while True:
-            fds = [self.wake]
+            proc = self.proc  # after_exit() replaces it at each boot
+            if proc is None:
+                return  # never booted: there is no board to bridge
+            fds: list[int | socket.socket] = [self.wake]
             if self.master is not None and not self.eof:
                 fds.append(self.master)
-            fds.append(self.client if self.client is not None else self.server)
+            fds.append(self.client if self.client is not None else server)
             busy = self.held or self.phase == "rawboot" or self.stopping
             readable = select.select(fds, [], [], 0.01 if busy else 0.2)[0]
             if self.wake in readable:
                 os.read(self.wake, 512)
             if self.master in readable:
                 self.read_board()
-            if self.server in readable and self.client is None:
-                self.client, _ = self.server.accept()
-                self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.client.settimeout(SEND_TIMEOUT)  # a client that stops reading is dropped
+            if server in readable and self.client is None:
+                client, _ = server.accept()
+                self.client = client
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client.settimeout(SEND_TIMEOUT)  # a client that stops reading is dropped
             elif self.client is not None and self.client in readable:
                 try:
                     data = self.client.recv(4096)
                 except OSError:
                     data = b""
                 if data:
-                    self.quickack()
+                    self.quickack(self.client)
                     self.take_input(data)
                 else:
                     self.client.close()
                     self.client = None
-            if self.stopping == "stop" and self.proc.poll() is None:
-                self.graceful_stop()
+            if self.stopping == "stop" and proc.poll() is None:
+                self.graceful_stop(proc)
             self.pump_input()
             if self.phase == "rawboot":
                 self.inject_raw()
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 if not self.eof:
                     self.read_board()
                     if not self.eof:
                         continue
-                if not self.after_exit():
+                if not self.after_exit(proc.returncode):
                     return
 
     def read_board(self):
+        master = self.master
+        if master is None:
+            return  # no pty: no interpreter to read from
         while True:
             try:
-                data = os.read(self.master, 65536)
+                data = os.read(master, 65536)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -414,11 +425,11 @@ class Supervisor:
             self.phase, self.rawbuf = "run", b""
         self.send(data)
 
-    def quickack(self):
+    def quickack(self, client):
         """ACK at once: pyserial's socket has Nagle on, and a delayed ACK here would cost
         up to 40 ms on each of mpremote's write-write-read exchanges."""
         try:
-            self.client.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", 12), 1)
+            client.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", 12), 1)
         except OSError:
             pass
 
@@ -444,6 +455,8 @@ class Supervisor:
 
     def ready(self):
         """vboot.py has set up the board and marked the terminal: Ctrl-C may be delivered."""
+        if self.master is None:
+            return False
         try:
             return termios.tcgetattr(self.master)[6][READY_CC] == b"\x19"
         except (termios.error, IndexError):
@@ -451,14 +464,22 @@ class Supervisor:
 
     def running(self):
         """Code runs (the pty is in the interpreter's original mode), or the REPL reads (raw mode)."""
+        if self.master is None:
+            return False
         try:
             return bool(termios.tcgetattr(self.master)[3] & RUNNING_FLAG)
         except termios.error:
             return False
 
+    def proc_file(self, name):
+        """The interpreter's /proc/PID/NAME, opened for reading."""
+        if self.proc is None:
+            raise ProcessLookupError("no interpreter")  # an OSError: the callers treat it as "no /proc"
+        return open("/proc/%d/%s" % (self.proc.pid, name))
+
     def sigint_caught(self):
         try:
-            with open("/proc/%d/status" % self.proc.pid) as f:
+            with self.proc_file("status") as f:
                 for line in f:
                     if line.startswith("SigCgt:"):
                         return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
@@ -469,7 +490,7 @@ class Supervisor:
     def syscall(self):
         """(number, first argument) of the syscall the interpreter is blocked in; None while it computes."""
         try:
-            with open("/proc/%d/syscall" % self.proc.pid) as f:
+            with self.proc_file("syscall") as f:
                 fields = f.read().split()
             return int(fields[0]), int(fields[1], 16)
         except (OSError, ValueError, IndexError):
@@ -503,7 +524,7 @@ class Supervisor:
     def io_calls(self):
         """How many read and write syscalls the interpreter made so far (/proc/PID/io)."""
         try:
-            with open("/proc/%d/io" % self.proc.pid) as f:
+            with self.proc_file("io") as f:
                 fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
             return int(fields["syscr"]) + int(fields["syscw"])
         except (OSError, KeyError, ValueError):
@@ -529,13 +550,13 @@ class Supervisor:
         return True if before is not None and self.io_calls() == before else None
 
     def pump_input(self):
-        if self.master is None or self.eof or self.phase == "rawboot":
+        if self.proc is None or self.master is None or self.eof or self.phase == "rawboot":
             return
         now = time.monotonic()
         running = self.running()
         while self.held:
             at, item = self.held[0]
-            if item is INTR:
+            if item is None:  # INTR (spelled "is None": the checker narrows item to bytes below)
                 if self.intr_since is None:
                     self.intr_since = now
                 waited = now - self.intr_since
@@ -584,6 +605,8 @@ class Supervisor:
             self.held.pop(0)
 
     def write_board(self, data, partial=False):
+        if self.master is None:
+            return 0 if partial else False
         try:
             written = os.write(self.master, data)
         except BlockingIOError:
@@ -597,23 +620,21 @@ class Supervisor:
         if not self.injected and not self.eof and not self.running():
             self.injected = self.write_board(b"\x01")
 
-    def graceful_stop(self):
-        """Ctrl-C the program, let the REPL come up, then Ctrl-D; SIGKILL after 3 s."""
+    def graceful_stop(self, proc):
+        """Ctrl-C the program (proc), let the REPL come up, then Ctrl-D; SIGKILL after 3 s."""
         now = time.monotonic()
         if self.stop_deadline is None:
             self.stop_deadline = now + 3
             self.log("stopping")
             self.held = [(now, INTR)]
         if now > self.stop_deadline:
-            self.proc.kill()
+            proc.kill()
         elif not self.held and not self.running() and not self.stop_sent:
             self.stop_sent = self.write_board(b"\x04")  # Ctrl-D at the REPL: the unix port exits
 
-    def after_exit(self):
-        """The interpreter exited: soft reboot, reset, or power off. False: the board is off."""
-        code = self.proc.returncode
-        os.close(self.master)
-        self.master = None
+    def after_exit(self, code):
+        """The interpreter exited with code: soft reboot, reset, or power off. False: the board is off."""
+        self.close_pty()
         if self.stopping:
             self.log("off (%s, micropython exit %s)" % (self.stopping, code))
             return False
@@ -754,7 +775,7 @@ def cmd_status(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="mini-board", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mini-board", description=(__doc__ or "").split("\n")[0])  # None under -OO
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -193,7 +193,7 @@ def cmd_state(args):
 # ------------------------------------------------------------------ entry point
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="mini", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mini", description=(__doc__ or "").split("\n")[0])  # None under -OO
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -239,11 +239,11 @@ def main(argv=None):
     except (MiniError, SnapshotError) as exc:
         sys.stderr.write("mini %s: %s\n" % (args.command, exc))
         return 2
-    except OSError as exc:
+    except BrokenPipeError:  # the reader went away (mini cat J | head): not an error
+        return 0
+    except OSError as exc:  # after BrokenPipeError, which is an OSError too
         sys.stderr.write("mini %s: %s\n" % (args.command, exc))
         return 2
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

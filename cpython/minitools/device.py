@@ -233,7 +233,7 @@ def _copy_batch(port, args, chunk, bar, done_files, done_bytes):
     cmd = mpremote_command() + ["connect", port, "resume"] + args
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     started = 0
-    for line in iter(proc.stdout.readline, b""):
+    for line in iter(proc.stdout.readline, b""):  # pyright: ignore[reportOptionalMemberAccess] (stdout=PIPE)
         if line.startswith(b"cp :"):
             if started:  # the previous file is complete
                 done_files += 1
@@ -241,7 +241,7 @@ def _copy_batch(port, args, chunk, bar, done_files, done_bytes):
             name = chunk[started][0] if started < len(chunk) else ""
             started += 1
             bar.update(done_files, done_bytes, name)
-    err = proc.stderr.read()
+    err = proc.stderr.read()  # pyright: ignore[reportOptionalMemberAccess] (stderr=PIPE)
     proc.wait()
     if proc.returncode != 0:
         raise DeviceError("%s: %s" % (port, _error_line(subprocess.CompletedProcess(cmd, proc.returncode, b"", err))))
@@ -397,7 +397,7 @@ class Follower:
                 break  # an incomplete line: read it again next time
             line = data[at:end + 1]
             kind, obj = parse_line(line)
-            if kind == RECORD:
+            if kind == RECORD and isinstance(obj, dict):
                 records.append((obj["seq"], obj["rec"]))
             elif kind is None:
                 self.err.write("mini tail: %s: damaged line at byte %d (%s)\n" % (name, start + at, obj))

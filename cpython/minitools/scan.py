@@ -43,9 +43,9 @@ class JournalScan:
         self.path = path
         self.problems = []
         self.records = 0
-        self.base_seq = None
-        self.first_seq = None
-        self.last_seq = None
+        self.base_seq: int | None = None
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
         self.size = 0
         self.lines = 0
         self.pads = 0
@@ -81,11 +81,19 @@ def scan(path):
                     expect = base + 1
                 continue
             kind, obj = parse_line(line)
-            if kind == RECORD and expect is not None and obj["seq"] < expect:
-                kind, obj = None, "seq %r goes backwards (expected %d)" % (obj["seq"], expect)
-            if kind is None or kind == HEADER:
+            if kind is None or not isinstance(obj, dict):  # a damaged line: obj says why
                 if bad is None:
-                    bad = (offset, number, obj if kind is None else "second header")
+                    bad = (offset, number, str(obj))
+                continue
+            if kind == HEADER:
+                damage = "second header"
+            elif kind == RECORD and expect is not None and obj["seq"] < expect:
+                damage = "seq %r goes backwards (expected %d)" % (obj["seq"], expect)
+            else:
+                damage = None
+            if damage is not None:
+                if bad is None:
+                    bad = (offset, number, damage)
                 continue
             if kind == PAD:
                 result.pads += 1
@@ -123,11 +131,12 @@ def scan(path):
                 batch = [offset, number, seq, size - 1]
                 result.batches += 1
         end = result.size
-        if batch is not None or bad is not None:
-            start = (batch[0], batch[1], "incomplete batch at seq %d" % batch[2]) if batch is not None else bad
-            if batch is not None:
-                result.records -= result.last_seq - batch[2] + 1
-                result.last_seq = batch[2] - 1 if batch[2] - 1 >= (result.base_seq or 0) + 1 else None
+        start = bad
+        if batch is not None:
+            start = (batch[0], batch[1], "incomplete batch at seq %d" % batch[2])
+            result.records -= result.last_seq - batch[2] + 1
+            result.last_seq = batch[2] - 1 if batch[2] - 1 >= (result.base_seq or 0) + 1 else None
+        if start is not None:
             result.problems.append(Problem(path, "torn", start[1], start[0], end - start[0], start[2]))
         if result.lines == 0:
             result.problems.append(Problem(path, "torn", 1, 0, 0, "empty file (no header)"))
@@ -214,7 +223,7 @@ def classify(path):
         with open(segments[0][1], "rb") as f:
             for line in f.readlines()[1:3]:
                 kind, obj = parse_line(line)
-                if kind == RECORD and isinstance(obj["rec"], dict) and (
+                if kind == RECORD and isinstance(obj, dict) and isinstance(obj["rec"], dict) and (
                         set(obj["rec"]) & {"put", "get", "ack", "nack", "ckpt", "ckpt_end", "drop", "dead", "purge"}):
                     return "queue"
         return "state"
