@@ -167,6 +167,7 @@ def parse_line(line):
 def check_header(path, line):
     """Validate the first line; return base_seq, or None if it is torn."""
     kind, obj = parse_line(line)
+    sealed = kind is not None
     if kind is None:
         if line[-1:] == b"\n":
             # A complete first line that is not ours: refuse rather than treat it as torn.
@@ -187,6 +188,10 @@ def check_header(path, line):
     if obj.get("version") != FORMAT_VERSION:
         raise FormatError("%s: journal format version %r is not supported (this code reads %d)" % (
             path, obj.get("version"), FORMAT_VERSION))
+    if not sealed:
+        # Our name and version, but the CRC fails: a damaged header, not a foreign
+        # file, and its base_seq cannot be trusted. It reads as a torn header.
+        return None
     base = obj.get("base_seq")
     if not isinstance(base, int) or base < 0:
         raise FormatError("%s: header has no valid base_seq" % path)
@@ -575,7 +580,8 @@ def _recover(path, journal_file, base_seq, replay):
     if last is None:
         # Only a torn header: nothing was ever acknowledged. Write it again, padded.
         data = header_line(base_seq)
-        data += pad_line(torn.length - len(data), "torn header")
+        if torn.length > len(data):
+            data += pad_line(torn.length - len(data), "torn header")
         journal_file.overwrite(0, data)
         return base_seq, len(data)
     # Intact lines of an incomplete batch are damaged first, last one first, one

@@ -277,6 +277,32 @@ def test_torn_header_and_empty_file_recover():
             minishim.loads(line)
 
 
+def test_header_whose_crc_fails_is_torn_not_trusted():
+    # A flipped bit in base_seq keeps the line valid JSON of our format: the CRC
+    # alone says it is damaged, and a damaged base_seq must not renumber records.
+    path = journal()
+    MiniStore.open(path).close()
+    data = bytearray(read_bytes(path))
+    at = bytes(data).index(b'"base_seq":0') + len(b'"base_seq":')
+    data[at] ^= 1  # "0" -> "1"
+    write_bytes(path, bytes(data))
+    replay = MiniStore.replay(path)
+    assert replay == [] and replay.seq is None and replay.torn is not None
+    with MiniStore.open(path) as store:
+        assert store.seq == 0
+        assert store.append("a") == 1
+    assert MiniStore.replay(path) == ["a"]
+    # with a record after it, the damaged header is corruption, reported at line 1
+    path = journal()
+    with MiniStore.open(path) as store:
+        store.append("a")
+    data = bytearray(read_bytes(path))
+    data[at] ^= 1
+    write_bytes(path, bytes(data))
+    err = raises(CorruptRecord, MiniStore.replay, path)
+    assert err.line == 1, err
+
+
 def test_crash_during_recovery_still_recovers():
     path = journal()
     with MiniStore.open(path) as store:
