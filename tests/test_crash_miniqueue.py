@@ -34,6 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 CRASH = os.path.join(HERE, "crash")
 import harness  # noqa: E402  (tests/crash is on sys.path: conftest.py)
+import reliability  # noqa: E402
 from queue_producer import message
 from miniqueue import MiniQueue  # noqa: E402
 
@@ -397,7 +398,7 @@ class Checker:
         assert not problems, "%s:\n%s" % (self.summary(), "\n".join(problems))
 
 
-KILLS_EACH = 200             # per process
+KILLS_EACH = reliability.pick(ci=200, long=1000)   # per process
 MIN_COMPACTION_KILLS = 100   # kills (of either process) inside compact()
 
 
@@ -412,6 +413,20 @@ def _campaign(checker, rng, side_by_side):
             checker.run(rng, producer=False, consumer=True, pause=0.0)
     checker.finish()
     print("\nminiqueue crash test " + checker.summary())
+    phases = ", ".join("%s %d" % (k, checker.phases[k]) for k in sorted(checker.phases))
+    reliability.record(
+        suite="sigkill", brick="miniqueue", fs="posix",
+        config="producer and consumer %s, max_bytes=%d compact_bytes=%d" % (
+            "side by side" if side_by_side else "taking turns", MAX_BYTES, COMPACT_BYTES),
+        cut_points=sum(checker.kills.values()), seeds=1, checks=sum(checker.kills.values()),
+        acked_ops=checker.puts + checker.acks, acked_lost=checker.lost,
+        violations=(checker.redelivered_acked + checker.order_violations + checker.bad +
+                    len(checker.open_errors)),
+        seconds=round(time.monotonic() - checker.started, 2),
+        notes="%d kills inside compaction (%d aimed), %d checkpoints begun, %d redeliveries, "
+              "%d nacks, %d queue full; kills by phase: %s" % (
+                  checker.compaction_kills, checker.aimed, checker.checkpoints, checker.redeliveries,
+                  checker.nacks, checker.fulls, phases))
     checker.assert_clean()
     assert checker.kills["producer"] >= KILLS_EACH and checker.kills["consumer"] >= KILLS_EACH
     assert checker.acks > 0 and checker.puts > 0
