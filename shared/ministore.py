@@ -541,8 +541,11 @@ class MiniStore:
         try:
             self.sync()
         finally:
-            if self._file is not None:
-                self._abandon()
+            journal_file, self._file = self._file, None  # None already if sync() failed
+            if journal_file is not None:
+                # Not _abandon(): closing can still write (LittleFS commits the file's
+                # mtime), and a close that failed must not report success.
+                journal_file.close()
 
     @property
     def closed(self):
