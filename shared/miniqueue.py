@@ -219,7 +219,7 @@ class MiniQueue(LogOwner):
         log = self._open_log()
         bodies = []
         for message in messages:
-            check_value(message)
+            check_value(message, 2)  # a checkpoint stores it two levels down: {"ckpt": [id, M, ...]}
             bodies.append(shim.dumps(message).encode())
         if not bodies:
             return []

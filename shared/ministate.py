@@ -122,7 +122,10 @@ class StateManager(LogOwner):
             fields = record[name]
             if not isinstance(fields, dict):
                 raise ReplayError("seq %d: fields of %s are not an object" % (seq, name))
-            return cls(**fields)
+            try:
+                return cls(**fields)
+            except TypeError as exc:  # fields the class no longer takes, or lacks
+                raise ReplayError("seq %d: %s(**%r) failed: %s" % (seq, name, fields, exc))
         raise ReplayError("seq %d: empty mutator record" % seq)  # not reached: len(record) == 1
 
     def _replay_one(self, seq, record):

@@ -57,6 +57,20 @@ class JournalScan:
         return not self.problems
 
 
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _well_formed(kind, obj):
+    """Fields of the types the writers write (an intact line can still be foreign)."""
+    if kind == RECORD:
+        batch = obj.get("batch", 1)
+        return _count(obj["seq"]) and "rec" in obj and _count(batch) and batch >= 1
+    lost = obj.get("lost")
+    return lost is None or (isinstance(lost, list) and len(lost) == 2 and _count(lost[0]) and
+                            _count(lost[1]) and lost[0] <= lost[1])
+
 def scan(path):
     """Scan a journal line by line; never raises for damage, only for I/O errors."""
     result = JournalScan(path)
@@ -87,6 +101,8 @@ def scan(path):
                 continue
             if kind == HEADER:
                 damage = "second header"
+            elif not _well_formed(kind, obj):
+                damage = "%s line of the wrong shape" % ("record" if kind == RECORD else "pad")
             elif kind == RECORD and expect is not None and obj["seq"] < expect:
                 damage = "seq %r goes backwards (expected %d)" % (obj["seq"], expect)
             else:
