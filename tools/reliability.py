@@ -206,12 +206,15 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(ROOT, "RELIABILITY.md"), help="report path")
     parser.add_argument("--results", help="keep the raw results (JSON lines) in this directory")
     parser.add_argument("--from-results", help="write the report from an earlier run's results directory")
+    parser.add_argument("--outcome", help="with --from-results: how that run ended (for the report)")
+    parser.add_argument("--seconds", type=float, default=0.0, help="with --from-results: how long it took")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     scale = "long" if args.long else "ci"
     if args.from_results:
         rows = load(args.from_results)
-        code, outcome, seconds, tests = 0, "(report rebuilt from %s)" % args.from_results, 0.0, TORTURE_TESTS
+        code, seconds, tests = 0, args.seconds, TORTURE_TESTS
+        outcome = args.outcome or "(report rebuilt from %s)" % args.from_results
     else:
         results = args.results or tempfile.mkdtemp(prefix="mini-reliability-")
         if os.path.exists(os.path.join(results, "results.jsonl")):
