@@ -47,7 +47,7 @@ sys.path.insert(0, TOP + "/shared")
 sys.path.insert(0, HERE)
 
 import powercut  # noqa: E402
-from powercut import MOUNT, call, exists, reboot  # noqa: E402
+from powercut import MOUNT, call, exists, reboot, message_size, queue_drops  # noqa: E402
 import minishim  # noqa: E402
 from ministore import MiniStore  # noqa: E402
 from minisnap import segment_files  # noqa: E402
@@ -111,10 +111,6 @@ for _step in WORKLOAD:
 assert len(minishim.dumps(MESSAGES[4])) > 4096
 
 
-def size_of(msg):
-    return len(minishim.dumps(msg).encode())
-
-
 # ---------------------------------------------------------------- the reference model
 
 class Model:
@@ -154,7 +150,7 @@ class Model:
             arg = event[kind]
         if kind == "put":
             self.msgs[seq] = [arg, 0, READY]
-            self.bytes += size_of(arg)
+            self.bytes += message_size(arg)
             self.puts[seq] = arg
             self.ids[arg["k"]] = seq
         elif kind == "get":
@@ -165,7 +161,7 @@ class Model:
         elif kind == "dead":
             self.msgs[arg][2] = DEAD
         elif kind in ("ack", "drop"):
-            self.bytes -= size_of(self.msgs.pop(arg)[0])
+            self.bytes -= message_size(self.msgs.pop(arg)[0])
             self.gone[arg] = seq
             if kind == "ack":
                 self.acks[arg] = seq
@@ -185,21 +181,11 @@ class Model:
         """The ids put_many returns, or None for QueueFull (nothing written)."""
         need = 0
         for m in msgs:
-            need += size_of(m)
-        if need > max_bytes:
+            need += message_size(m)
+        ready = [(mid, message_size(self.msgs[mid][0])) for mid in self.ready()]
+        drops = queue_drops(self.bytes, ready, need, max_bytes, on_full)
+        if drops is None:
             return None
-        drops = []
-        if self.bytes + need > max_bytes:
-            if on_full == "reject":
-                return None
-            freed = 0
-            for mid in self.ready():
-                if self.bytes - freed + need <= max_bytes:
-                    break
-                drops.append(mid)
-                freed += size_of(self.msgs[mid][0])
-            if self.bytes - freed + need > max_bytes:
-                return None
         first = self.seq + len(drops) + 1
         self.write([{"drop": mid} for mid in drops] + [{"put": m} for m in msgs])
         return list(range(first, first + len(msgs)))

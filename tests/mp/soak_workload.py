@@ -34,7 +34,7 @@ from ministore import MiniStore
 from minisnap import read_snapshot, segment_files, SnapshotError, SnapStore
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue, QueueFull
-from powercut import call, exists
+from powercut import call, exists, message_size, queue_drops
 
 READY, IN_FLIGHT, DEAD = 0, 1, 2
 CKPT_CHUNK = 32  # checkpoint entries per write (FORMAT.md 5.4)
@@ -184,10 +184,6 @@ class JournalModel:
         self.bounds = [b for b in self.bounds if b <= n]
 
 
-def size_of(msg):
-    return len(minishim.dumps(msg).encode())
-
-
 class QueueModel:
     """The queue as FORMAT.md section 5 defines it, event by event.
 
@@ -212,7 +208,7 @@ class QueueModel:
         for kind in event:
             arg = event[kind]
         if kind == "put":
-            size = size_of(arg)
+            size = message_size(arg)
             self.msgs[seq] = [arg, 0, READY, size]
             self.bytes += size
         elif kind == "get":
@@ -242,21 +238,11 @@ class QueueModel:
         """The ids put_many returns, or None for QueueFull (nothing written)."""
         need = 0
         for m in msgs:
-            need += size_of(m)
-        if need > max_bytes:
+            need += message_size(m)
+        ready = [(mid, self.msgs[mid][3]) for mid in self.ready()]
+        drops = queue_drops(self.bytes, ready, need, max_bytes, on_full)
+        if drops is None:
             return None
-        drops = []
-        if self.bytes + need > max_bytes:
-            if on_full == "reject":
-                return None
-            freed = 0
-            for mid in self.ready():
-                if self.bytes - freed + need <= max_bytes:
-                    break
-                drops.append(mid)
-                freed += self.msgs[mid][3]
-            if self.bytes - freed + need > max_bytes:
-                return None
         first = self.seq + len(drops) + 1
         self.write([{"drop": mid} for mid in drops] + [{"put": m} for m in msgs])
         return list(range(first, first + len(msgs)))
