@@ -110,7 +110,7 @@ def versions():
     return out
 
 
-def report(rows, scale, outcome, seconds, tests, args):
+def report(rows, scale, outcome, seconds, tests):
     info = versions()
     lost = total(rows, "acked_lost")
     violations = total(rows, "violations")
@@ -222,7 +222,7 @@ def main(argv=None):
         code, outcome, seconds, tests = run_tests(results, scale, args.pytest_args)
         rows = load(results)
         print("raw results: %s" % os.path.join(results, "results.jsonl"))
-    text, lost, violations = report(rows, scale, outcome, seconds, tests, args)
+    text, lost, violations = report(rows, scale, outcome, seconds, tests)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(text)
     print("wrote %s: acknowledged operations lost %d, violations %d, pytest exit %d" % (
