@@ -201,7 +201,7 @@ def report(rows, scale, outcome, seconds, tests):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--long", action="store_true", help="the long run (MINI_TORTURE=long)")
     parser.add_argument("--out", default=os.path.join(ROOT, "RELIABILITY.md"), help="report path")
     parser.add_argument("--results", help="keep the raw results (JSON lines) in this directory")

@@ -12,7 +12,7 @@ Checks:
   core on rp2     shared/ and the RP2040 board files, typeshed = the rp2 stubs
   virtual board   boards/virtual/vboot.py and flashfile.py (they run on the unix
                   port), against the esp32 stubs
-  host (CPython)  shared/, cpython/ and boards/virtual/board.py, CPython typeshed
+  host (CPython)  shared/, cpython/, boards/virtual/board.py and tools/, CPython typeshed
 Where a stub is wrong or missing something the code uses only on another runtime,
 the line carries `# pyright: ignore[rule] (stub gap)` and the gap is listed in
 micropython/README.md; the runtime tests decide what works.
@@ -56,7 +56,7 @@ def checks():
          dict(board, typeshedPath=rp2, extraPaths=[rp2, ROOT + "/shared", ROOT + "/boards"])),
         ("virtual board (unix port)", files("boards/virtual/vboot.py", "boards/virtual/flashfile.py"),
          dict(board, typeshedPath=esp32, extraPaths=[esp32, ROOT + "/shared", ROOT + "/boards/virtual"])),
-        ("host tools (CPython)", core + files("cpython/minitools/*.py", "boards/virtual/board.py"),
+        ("host tools (CPython)", core + files("cpython/minitools/*.py", "boards/virtual/board.py", "tools/*.py"),
          {"extraPaths": [ROOT + "/shared", ROOT + "/cpython"]}),
     ]
 
