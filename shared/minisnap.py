@@ -45,9 +45,12 @@ def _numbered(directory, prefix, suffix):
     return out
 
 
-def snapshot_bytes(state, seq):
+def snapshot_bytes(state, seq, state_json=None):
+    """The snapshot file's bytes; state_json is encode_json(state), if the caller has it already."""
+    if state_json is None:
+        state_json = encode_json(state)
     return seal(b'{"format":"%s","version":%d,"seq":%d,"state":%s' % (
-        SNAP_FORMAT.encode(), SNAP_VERSION, seq, encode_json(state)))
+        SNAP_FORMAT.encode(), SNAP_VERSION, seq, state_json))
 
 
 def read_snapshot(path):
@@ -88,11 +91,14 @@ class SnapStore:
     def files(self):
         return _numbered(self.directory, _SNAP_PREFIX, _SNAP_SUFFIX)
 
-    def create(self, state, seq):
-        """Write a snapshot of `state` at `seq`; durable before it returns. Returns its path."""
+    def create(self, state, seq, state_json=None):
+        """Write a snapshot of `state` at `seq`; durable before it returns. Returns its path.
+
+        state_json: encode_json(state), when the caller has already encoded it.
+        """
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise ValueError("seq must be an int >= 0")
-        data = snapshot_bytes(state, seq)  # validates the state before touching the disk
+        data = snapshot_bytes(state, seq, state_json)  # validates the state before touching the disk
         shim.makedirs(self.directory)
         existing = self.files()
         number = existing[-1][0] + 1 if existing else 1
@@ -226,6 +232,9 @@ class SegmentedLog:
 
     def append_many(self, records):
         return self.store.append_many(records)
+
+    def append_encoded(self, bodies):
+        return self.store.append_encoded(bodies)
 
     def sync(self):
         self.store.sync()

@@ -55,24 +55,30 @@ class TornTail:
 
 # ---------------------------------------------------------------- encoding
 
-def check_value(value, depth=0):
-    """Raise TypeError/ValueError unless JSON stores `value` exactly (it reads back equal, same types)."""
+def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _float=float):
+    """Raise TypeError/ValueError unless JSON stores `value` exactly (it reads back equal, same types).
+
+    Ints of any length pass: encode_json() refuses those CPython cannot parse back.
+    The underscore arguments are not for callers: they make the builtins locals, which
+    on MicroPython cost no lookup in the module's globals (a miss there can scan them all).
+    """
     if depth > MAX_DEPTH:
         raise ValueError("record nested deeper than %d levels" % MAX_DEPTH)
-    kind = type(value)
+    kind = _type(value)
     if depth < MAX_DEPTH and (kind is dict or kind is list):
         # Fast path: members that are exact str/int/bool/None or finite floats need no call.
+        is_dict = kind is dict
         for key in value:
-            if kind is dict:
-                if type(key) is not str and not isinstance(key, str):
-                    raise TypeError("JSON object keys must be str, not %s" % type(key).__name__)
+            if is_dict:
+                if _type(key) is not _str and not isinstance(key, _str):
+                    raise TypeError("JSON object keys must be str, not %s" % _type(key).__name__)
                 item = value[key]
             else:
                 item = key
-            cls = type(item)
-            if cls is str or cls is int or cls is bool or item is None:
+            cls = _type(item)
+            if cls is _str or cls is _int or cls is _bool or item is None:
                 continue
-            if cls is float and item - item == 0.0:  # not nan, not +-inf
+            if cls is _float and item - item == 0.0:  # not nan, not +-inf
                 continue
             check_value(item, depth + 1)
         return
@@ -97,11 +103,34 @@ def check_value(value, depth=0):
 
 
 _INF = float("inf")
+# CPython (3.11+) refuses to parse an int of more than 4300 digits, so a journal
+# written on MicroPython with one would not read on the host.
+_INT_DIGITS = 4300
 
 
-def encode_json(value):
-    check_value(value)
-    return shim.dumps(value).encode()
+def encode_json(value, depth=0):
+    """`value` as compact JSON bytes, or TypeError/ValueError if it would not read back exactly."""
+    check_value(value, depth)
+    body = shim.dumps(value).encode()
+    if len(body) > _INT_DIGITS:  # a shorter text holds no longer int: one len() in the common case
+        _check_int_digits(value)
+    return body
+
+
+def _check_int_digits(value, limit=None):
+    if limit is None:
+        try:
+            limit = 10 ** _INT_DIGITS  # built per call: 1.8 KB a board should not keep
+        except OverflowError:  # a port without big ints holds no such int
+            return
+    if isinstance(value, dict):
+        for key in value:
+            _check_int_digits(value[key], limit)
+    elif isinstance(value, list):
+        for item in value:
+            _check_int_digits(item, limit)
+    elif isinstance(value, int) and not -limit < value < limit:
+        raise ValueError("an int of more than %d digits does not read back on CPython" % _INT_DIGITS)
 
 
 def seal(body):
@@ -134,11 +163,16 @@ def pad_line(length, reason, lost=None):
 
 # ---------------------------------------------------------------- decoding
 
-HEADER, RECORD, PAD = 0, 1, 2
+HEADER, RECORD, PAD, FOREIGN = 0, 1, 2, 3
 
 
 def parse_line(line):
-    """Return (kind, obj) for a sealed line, or (None, reason) for a damaged one."""
+    """Return (kind, obj) for a sealed line, or (None, reason) for a damaged one.
+
+    (FOREIGN, reason): the CRC matches, so no crash made the line, but it is not a
+    line this code reads (another writer, or a runtime that wrote JSON this one
+    cannot parse). It is corruption wherever it is, never a torn tail.
+    """
     if line[-1:] != b"\n":
         return None, "incomplete line (no newline)"
     if len(line) < _SUFFIX_LEN + 2 or line[-_SUFFIX_LEN:-11] != _CRC_TAG or line[-3:] != b'"}\n':
@@ -151,17 +185,17 @@ def parse_line(line):
         return None, "crc mismatch"
     try:
         obj = shim.loads(line)
-    except ValueError:
-        return None, "crc matches but the line is not JSON"
+    except (ValueError, RuntimeError):  # RuntimeError: nested too deep for this runtime
+        return FOREIGN, "crc matches but the line is not JSON this runtime parses"
     if not isinstance(obj, dict):
-        return None, "line is not a JSON object"
+        return FOREIGN, "crc matches but the line is not a JSON object"
     if "seq" in obj:
         return RECORD, obj
     if "pad" in obj:
         return PAD, obj
     if "format" in obj:
         return HEADER, obj
-    return None, "line is neither a record, a pad nor a header"
+    return FOREIGN, "line is neither a record, a pad nor a header"
 
 
 def check_header(path, line):
@@ -173,7 +207,7 @@ def check_header(path, line):
             # A complete first line that is not ours: refuse rather than treat it as torn.
             try:
                 obj = shim.loads(line)
-            except ValueError:
+            except (ValueError, RuntimeError):
                 obj = None
             if isinstance(obj, dict) and "format" not in obj:
                 raise FormatError("%s: not a ministore journal (first line has no format)" % path)
@@ -193,7 +227,7 @@ def check_header(path, line):
         # file, and its base_seq cannot be trusted. It reads as a torn header.
         return None
     base = obj.get("base_seq")
-    if not isinstance(base, int) or base < 0:
+    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
         raise FormatError("%s: header has no valid base_seq" % path)
     return base
 
@@ -336,13 +370,15 @@ class JournalReader:
                 self._expect = base + 1
             return
         kind, obj = parse_line(line)
-        if kind is None or not isinstance(obj, dict):
+        if kind is None:
             if self._bad is None:
                 self._bad = (offset, self._line_no, str(obj))
             return
         if self._bad is not None:
             bad_off, bad_line, reason = self._bad
             raise CorruptRecord(self.path, bad_line, bad_off, reason + " (intact lines follow)")
+        if kind == FOREIGN or not isinstance(obj, dict):
+            raise CorruptRecord(self.path, self._line_no, offset, str(obj))
         if kind == PAD:
             self.pads += 1
             lost = obj.get("lost")
@@ -491,7 +527,14 @@ class MiniStore:
 
     def append_many(self, records):
         """Append records as one atomic batch with one sync; return the last seq."""
-        bodies = [encode_json(r) for r in records]  # validate everything before writing anything
+        return self.append_encoded([encode_json(r) for r in records])  # validate all before writing any
+
+    def append_encoded(self, bodies):
+        """Append records already encoded by encode_json(): one, or an atomic batch. Returns the last seq.
+
+        For a caller that must know a record is storable before it acts on it (ministate
+        applies a mutator only once its record has encoded), without encoding it twice.
+        """
         count = len(bodies)
         if count == 0:
             return self.seq

@@ -4,7 +4,7 @@
 from support import scratch, raises, read_bytes, write_bytes, append_bytes, size, lines, MICROPYTHON
 import minishim
 from ministore import (MiniStore, CorruptRecord, FormatError, LockedError, ClosedError,
-                       MiniError, header_line, record_line, encode_json)
+                       MiniError, header_line, record_line, encode_json, seal)
 
 
 def journal():
@@ -110,6 +110,40 @@ def test_bad_input_raises_before_anything_is_written():
     assert store.append("still ok") == 2
     store.close()
     assert MiniStore.replay(path) == ["ok", "still ok"]
+
+
+def test_int_past_4300_digits_is_refused_on_every_runtime():
+    # CPython (3.11+) cannot parse such an int: a journal holding one would not read
+    # on the host, so no runtime writes one.
+    path = journal()
+    with MiniStore.open(path) as store:
+        before = size(path)
+        for value in (10 ** 4300, -(10 ** 4300), [1, 2 ** 20000], {"k": {"k": 10 ** 5000}}):
+            err = raises(ValueError, store.append, value)
+            assert "4300" in str(err)
+            raises(ValueError, store.append_many, [1, value])
+        assert size(path) == before
+        assert store.append([10 ** 4300 - 1, -(10 ** 4300 - 1)]) == 1
+    assert MiniStore.replay(path) == [[10 ** 4300 - 1, -(10 ** 4300 - 1)]]
+
+
+def test_sealed_line_that_does_not_parse_is_corruption_even_at_the_end():
+    # Its CRC matches, so no crash tore it: another writer or runtime wrote it.
+    for tail in (b"", record_line(3, encode_json("c"))):
+        path = journal()
+        with MiniStore.open(path) as store:
+            store.append("a")
+        foreign = seal(b'{"seq":2,"rec":[')
+        append_bytes(path, foreign + tail)
+        before = read_bytes(path)
+        err = raises(CorruptRecord, MiniStore.replay, path)
+        assert err.line == 3 and "not JSON" in err.reason, err
+        raises(CorruptRecord, MiniStore.open, path)
+        assert read_bytes(path) == before  # refused, never padded over
+    path = journal()
+    write_bytes(path, header_line(0) + seal(b'{"other":1'))
+    err = raises(CorruptRecord, MiniStore.replay, path)
+    assert "neither" in err.reason
 
 
 def test_sync_policy_batches_syncs_and_close_syncs():
