@@ -1,8 +1,12 @@
 # ministate: a state changed only by mutators that go through the journal.
 # Recovery is the newest valid snapshot plus the journal records after it.
 import minishim as shim
-from ministore import MiniError, check_value
+from ministore import MiniError, encode_json
 from minisnap import LogOwner, SnapStore, SegmentedLog, NotFound, read_segments
+
+
+# Bytes a record line adds around its body, at most: {"seq":S,"batch":K,"rec":...,"crc":"..."}\n
+_LINE_OVERHEAD = 80
 
 
 class UnknownMutator(MiniError):
@@ -59,7 +63,8 @@ class StateManager(LogOwner):
         """Recover the state in `directory` (creating it if needed).
 
         snapshot_every: take a snapshot after that many records (None: never by count).
-        snapshot_bytes: take one when the active journal segment reaches that size.
+        snapshot_bytes: take one when a commit would bring the active journal segment to
+        that size (counting at most 80 bytes of line around each record).
         keep: how many snapshots to keep; the journal is kept back to the oldest, so
         recovery can fall back to it if the newest is damaged.
         """
@@ -89,7 +94,7 @@ class StateManager(LogOwner):
     def _prepare(directory, initial, mutators, keep):
         sm = StateManager(directory, keep)
         sm._initial = {} if initial is None else initial
-        check_value(sm._initial)
+        encode_json(sm._initial)  # the first snapshot must be able to store it
         sm._registry = {}
         for cls in mutators:
             if not (isinstance(cls, type) and issubclass(cls, Mutator)):
@@ -149,51 +154,70 @@ class StateManager(LogOwner):
 
     def apply(self, mutator):
         """Apply one mutator; it is durable (under sync="always") and applied when this returns its seq."""
-        return self._commit([mutator], False)
+        return self._commit([mutator])
 
     def apply_many(self, mutators):
         """Apply mutators as one atomic batch with one sync; return the last seq."""
-        return self._commit(list(mutators), True)
+        return self._commit(list(mutators))
 
-    def _commit(self, mutators, batch):
+    def _commit(self, mutators):
         log = self._open_log()
-        records = []
+        bodies = []
+        size = 0
         for mutator in mutators:
             if not isinstance(mutator, Mutator):
                 raise TypeError("%r is not a Mutator" % (mutator,))
             if self._registry.get(type(mutator).__name__) is not type(mutator):
                 raise ValueError("%s is not in this manager's mutators" % type(mutator).__name__)
-            record = mutator.to_record()
-            check_value(record)
-            records.append(record)
-        if not records:
+            # Encoded before apply: a field that check_value passes but the encoder
+            # refuses (a lone surrogate) must stop the mutator before it runs.
+            body = encode_json(mutator.to_record())
+            bodies.append(body)
+            size += len(body)
+        if not bodies:
             return self.seq
+        due = self._snapshot_due(len(bodies), size)
+        state_json = None
         # Apply first, journal second: a mutator that raises is never journaled.
         # It may have changed the state halfway, so the state is rebuilt from disk.
         try:
             for mutator in mutators:
                 mutator.apply(self._state)
+            if due:
+                # The snapshot this commit triggers must be storable before the
+                # mutation is made durable: afterwards, raising would be a lie.
+                state_json = encode_json(self._state)
         except BaseException:
             self._rebuild()
             raise
         try:
-            seq = log.append_many(records) if batch else log.append(records[0])
+            seq = log.append_encoded(bodies)
         except BaseException:
             # The state in memory is ahead of the journal; only a reopen is trustworthy.
             self._close_quietly()
             raise
-        self._since_snapshot += len(records)
-        if ((self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every) or
-                (self.snapshot_bytes is not None and log.active_bytes() >= self.snapshot_bytes)):
-            self.create_snapshot()
+        self._since_snapshot += len(bodies)
+        if due:
+            self._snapshot(state_json)
         return seq
+
+    def _snapshot_due(self, records, size):
+        """Whether committing `records` records of `size` body bytes triggers an automatic snapshot."""
+        if self.snapshot_every is not None and self._since_snapshot + records >= self.snapshot_every:
+            return True
+        # Decided before the write, so the segment's size after it is bounded, not measured.
+        return self.snapshot_bytes is not None and (
+            self._open_log().active_bytes() + size + _LINE_OVERHEAD * records >= self.snapshot_bytes)
 
     def create_snapshot(self):
         """Snapshot the state at the current seq, then compact the journal it covers. Returns the seq."""
+        return self._snapshot(None)
+
+    def _snapshot(self, state_json):
         log = self._open_log()
         log.sync()  # a snapshot must never be ahead of the durable journal
         seq = log.seq
-        self._snaps.create(self._state, seq)
+        self._snaps.create(self._state, seq, state_json)
         log.roll()
         log.compact(self._snaps.oldest_seq())
         self.snapshot_seq = seq

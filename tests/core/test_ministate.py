@@ -192,6 +192,44 @@ def test_automatic_snapshots_by_count_and_by_bytes():
         assert sm.snapshot_seq == taken and sm.seq == 20
 
 
+class Bury(Mutator):
+    """A small record that makes the state nest deeper than a snapshot can store."""
+
+    def __init__(self, levels):
+        self.levels = levels
+
+    def apply(self, state):
+        value = 1
+        for _ in range(self.levels):
+            value = [value]
+        state["deep"] = value
+
+
+def test_a_snapshot_that_cannot_store_the_state_refuses_the_mutation_first():
+    # The snapshot this apply() triggers is checked before the record is journaled:
+    # a ValueError out of apply() means nothing was written and nothing changed.
+    for options in ({"snapshot_every": 2}, {"snapshot_bytes": 200}):
+        d = scratch()
+        with StateManager.open(d, initial={"value": 0}, mutators=[Inc, Bury], **options) as sm:
+            sm.apply(Inc(by=1))  # the next commit is due for a snapshot, under both options
+            err = raises(ValueError, sm.apply, Bury(levels=40))
+            assert "deeper" in str(err), err
+            assert sm.seq == 1 and sm.state == {"value": 1} and not sm.closed
+            sm.apply(Inc(by=1))
+            assert sm.snapshot_seq == 2
+        with StateManager.open(d, initial={"value": 0}, mutators=[Inc, Bury], snapshot_every=None) as sm:
+            assert sm.state == {"value": 2} and sm.seq == 2
+    # Without an automatic snapshot it is journaled; create_snapshot() then refuses,
+    # writing nothing, and the journal still recovers the state.
+    d = scratch()
+    with StateManager.open(d, initial={"value": 0}, mutators=[Inc, Bury], snapshot_every=None) as sm:
+        sm.apply(Bury(levels=40))
+        raises(ValueError, sm.create_snapshot)
+        assert sm.snapshot_seq == 0 and not sm.closed
+    with StateManager.open(d, initial={"value": 0}, mutators=[Inc, Bury], snapshot_every=None) as sm:
+        assert sm.seq == 1 and "deep" in sm.state
+
+
 def test_snapshot_matches_its_seq():
     d = scratch()
     with manager(d, snapshot_every=2) as sm:
