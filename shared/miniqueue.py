@@ -7,7 +7,7 @@
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
 # that marker is durable.
 import minishim as shim
-from ministore import MiniError, check_value
+from ministore import MiniError, encode_json
 from minisnap import LogOwner, SegmentedLog, CompactionGap, segment_files, segment_base, read_segments
 
 READY, IN_FLIGHT, DEAD = 0, 1, 2
@@ -21,6 +21,18 @@ class QueueFull(MiniError):
 
 class UnknownMessage(MiniError):
     """ack/nack of an id that is not in flight (never delivered, already acked, or unknown)."""
+
+
+class QueueCorrupt(MiniError):
+    """An intact journal event that no queue writes (FORMAT.md 5.1): refused, never guessed at."""
+
+
+def _is_id(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class MiniQueue(LogOwner):
@@ -130,11 +142,17 @@ class MiniQueue(LogOwner):
 
     def _replay(self, seq, event):
         if not isinstance(event, dict) or len(event) != 1:
-            raise MiniError("queue event at seq %d is not an event: %r" % (seq, event))
+            raise QueueCorrupt("queue event at seq %d is not an event: %r" % (seq, event))
         for kind in event:
             arg = event[kind]
         if kind == "ckpt":
-            if self._ckpt is None:
+            if not (isinstance(arg, list) and len(arg) == 4 and _is_id(arg[0]) and _is_count(arg[2]) and
+                    arg[3] in (READY, IN_FLIGHT, DEAD) and not isinstance(arg[3], bool)):
+                raise QueueCorrupt("checkpoint entry at seq %d is not [id, message, deliveries, status]: %r" % (
+                    seq, arg))
+            if self._ckpt is None or self._ckpt[-1][0] >= arg[0]:
+                # Entries ascend by id. One that does not starts a new checkpoint: the one
+                # before was cut short and a compact() right after the reopen began again.
                 self._ckpt = []
             self._ckpt.append(arg)
             return
@@ -142,6 +160,10 @@ class MiniQueue(LogOwner):
             # A complete checkpoint restates the whole queue: it replaces what came before.
             entries = self._ckpt or []
             self._ckpt = None
+            if not (isinstance(arg, dict) and _is_count(arg.get("dropped")) and arg.get("messages") == len(entries)
+                    and not isinstance(arg.get("messages"), bool)):
+                raise QueueCorrupt("checkpoint end at seq %d does not match its %d entries: %r" % (
+                    seq, len(entries), arg))
             self._reset()
             self.dropped = arg["dropped"]
             for mid, message, deliveries, status in entries:
@@ -149,17 +171,22 @@ class MiniQueue(LogOwner):
             self._complete = True
             return
         self._ckpt = None  # events after an unfinished checkpoint: the crash cut it short
+        if kind == "put":
+            if self._complete:
+                self._add(seq, shim.dumps(arg).encode(), 0, READY)
+            return
+        if kind not in ("get", "nack", "dead", "ack", "drop", "purge"):
+            raise QueueCorrupt("queue event at seq %d has unknown kind %r" % (seq, kind))
+        if not _is_id(arg):
+            raise QueueCorrupt("queue event at seq %d names no message id: %r" % (seq, event))
         if not self._complete:
             # History before the first complete checkpoint: a compaction that was cut
             # while removing old segments (oldest first) leaves some. The checkpoint
             # ahead restates the whole queue, so these events are not needed.
             return
-        if kind == "put":
-            self._add(seq, shim.dumps(arg).encode(), 0, READY)
-            return
         entry = self._msgs.get(arg)
         if entry is None:
-            raise MiniError("queue event at seq %d names unknown message %r" % (seq, arg))
+            raise QueueCorrupt("queue event at seq %d names unknown message %r" % (seq, arg))
         if kind == "get":
             entry[1] += 1
             entry[2] = IN_FLIGHT
@@ -167,12 +194,10 @@ class MiniQueue(LogOwner):
             entry[2] = READY
         elif kind == "dead":
             entry[2] = DEAD
-        elif kind in ("ack", "drop", "purge"):
+        else:  # ack, drop, purge
             self._forget(arg)
             if kind == "drop":
                 self.dropped += 1
-        else:
-            raise MiniError("queue event at seq %d has unknown kind %r" % (seq, kind))
 
     def _add(self, mid, body, deliveries, status):
         self._msgs[mid] = [body, deliveries, status]
@@ -219,8 +244,7 @@ class MiniQueue(LogOwner):
         log = self._open_log()
         bodies = []
         for message in messages:
-            check_value(message, 2)  # a checkpoint stores it two levels down: {"ckpt": [id, M, ...]}
-            bodies.append(shim.dumps(message).encode())
+            bodies.append(encode_json(message, 2))  # a checkpoint stores it two levels down: {"ckpt": [id, M, ...]}
         if not bodies:
             return []
         need = 0
@@ -244,7 +268,7 @@ class MiniQueue(LogOwner):
                 raise QueueFull("queue %s is full of in-flight and dead messages" % self.directory)
             events = [{"drop": mid} for mid in drops]
         first = log.seq + len(events) + 1
-        self._write(events + [{"put": message} for message in messages])
+        self._write([encode_json(event) for event in events] + [b'{"put":%s}' % body for body in bodies], True)
         for mid in drops:
             self._forget(mid)
             self.dropped += 1
@@ -327,10 +351,12 @@ class MiniQueue(LogOwner):
                 hi = mid_index
         self._ready.insert(lo, mid)
 
-    def _write(self, events):
+    def _write(self, events, encoded=False):
         log = self._open_log()
         try:
-            if len(events) == 1:
+            if encoded:
+                log.append_encoded(events)
+            elif len(events) == 1:
                 log.append(events[0])
             else:
                 log.append_many(events)

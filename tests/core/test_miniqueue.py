@@ -3,7 +3,7 @@ from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
 import minishim
 from ministore import MiniStore, LockedError, MiniError, ClosedError
 from minisnap import segment_files
-from miniqueue import MiniQueue, QueueFull, UnknownMessage
+from miniqueue import MiniQueue, QueueCorrupt, QueueFull, UnknownMessage
 
 
 def test_fifo_order_ack_and_len():
@@ -337,3 +337,38 @@ def test_closed_queue_refuses_work_and_keeps_its_seq():
     for call, args in ((q.put, ("b",)), (q.get, ()), (q.ack, (1,)), (q.nack, (1,)),
                        (q.purge_dead, ()), (q.compact, ()), (q.disk_bytes, ()), (q.sync, ())):
         raises(ClosedError, call, *args)
+
+
+def test_intact_events_of_the_wrong_shape_are_refused():
+    # Events no queue writes (FORMAT.md 5.1) raise QueueCorrupt, never a TypeError.
+    wrong = [{"ckpt_end": 5}, {"ckpt_end": {"messages": 3, "dropped": 0}}, {"get": [1]}, {"ack": {"a": 1}},
+             {"nack": True}, {"get": 9}, {"ckpt": [1, "m", 0]}, {"ckpt": [1, "m", -1, 0]},
+             {"ckpt": [1, "m", 0, 7]}, {"ckpt": [[1], "m", 0, 0]}, {"frob": 1}, [1], {"get": 1, "ack": 1}]
+    for event in wrong:
+        d = scratch()
+        with MiniQueue.open(d) as q:
+            q.put("m")
+            q._log.append(event)  # an intact event: the only way to get one on disk
+        err = raises(QueueCorrupt, MiniQueue.inspect, d)
+        assert "seq 2" in str(err), err
+        raises(QueueCorrupt, MiniQueue.open, d)
+        assert isinstance(err, MiniError)
+
+
+def test_checkpoint_begun_again_after_a_cut_one_counts_each_message_once():
+    # A checkpoint cut after its first chunk; a reopen and a compact() at once, so no
+    # event separates the two checkpoints; a cut before the old segments are removed.
+    d = scratch()
+    with MiniQueue.open(d) as q:
+        for i in range(40):
+            q.put(i)
+        q._log.roll()
+        q._log.append_many([{"ckpt": [mid, mid - 1, 0, 0]} for mid in range(1, 33)])
+    with MiniQueue.open(d) as q:
+        assert len(q) == 40 and q.live_bytes() == 70
+        q._log.compact = lambda upto_seq: 0
+        q.compact()
+    q = MiniQueue.inspect(d)
+    assert len(q) == 40 and q.live_bytes() == 70
+    with MiniQueue.open(d) as q:
+        assert [q.get()[1] for _ in range(40)] == list(range(40))
