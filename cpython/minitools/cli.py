@@ -131,7 +131,8 @@ def cmd_repair(args):
     if plan is None:
         raise UsageError("%s: no intact record at all; opening it for writing recreates the header" % path)
     for problem, replacement in plan:
-        action = "replace with a pad" if replacement else "cut"
+        action = "cut" if not replacement else (
+            "replace with a new header and a pad" if problem.offset == 0 else "replace with a pad")
         print("%s -> %s, moving %d bytes to %s" % (problem, action, problem.length,
                                                    scanning.side_path(path, problem)))
     if not args.apply:

@@ -7,7 +7,7 @@ byte offset and reason, and which sequence numbers it takes with it.
 """
 import os
 
-from ministore import (FormatError, MiniError, HEADER, PAD, RECORD, check_header, parse_line, pad_line)
+from ministore import (FormatError, MiniError, FOREIGN, HEADER, PAD, RECORD, check_header, header_line, parse_line, pad_line)
 from minisnap import SnapshotError, read_snapshot, segment_files, segment_base
 
 
@@ -77,7 +77,8 @@ def scan(path):
     with open(path, "rb") as f:
         data_lines = _lines_with_offsets(f)
         expect = None
-        bad = None          # (offset, line, reason) of the first damaged line since an intact one
+        bad = None          # (offset, line, reason, sealed) of the first damaged line since an intact one;
+                            # sealed: its CRC matches, so it is corruption even at the end, not a torn tail
         batch = None        # [offset, line, first seq, records left] of a batch not complete
         for offset, number, line in data_lines:
             result.lines = number
@@ -89,15 +90,21 @@ def scan(path):
                     result.problems.append(Problem(path, "error", 1, 0, len(line), str(exc)))
                     return result
                 if base is None:
-                    bad = (0, 1, "torn header")
+                    bad = (0, 1, "torn header", False)
                 else:
                     result.base_seq = base
                     expect = base + 1
                 continue
             kind, obj = parse_line(line)
-            if kind is None or not isinstance(obj, dict):  # a damaged line: obj says why
+            if kind is None:  # a damaged line: obj says why
                 if bad is None:
-                    bad = (offset, number, str(obj))
+                    bad = (offset, number, str(obj), False)
+                continue
+            if bad is not None and not bad[3]:  # a sealed line after damage: corruption, as for the reader
+                bad = (bad[0], bad[1], bad[2], True)
+            if kind == FOREIGN or not isinstance(obj, dict):  # sealed, yet not a line of ours
+                if bad is None:
+                    bad = (offset, number, str(obj), True)
                 continue
             if kind == HEADER:
                 damage = "second header"
@@ -109,24 +116,27 @@ def scan(path):
                 damage = None
             if damage is not None:
                 if bad is None:
-                    bad = (offset, number, damage)
+                    bad = (offset, number, damage, True)
                 continue
             if kind == PAD:
                 result.pads += 1
                 lost = obj.get("lost")
-                if lost and bad is None and batch is None and lost[0] == expect:
-                    result.lost.append(tuple(lost))
-                    expect = lost[1] + 1
+                if lost is not None and bad is None:
+                    if batch is not None or lost[0] != expect:  # the reader refuses it (FORMAT.md 2.3)
+                        bad = (offset, number, "pad with a bad lost range %r" % (lost,), True)
+                    else:
+                        result.lost.append(tuple(lost))
+                        expect = lost[1] + 1
                 continue
             seq = obj["seq"]
             if expect is None:  # intact records after a torn header: the header is corrupt
                 expect = seq
                 result.base_seq = seq - 1
             if bad is not None or seq != expect:
-                start = bad if bad is not None else (offset, number, "sequence gap: expected seq %d, found %d" % (expect, seq))
+                start = bad if bad is not None else (offset, number, "sequence gap: expected seq %d, found %d" % (expect, seq), True)
                 first_lost = expect
                 if batch is not None:  # the batch lost a member: move it out whole
-                    start = (batch[0], batch[1], start[2] + " (inside the batch at seq %d)" % batch[2])
+                    start = (batch[0], batch[1], start[2] + " (inside the batch at seq %d)" % batch[2], True)
                     first_lost = batch[2]
                     batch = None
                 lost = (first_lost, seq - 1) if seq > first_lost else None
@@ -149,11 +159,15 @@ def scan(path):
         end = result.size
         start = bad
         if batch is not None:
-            start = (batch[0], batch[1], "incomplete batch at seq %d" % batch[2])
+            reason = "incomplete batch at seq %d" % batch[2]
+            if bad is not None and bad[3]:
+                reason = "%s (inside the batch at seq %d)" % (bad[2], batch[2])
+            start = (batch[0], batch[1], reason, bad is not None and bad[3])
             result.records -= result.last_seq - batch[2] + 1
             result.last_seq = batch[2] - 1 if batch[2] - 1 >= (result.base_seq or 0) + 1 else None
         if start is not None:
-            result.problems.append(Problem(path, "torn", start[1], start[0], end - start[0], start[2]))
+            result.problems.append(Problem(path, "corrupt" if start[3] else "torn", start[1], start[0],
+                                           end - start[0], start[2]))
         if result.lines == 0:
             result.problems.append(Problem(path, "torn", 1, 0, 0, "empty file (no header)"))
     return result
@@ -172,11 +186,14 @@ def repair_plan(result):
     """[(problem, replacement bytes)] that make the journal readable again, keeping its seqs."""
     plan = []
     for problem in result.problems:
+        if problem.line == 1 and result.base_seq is None:
+            return None  # nothing intact to keep; the writer rebuilds the header itself
         if problem.kind == "corrupt":
-            plan.append((problem, pad_line(problem.length, "repaired", problem.lost)))
+            replacement = pad_line(problem.length, "repaired", problem.lost)
+            if problem.offset == 0:  # a damaged header: a new one, numbered from the records after it
+                replacement = header_line(result.base_seq) + replacement
+            plan.append((problem, replacement))
         elif problem.kind == "torn":
-            if problem.line == 1 and result.base_seq is None:
-                return None  # nothing intact to keep; the writer rebuilds the header itself
             plan.append((problem, b""))
     return plan
 
