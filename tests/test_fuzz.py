@@ -20,9 +20,9 @@
 # can hit a double that MicroPython parses 1 ulp off (the xfail test
 # test_floats_written_on_cpython_read_exactly_on_micropython): a real difference.
 #
-# Known core bugs this file found are kept as explicit tests, marked xfail(strict=True)
-# with the reason, at the end of the file: when one is fixed, its test turns XPASS and
-# fails, so the mark gets removed.
+# Each core bug this file found has an explicit reproducer at the end of the file (all
+# fixed). A bug not yet fixed is marked xfail(strict=True) there: when it is fixed, its
+# test turns XPASS and fails, so the mark gets removed.
 import collections
 import contextlib
 import copy
@@ -36,7 +36,7 @@ import tempfile
 import time
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.errors import HypothesisException
 
 import reliability
@@ -45,7 +45,7 @@ from ministore import (MAX_DEPTH, CorruptRecord, FormatError, MiniError, MiniSto
                        header_line, parse_line, record_line, seal, HEADER, RECORD)
 from minisnap import CompactionGap, NotFound, SnapStore, SnapshotError, read_snapshot, segment_files
 from ministate import Mutator, ReplayError, StateManager, UnknownMutator
-from miniqueue import MiniQueue, QueueFull
+from miniqueue import MiniQueue, QueueCorrupt, QueueFull
 from minitools.cli import main as mini_main
 
 # The errors each reader documents (README "Errors", FORMAT.md). Anything else a
@@ -58,19 +58,14 @@ QUEUE_ERRORS = JOURNAL_ERRORS + (CompactionGap,)
 REFUSED = (TypeError, ValueError)
 
 # CPython refuses int <-> decimal str conversions past 4300 digits (sys.int_info,
-# Python 3.11+); an int of at most this many bits has fewer digits than that.
-INT_BITS_EVERY_RUNTIME_ENCODES = 14000
+# Python 3.11+), so the core refuses longer ints on every runtime (README "Errors").
+INT_LIMIT = 10 ** 4300
 
 
-def fuzz_settings(ci, long, known_bug=False):
-    """max_examples from the torture scale; the bounded CI run replays the same examples.
-
-    known_bug: the property fails today (its test is xfail); skip shrinking, which
-    only costs time: the minimal reproducer is an explicit test at the end of the file.
-    """
-    phases = [Phase.explicit, Phase.generate] if known_bug else list(Phase)
+def fuzz_settings(ci, long):
+    """max_examples from the torture scale; the bounded CI run replays the same examples."""
     return settings(max_examples=reliability.pick(ci=ci, long=long), deadline=None, database=None,
-                    derandomize=reliability.scale() == "ci", phases=phases,
+                    derandomize=reliability.scale() == "ci",
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example])
 
@@ -110,21 +105,16 @@ class Tally:
             raise
 
 
-def run_group(prop, tally, brick, config, notes=None, known_bug=False):
-    """Run a hypothesis property, then record what it did once, even when it failed.
-
-    known_bug: the test is xfail for a bug already on record; its violations are not
-    news, and tools/reliability.py would fail the whole run on them: not recorded.
-    """
+def run_group(prop, tally, brick, config, notes=None):
+    """Run a hypothesis property, then record what it did once, even when it failed."""
     start = time.monotonic()
     try:
         prop()
     finally:
-        if not known_bug:
-            reliability.record(suite="fuzz", brick=brick, fs="posix", config=config,
-                               inputs=tally.inputs, checks=tally.checks, violations=tally.violations,
-                               seconds=round(time.monotonic() - start, 1),
-                               notes="; ".join(part for part in (notes, tally.summary()) if part))
+        reliability.record(suite="fuzz", brick=brick, fs="posix", config=config,
+                           inputs=tally.inputs, checks=tally.checks, violations=tally.violations,
+                           seconds=round(time.monotonic() - start, 1),
+                           notes="; ".join(part for part in (notes, tally.summary()) if part))
 
 
 @pytest.fixture(scope="module")
@@ -209,15 +199,16 @@ def expected_outcome(value, depth=0):
     """What the core must do with `value`: "accept" (plain JSON every runtime stores
     exactly), "refuse" (something JSON cannot store exactly: a tuple, bytes, a set, a
     non-str key, NaN/inf, a lone surrogate that UTF-8 cannot encode, nesting beyond
-    the limit), or "either" (at a limit: a container at depth MAX_DEPTH, which is
-    accepted only if empty; an int beyond CPython's 4300-digit int/str limit).
+    the limit, an int of more than 4300 digits, which CPython cannot parse), or
+    "either" (at a limit: a container at depth MAX_DEPTH, which is accepted only if
+    empty).
     "refuse" anywhere wins over "either", which wins over "accept".
     """
     kind = type(value)
     if value is None or kind is bool:
         return "accept"
     if kind is int:
-        return "accept" if value.bit_length() <= INT_BITS_EVERY_RUNTIME_ENCODES else "either"
+        return "accept" if -INT_LIMIT < value < INT_LIMIT else "refuse"
     if kind is float:
         return "accept" if math.isfinite(value) else "refuse"
     if kind is str:
@@ -274,9 +265,9 @@ def record_strategies(unencodable=True, deep_levels=(MAX_DEPTH - 4, MAX_DEPTH + 
     Leaves, and the plain JSON records built from them, are always storable, so that
     accepted records are as varied as refused ones; values JSON cannot store exactly
     come in through one record kind ("tainted") of their own. unencodable=False leaves
-    lone surrogates out of it: check_value passes them but the encoder refuses them (see
-    the ministate bug at the end of this file). deep_levels: how many containers the
-    deep records nest (by default around MAX_DEPTH).
+    lone surrogates out of it: check_value passes them and only the encoder refuses them,
+    so they get a property of their own. deep_levels: how many containers the deep
+    records nest (by default around MAX_DEPTH).
     """
     # codec="utf-8": no surrogates (plain st.characters() yields some).
     texts = st.text(st.characters(codec="utf-8") | st.sampled_from(SPECIAL_CHARS), max_size=12)
@@ -549,8 +540,6 @@ FIELD_PAIRS_ENCODABLE = st.lists(st.tuples(st.text(max_size=6), ENCODABLE_RECORD
 
 
 def test_mutator_fields_round_trip_or_are_refused_by_ministate(workdir):
-    # Every record kind except lone surrogates, which check_value passes and the
-    # encoder refuses too late for ministate (the xfail test below keeps them in).
     tally = Tally()
 
     @fuzz_settings(ci=300, long=5000)
@@ -559,23 +548,21 @@ def test_mutator_fields_round_trip_or_are_refused_by_ministate(workdir):
         with tally.example():
             check_state_fields(tally, workdir, pairs)
 
-    run_group(fields_round_trip, tally, "ministate", "records",
-              notes="without lone surrogates (known bug, xfail test)")
+    run_group(fields_round_trip, tally, "ministate", "records")
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: StateManager applies a mutator whose field check_value passes "
-                                       "but the encoder refuses (a lone surrogate), then closes itself: see "
-                                       "test_state_manager_refuses_an_unencodable_field_and_stays_open")
 def test_mutator_fields_with_unencodable_values_are_refused_by_ministate(workdir):
+    # Lone surrogates pass check_value; only the encoder refuses them, and ministate
+    # must hear that before it applies the mutator (it used to apply, then close itself).
     tally = Tally()
 
-    @fuzz_settings(ci=50, long=1500, known_bug=True)
+    @fuzz_settings(ci=50, long=1500)
     @given(pairs=st.lists(st.tuples(st.text(max_size=6), RECORDS | SURROGATE_TEXTS), min_size=1, max_size=3))
     def fields_round_trip(pairs):
         with tally.example():
             check_state_fields(tally, workdir, pairs)
 
-    run_group(fields_round_trip, tally, "ministate", "records", known_bug=True)
+    run_group(fields_round_trip, tally, "ministate", "records", notes="lone surrogates included")
 
 
 # ---------------------------------------------------------------- property 2: cross-runtime
@@ -1253,12 +1240,14 @@ def test_int_past_4300_digits_is_refused_by_ministore_writing_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- core bugs, one reproducer each
-# (the ones without an xfail mark were fixed while this file was written: regression tests)
+# Every one is fixed; these are the regression tests. The float test stays xfail: the
+# difference is MicroPython's float parser, not ours.
 
 @pytest.mark.parametrize("value", ["\ud800", 10 ** 5000], ids=["lone surrogate", "5001-digit int"])
-@pytest.mark.xfail(strict=True, reason="core bug: ministate._commit validates with check_value, which passes "
-                                       "these, applies the mutator, and only then does the journal's encoder "
-                                       "refuse them: the state keeps the change and the manager closes itself")
+# Bug (found by this file): ministate._commit checked fields with check_value, which passes
+# these, applied the mutator, and only then did the journal's encoder refuse them: the state
+# kept the change and the manager closed itself. Fixed: records are encoded before the mutator
+# runs.
 def test_state_manager_refuses_an_unencodable_field_and_stays_open(tmp_path, value):
     sm = StateManager.open(str(tmp_path / "state"), initial={"items": []}, mutators=[Put], snapshot_every=None)
     try:
@@ -1271,24 +1260,71 @@ def test_state_manager_refuses_an_unencodable_field_and_stays_open(tmp_path, val
         sm.close()
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: MicroPython appends a 6021-digit int; CPython (3.11+, 4300-digit "
-                                       "int/str limit) reads that acknowledged record as a damaged line: a torn "
-                                       "tail that MiniStore.open overwrites with a pad, and mini verify says OK")
+# Bug (found by this file): MicroPython appended a 6021-digit int; CPython (3.11+, 4300-digit
+# int/str limit) read that acknowledged record as a damaged line: a torn tail that
+# MiniStore.open overwrote with a pad, and mini verify said OK. Fixed: check_value refuses
+# ints past 4300 digits on every runtime, and a line whose CRC matches but that does not parse
+# is corruption (CorruptRecord), never a torn tail.
 def test_big_int_written_on_micropython_reads_on_cpython(tmp_path):
-    # Either MicroPython refuses the record up front (ValueError, nothing written), or
-    # CPython reads it back; CPython must never take it for a torn tail and pad over it.
+    # MicroPython refuses the record up front (ValueError, nothing written), so what it
+    # wrote CPython reads back whole, and recovery leaves it alone.
     path = str(tmp_path / "from_micropython.jsonl")
     script = ("import sys; sys.path.insert(0, %r)\nfrom ministore import MiniStore\n"
               "with MiniStore.open(%r) as s:\n    s.append(1)\n    try:\n        s.append(2 ** 20000)\n"
               "    except ValueError:\n        print('refused')\nprint('written')\n"
               % (os.path.join(TOP, "shared"), path))
     code, out = run_micropython(["-c", script])
-    assert code == 0 and "written" in out, out
-    expected = [1] if "refused" in out else [1, 2 ** 20000]
+    assert code == 0 and "refused" in out and "written" in out, out
+    expected = [1]
     back = MiniStore.replay(path)
     assert back.torn is None and back == expected
     MiniStore.open(path).close()  # recovery leaves it alone
     assert MiniStore.replay(path) == expected
+
+
+@pytest.mark.parametrize("where", ["last line", "middle"])
+def test_sealed_line_this_runtime_cannot_parse_is_corruption_not_a_torn_tail(tmp_path, where):
+    # What an older MicroPython build could write: a 6021-digit int, sealed with a good
+    # CRC. CPython cannot parse it. It was never a crash, so open() must not pad over it.
+    path = str(tmp_path / "journal.jsonl")
+    lines = header_line(0) + record_line(1, b'"a"') + record_line(2, b"7" * 6021)
+    if where == "middle":
+        lines += record_line(3, b'"c"')
+    write_bytes(path, lines)
+    with pytest.raises(CorruptRecord) as caught:
+        MiniStore.replay(path)
+    assert caught.value.line == 3 and "not JSON" in caught.value.reason
+    with pytest.raises(CorruptRecord):
+        MiniStore.open(path)
+    assert read_bytes(path) == lines  # refused, not recovered: nothing was overwritten
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert mini_main(["verify", path]) == 1
+    assert ": corrupt: crc matches but the line is not JSON" in out.getvalue()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert mini_main(["repair", path, "--apply"]) == 0  # moved to a side file, seqs kept
+    assert MiniStore.replay(path) == (["a", "c"] if where == "middle" else ["a"])
+    assert len(read_bytes(path + ".removed-at-%d" % len(header_line(0) + record_line(1, b'"a"')))) > 6000
+
+
+def test_repair_of_a_damaged_header_with_records_after_it_writes_a_new_header(tmp_path):
+    # mini repair used to replace the header by a pad, leaving a journal with no header
+    # at all (and then said "still damaged after repair").
+    path = str(tmp_path / "journal.jsonl")
+    with MiniStore.open(path, base_seq=6) as store:
+        store.append("a")
+        store.append("b")
+    data = bytearray(read_bytes(path))
+    end = data.index(b"\n")
+    data[end - 3] = ord("0") if data[end - 3] != ord("0") else ord("1")  # a CRC digit: the header no longer seals
+    write_bytes(path, bytes(data))
+    with pytest.raises(CorruptRecord):
+        MiniStore.replay(path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert mini_main(["repair", path, "--apply"]) == 0
+    back = MiniStore.replay(path)
+    assert back == ["a", "b"] and back.seq == 8
+    assert run_verify(Tally(), path) == 0
 
 
 @pytest.mark.xfail(strict=True, reason="MicroPython (1.29 unix port) parses some shortest-repr doubles 1 ulp off, "
@@ -1345,8 +1381,9 @@ def test_intact_line_with_wrong_field_types_is_refused(tmp_path, body):
     assert run_verify(Tally(), path) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: scan() skips a pad whose lost range does not start at the next "
-                                       "seq; the reader refuses the journal (CorruptRecord), mini verify says OK")
+# Bug (found by this file): scan() skipped a pad whose lost range does not start at the next
+# seq; the reader refuses the journal (CorruptRecord) and mini verify said OK. Fixed in
+# scan().
 def test_pad_with_a_lost_range_that_is_not_next_is_reported(tmp_path):
     # Found by test_intact_lines_of_the_wrong_shape_are_refused at the long scale.
     path = str(tmp_path / "journal.jsonl")
@@ -1358,22 +1395,56 @@ def test_pad_with_a_lost_range_that_is_not_next_is_reported(tmp_path):
 
 QUEUE_WRONG_EVENTS = [
     pytest.param({"ckpt_end": 5}, id="ckpt_end without counts"),
+    pytest.param({"ckpt_end": {"messages": 3, "dropped": 0}}, id="ckpt_end counts entries it lacks"),
     pytest.param({"get": [1]}, id="id is a list"),
     pytest.param({"ack": {"a": 1}}, id="id is an object"),
+    pytest.param({"nack": True}, id="id is a bool"),
+    pytest.param({"get": 9}, id="unknown id"),
+    pytest.param({"ckpt": [1, "m", 0]}, id="ckpt entry of 3"),
+    pytest.param({"ckpt": [1, "m", -1, 0]}, id="ckpt deliveries negative"),
+    pytest.param({"ckpt": [1, "m", 0, 7]}, id="ckpt status unknown"),
+    pytest.param({"ckpt": [[1], "m", 0, 0]}, id="ckpt id is a list"),
+    pytest.param({"frob": 1}, id="unknown kind"),
+    pytest.param([1], id="not an object"),
 ]
 
 
 @pytest.mark.parametrize("event", QUEUE_WRONG_EVENTS)
-@pytest.mark.xfail(strict=True, reason="core bug: MiniQueue replay trusts an intact event's shape: TypeError "
-                                       "escapes inspect() and open(), and mini verify crashes instead of reporting")
+# Bug (found by this file): MiniQueue replay trusted an intact event's shape: TypeError
+# escaped inspect() and open(), and mini verify crashed instead of reporting. Fixed: replay
+# checks every event's argument (QueueCorrupt).
 def test_queue_event_of_the_wrong_shape_is_refused(tmp_path, event):
     queue_dir = str(tmp_path / "queue")
     with MiniQueue.open(queue_dir) as q:
         q.put("m")
         q._log.append(event)  # an intact event no queue writes: the only way to get one on disk
-    with pytest.raises(MiniError):  # the queue's documented errors all derive from it
+    with pytest.raises(QueueCorrupt):
         MiniQueue.inspect(queue_dir)
-    assert run_verify(Tally(), queue_dir) != 0
+    with pytest.raises(QueueCorrupt):
+        MiniQueue.open(queue_dir)
+    assert run_verify(Tally(), queue_dir) == 1
+
+
+def test_queue_checkpoint_begun_again_after_a_cut_one_is_not_counted_twice(tmp_path):
+    # Found while fixing the one above: a checkpoint cut after a chunk, a reopen, a
+    # compact() at once (no event in between) and a second cut before the old segments
+    # went: replay glued both checkpoints together, and live_bytes() counted each
+    # message twice. A ckpt entry whose id does not ascend now starts a new checkpoint.
+    queue_dir = str(tmp_path / "queue")
+    with MiniQueue.open(queue_dir) as q:
+        for i in range(40):
+            q.put(i)
+        q._log.roll()
+        q._log.append_many([{"ckpt": [mid, mid - 1, 0, 0]} for mid in range(1, 33)])  # the cut checkpoint
+    with MiniQueue.open(queue_dir) as q:
+        assert len(q) == 40 and q.live_bytes() == 70
+        q._log.compact = lambda upto_seq: 0  # the second cut: before any old segment is removed
+        q.compact()
+    q = MiniQueue.inspect(queue_dir)
+    assert len(q) == 40 and q.live_bytes() == 70
+    with MiniQueue.open(queue_dir) as q:
+        assert [q.get()[1] for _ in range(40)] == list(range(40))
+    assert run_verify(Tally(), queue_dir) == 0
 
 
 class RenamedField(Mutator):
@@ -1420,9 +1491,10 @@ def test_queue_compacts_every_message_it_accepted(tmp_path):
         assert len(segment_files(queue_dir)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: an automatic snapshot (snapshot_every) of a state JSON cannot "
-                                       "store raises ValueError out of apply() after the mutation was journaled "
-                                       "and applied; README: a mutator that raises is never written")
+# Bug (found by this file): an automatic snapshot (snapshot_every) of a state JSON cannot
+# store raised ValueError out of apply() after the mutation was journaled and applied (README:
+# a mutator that raises is never written). Fixed: when a commit triggers a snapshot, the state
+# is encoded before the journal write.
 def test_apply_does_not_raise_after_the_mutation_is_durable(tmp_path):
     state_dir = str(tmp_path / "state")
     # The record {"Put": {"key": "k", "value": V}} holds V at depth 2, the state at
