@@ -291,6 +291,12 @@ def walk_segments(found, after_seq, apply, read_last=True):
         if base is None:
             if not is_last:
                 raise CompactionGap("%s: torn header in a segment that is not the newest" % path)
+            if last is None and number > 1:
+                # A crash can tear only the header of a segment being started, and the
+                # one before it is still there. Here that one is gone too: damage, and
+                # where this segment starts is unknown.
+                raise CompactionGap("%s: torn header in the only segment left (segments before it "
+                                    "were compacted away): its base seq is unknown" % path)
             base = last if last is not None else after_seq
         if last is None:
             if base > after_seq:

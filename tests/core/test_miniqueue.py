@@ -2,7 +2,7 @@
 from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
 import minishim
 from ministore import MiniStore, LockedError, MiniError, ClosedError
-from minisnap import segment_files
+from minisnap import CompactionGap, segment_files
 from miniqueue import MiniQueue, QueueCorrupt, QueueFull, UnknownMessage
 
 
@@ -372,3 +372,23 @@ def test_checkpoint_begun_again_after_a_cut_one_counts_each_message_once():
     assert len(q) == 40 and q.live_bytes() == 70
     with MiniQueue.open(d) as q:
         assert [q.get()[1] for _ in range(40)] == list(range(40))
+
+
+def test_only_segment_left_with_a_torn_header_is_refused_not_emptied():
+    # After compaction the oldest segment is numbered above 1. If its header is cut
+    # (damage: no crash can do that once the segments before it are removed), the
+    # queue used to open empty, ids restarting at 1.
+    d = scratch()
+    with MiniQueue.open(d, compact_bytes=200) as q:
+        for i in range(30):
+            q.put(i)
+            if i % 2:
+                q.ack(q.get()[0])
+    found = segment_files(d)
+    assert len(found) == 1 and found[0][0] > 1, found
+    path = found[0][1]
+    data = read_bytes(path)
+    write_bytes(path, data[:20])
+    raises(CompactionGap, MiniQueue.open, d)
+    raises(CompactionGap, MiniQueue.inspect, d)
+    assert read_bytes(path) == data[:20]  # refused, not rewritten
