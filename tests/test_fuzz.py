@@ -17,8 +17,8 @@
 # Sizes come from tests/reliability.py: MINI_TORTURE=ci (the default) is derandomized,
 # so CI runs the same examples every time (about a minute on 2 cores);
 # MINI_TORTURE=long is random and larger. At the long scale the cross-runtime property
-# can hit a double that MicroPython parses 1 ulp off (the xfail test
-# test_floats_written_on_cpython_read_exactly_on_micropython): a real difference.
+# hits doubles that MicroPython parses or writes 1 ulp off (the two float xfail tests):
+# a real difference, in MicroPython, counted and reported apart from violations.
 #
 # Each core bug this file found has an explicit reproducer at the end of the file (all
 # fixed). A bug not yet fixed is marked xfail(strict=True) there: when it is fixed, its
@@ -158,6 +158,32 @@ def same(a, b):
     if type(a) is dict:
         return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
     return a == b
+
+
+def same_but_one_ulp(a, b):
+    """same(a, b), except for floats one ulp apart: MicroPython's float parser (1.29) is
+    not correctly rounded, and its formatter sometimes writes one digit too few
+    (test_floats_written_on_{cpython,micropython}_read_exactly_on_{micropython,cpython}).
+    Returns how many floats differ by one ulp, or None if anything else differs."""
+    if type(a) is not type(b):
+        return None
+    if type(a) is float:
+        return 0 if same(a, b) else (1 if math.nextafter(b, a) == a and math.isfinite(a) else None)
+    if type(a) is list:
+        pairs = list(zip(a, b)) if len(a) == len(b) else None
+    elif type(a) is dict:
+        pairs = [(a[key], b[key]) for key in a] if a.keys() == b.keys() else None
+    else:
+        return 0 if a == b else None
+    if pairs is None:
+        return None
+    total = 0
+    for x, y in pairs:
+        found = same_but_one_ulp(x, y)
+        if found is None:
+            return None
+        total += found
+    return total
 
 
 def first_difference(a, b, where="value"):
@@ -670,6 +696,7 @@ def test_cross_runtime_records_replay_exactly(workdir):
     with open(script, "w") as f:
         f.write(MICROPYTHON_REPLAY)
     violations = []
+    ulp_floats = 0
     try:
         tally.check(len(written) >= 100, "the corpus has only %d records", len(written))
         code, out = run_micropython([script, os.path.join(TOP, "shared"), cpython_journal, micropython_journal])
@@ -684,10 +711,18 @@ def test_cross_runtime_records_replay_exactly(workdir):
                 last_seq, clean = json.loads(line[4:])
                 tally.check(last_seq == len(written) and clean, "MicroPython read the journal as torn or short")
         tally.check([seq for seq, _ in replayed] == list(range(1, len(written) + 1)), "MicroPython seqs")
-        # CPython -> MicroPython: what MicroPython holds is what CPython wrote.
+        # CPython -> MicroPython: what MicroPython holds is what CPython wrote, except
+        # floats MicroPython's parser reads one ulp off (and, below, floats its formatter
+        # writes one ulp off): counted apart (known, upstream), so that at the long scale
+        # they do not hide a finding of another kind.
         for (seq, mine), theirs in zip(replayed, written):
             tally.checks += 1
             if not same(mine, theirs):
+                ulps = same_but_one_ulp(mine, theirs)
+                if ulps:
+                    ulp_floats += ulps
+                    tally.saw("float read 1 ulp off by MicroPython (upstream, known)")
+                    continue
                 violations.append("CPython -> MicroPython, seq %d, read != written at %s" % (
                     seq, first_difference(mine, theirs, "record")))
         # MicroPython -> CPython: what CPython replays is what MicroPython held.
@@ -696,6 +731,11 @@ def test_cross_runtime_records_replay_exactly(workdir):
         for (seq, mine), (_, theirs) in zip(back, replayed):
             tally.checks += 1
             if not same(mine, theirs):
+                ulps = same_but_one_ulp(mine, theirs)
+                if ulps:
+                    ulp_floats += ulps
+                    tally.saw("float written 1 ulp off by MicroPython (upstream, known)")
+                    continue
                 violations.append("MicroPython -> CPython, seq %d, read != written at %s" % (
                     seq, first_difference(mine, theirs, "record")))
         tally.violations += len(violations)
@@ -707,8 +747,8 @@ def test_cross_runtime_records_replay_exactly(workdir):
         reliability.record(suite="fuzz", brick="ministore", fs="posix", config="cross-runtime",
                            inputs=tally.inputs, checks=tally.checks, violations=tally.violations,
                            seconds=round(time.monotonic() - start, 1),
-                           notes="%d records in one MicroPython run, CPython -> MicroPython -> CPython"
-                           % len(written))
+                           notes="%d records in one MicroPython run, CPython -> MicroPython -> CPython; "
+                           "floats MicroPython read 1 ulp off (upstream, known): %d" % (len(written), ulp_floats))
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -1344,6 +1384,23 @@ def test_floats_written_on_cpython_read_exactly_on_micropython(tmp_path):
     code, out = run_micropython(["-c", script])
     assert code == 0, out
     assert out.strip() == str([struct.pack("<d", x).hex() for x in floats])
+
+
+@pytest.mark.xfail(strict=True, reason="MicroPython (1.29 unix port) writes some doubles with 16 significant digits "
+                                       "where 17 are needed, so CPython reads them 1 ulp off")
+def test_floats_written_on_micropython_read_exactly_on_cpython(tmp_path):
+    # The exact doubles, as bits: MicroPython builds them from bytes (no parsing), then
+    # writes them. Found among 20,000 random doubles (7 of them, all 1 ulp off).
+    bits = ["b000f1abeb19babd", "94d9ed9371a65112", "57efe5ef0c7ffdfd"]
+    path = str(tmp_path / "from_micropython.jsonl")
+    script = ("import sys, struct; sys.path.insert(0, %r)\nfrom ministore import MiniStore\n"
+              "from binascii import unhexlify\n"
+              "with MiniStore.open(%r) as s:\n"
+              "    s.append([struct.unpack('<d', unhexlify(h))[0] for h in %r])\n"
+              % (os.path.join(TOP, "shared"), path, bits))
+    code, out = run_micropython(["-c", script])
+    assert code == 0, out
+    assert [struct.pack("<d", x).hex() for x in MiniStore.replay(path)[0]] == bits
 
 
 def test_header_with_a_bad_crc_is_not_taken_as_intact(tmp_path):
