@@ -40,9 +40,15 @@ else:
     # Built once: json.dumps with keyword arguments builds a new JSONEncoder on every call.
     dumps = json.JSONEncoder(  # pyright: ignore[reportAssignmentType] (one name, two runtimes)
         separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    def _not_json(name):
+        # CPython alone reads NaN and Infinity; MicroPython refuses them, and so must
+        # every reader here, or one file would read differently on the two runtimes.
+        raise ValueError("%s is not JSON" % name)
+
+    _decoder = json.JSONDecoder(parse_constant=_not_json)
     # scan_json(text, index) -> (value, end index); raises StopIteration or ValueError.
     # It is what JSONDecoder.raw_decode calls, minus a Python frame.
-    scan_json = json.JSONDecoder().scan_once  # pyright: ignore[reportAttributeAccessIssue] (CPython's C scanner)
+    scan_json = _decoder.scan_once  # pyright: ignore[reportAttributeAccessIssue] (CPython's C scanner)
 
 
 def loads_between(line, start, stop):
@@ -51,7 +57,7 @@ def loads_between(line, start, stop):
     line[:start] and line[stop:] must be ASCII. Decodes as json.loads does bytes.
     """
     if scan_json is None:  # MicroPython: no scanner to call, and slicing is cheap there
-        return json.loads(line[start:stop])
+        return loads(line[start:stop])
     text = line.decode("utf-8", "surrogatepass")
     try:
         value, end = scan_json(text, start)
@@ -62,7 +68,14 @@ def loads_between(line, start, stop):
     return value
 
 
-loads = json.loads
+if MICROPYTHON:
+    loads = json.loads  # pyright: ignore[reportAssignmentType] (one name, two runtimes)
+else:
+    def loads(data):
+        """json.loads, refusing NaN and Infinity as MicroPython does."""
+        if not isinstance(data, str):
+            data = bytes(data).decode("utf-8", "surrogatepass")
+        return _decoder.decode(data)
 
 
 def is_missing(exc):

@@ -55,18 +55,28 @@ class TornTail:
 
 # ---------------------------------------------------------------- encoding
 
-def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _float=float):
+_INF = float("inf")
+_INT_DIGITS = 4300
+try:
+    _BIG = 10 ** 300  # below it an int is short enough without counting its digits
+except OverflowError:  # a port without big ints: every int is below any bound
+    _BIG = _INF
+
+
+def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _float=float, _small=0x3FFFFFFF,
+                _big=_BIG):
     """Raise TypeError/ValueError unless JSON stores `value` exactly (it reads back equal, same types).
 
-    Ints of any length pass: encode_json() refuses those CPython cannot parse back.
-    The underscore arguments are not for callers: they make the builtins locals, which
-    on MicroPython cost no lookup in the module's globals (a miss there can scan them all).
+    That includes ints of at most 4300 digits: CPython (3.11+) refuses to parse longer
+    ones, so a journal written on MicroPython with one would not read on the host.
+    The underscore arguments are not for callers: they make names locals, which on
+    MicroPython cost no lookup in the module's globals (a miss there can scan them all).
     """
     if depth > MAX_DEPTH:
         raise ValueError("record nested deeper than %d levels" % MAX_DEPTH)
     kind = _type(value)
     if depth < MAX_DEPTH and (kind is dict or kind is list):
-        # Fast path: members that are exact str/int/bool/None or finite floats need no call.
+        # Fast path: members that are exact str/bool/None, small ints or finite floats need no call.
         is_dict = kind is dict
         for key in value:
             if is_dict:
@@ -76,14 +86,20 @@ def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _flo
             else:
                 item = key
             cls = _type(item)
-            if cls is _str or cls is _int or cls is _bool or item is None:
+            if cls is _str or cls is _bool or item is None:
+                continue
+            if cls is _int and (-_small < item < _small or -_big < item < _big):  # small first: no big-int compare
                 continue
             if cls is _float and item - item == 0.0:  # not nan, not +-inf
                 continue
             check_value(item, depth + 1)
         return
-    if value is None or isinstance(value, (str, int, bool)):  # bool is no int on MicroPython
+    if value is None or isinstance(value, (str, bool)):
         return
+    if isinstance(value, int):  # bool is no int on MicroPython, so it is handled above
+        if -_small < value < _small or -_BIG < value < _BIG or len(str(value).lstrip("-")) <= _INT_DIGITS:
+            return
+        raise ValueError("an int of more than %d digits does not read back on CPython" % _INT_DIGITS)
     if isinstance(value, float):
         if value != value or value in (_INF, -_INF):
             raise ValueError("JSON cannot store %r" % value)
@@ -102,35 +118,10 @@ def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _flo
     raise TypeError("JSON cannot store a %s exactly" % type(value).__name__)
 
 
-_INF = float("inf")
-# CPython (3.11+) refuses to parse an int of more than 4300 digits, so a journal
-# written on MicroPython with one would not read on the host.
-_INT_DIGITS = 4300
-
-
 def encode_json(value, depth=0):
     """`value` as compact JSON bytes, or TypeError/ValueError if it would not read back exactly."""
     check_value(value, depth)
-    body = shim.dumps(value).encode()
-    if len(body) > _INT_DIGITS:  # a shorter text holds no longer int: one len() in the common case
-        _check_int_digits(value)
-    return body
-
-
-def _check_int_digits(value, limit=None):
-    if limit is None:
-        try:
-            limit = 10 ** _INT_DIGITS  # built per call: 1.8 KB a board should not keep
-        except OverflowError:  # a port without big ints holds no such int
-            return
-    if isinstance(value, dict):
-        for key in value:
-            _check_int_digits(value[key], limit)
-    elif isinstance(value, list):
-        for item in value:
-            _check_int_digits(item, limit)
-    elif isinstance(value, int) and not -limit < value < limit:
-        raise ValueError("an int of more than %d digits does not read back on CPython" % _INT_DIGITS)
+    return shim.dumps(value).encode()
 
 
 def seal(body):
@@ -324,7 +315,7 @@ class JournalReader:
                                 record, stop = scan(text, len(prefix))
                                 if stop != len(text) - _SUFFIX_LEN:
                                     raise ValueError
-                        except (ValueError, StopIteration):
+                        except (ValueError, StopIteration, RuntimeError):  # RuntimeError: too deep
                             pass
                         else:
                             seq = expect
@@ -527,13 +518,15 @@ class MiniStore:
 
     def append_many(self, records):
         """Append records as one atomic batch with one sync; return the last seq."""
-        return self.append_encoded([encode_json(r) for r in records])  # validate all before writing any
+        return self._append_encoded([encode_json(r) for r in records])  # validate all before writing any
 
-    def append_encoded(self, bodies):
-        """Append records already encoded by encode_json(): one, or an atomic batch. Returns the last seq.
+    def _append_encoded(self, bodies):
+        """Append records encoded by encode_json() (nothing else: they are not checked again):
+        one, or an atomic batch. Returns the last seq.
 
-        For a caller that must know a record is storable before it acts on it (ministate
-        applies a mutator only once its record has encoded), without encoding it twice.
+        For the bricks that must know a record is storable before they act on it
+        (ministate applies a mutator only once its record has encoded), without
+        encoding it twice.
         """
         count = len(bodies)
         if count == 0:

@@ -144,6 +144,12 @@ def test_sealed_line_that_does_not_parse_is_corruption_even_at_the_end():
     write_bytes(path, header_line(0) + seal(b'{"other":1'))
     err = raises(CorruptRecord, MiniStore.replay, path)
     assert "neither" in err.reason
+    # NaN and Infinity are not JSON: MicroPython refuses them, and so does CPython here.
+    for body in (b"NaN", b"-Infinity", b"[1,Infinity]"):
+        path = journal()
+        write_bytes(path, header_line(0) + record_line(1, body))
+        err = raises(CorruptRecord, MiniStore.replay, path)
+        assert err.line == 2, err
 
 
 def test_sync_policy_batches_syncs_and_close_syncs():
