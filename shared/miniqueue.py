@@ -146,8 +146,9 @@ class MiniQueue(LogOwner):
         for kind in event:
             arg = event[kind]
         if kind == "ckpt":
-            if not (isinstance(arg, list) and len(arg) == 4 and _is_id(arg[0]) and _is_count(arg[2]) and
-                    arg[3] in (READY, IN_FLIGHT, DEAD) and not isinstance(arg[3], bool)):
+            # An id is the seq of an earlier put, so it is below this entry's seq.
+            if not (isinstance(arg, list) and len(arg) == 4 and _is_id(arg[0]) and arg[0] < seq and
+                    _is_count(arg[2]) and _is_count(arg[3]) and arg[3] <= DEAD):
                 raise QueueCorrupt("checkpoint entry at seq %d is not [id, message, deliveries, status]: %r" % (
                     seq, arg))
             if self._ckpt is None or self._ckpt[-1][0] >= arg[0]:
@@ -160,8 +161,8 @@ class MiniQueue(LogOwner):
             # A complete checkpoint restates the whole queue: it replaces what came before.
             entries = self._ckpt or []
             self._ckpt = None
-            if not (isinstance(arg, dict) and _is_count(arg.get("dropped")) and arg.get("messages") == len(entries)
-                    and not isinstance(arg.get("messages"), bool)):
+            if not (isinstance(arg, dict) and _is_count(arg.get("dropped")) and _is_count(arg.get("messages"))
+                    and arg["messages"] == len(entries)):
                 raise QueueCorrupt("checkpoint end at seq %d does not match its %d entries: %r" % (
                     seq, len(entries), arg))
             self._reset()
@@ -177,7 +178,7 @@ class MiniQueue(LogOwner):
             return
         if kind not in ("get", "nack", "dead", "ack", "drop", "purge"):
             raise QueueCorrupt("queue event at seq %d has unknown kind %r" % (seq, kind))
-        if not _is_id(arg):
+        if not _is_id(arg) or arg >= seq:
             raise QueueCorrupt("queue event at seq %d names no message id: %r" % (seq, event))
         if not self._complete:
             # History before the first complete checkpoint: a compaction that was cut
@@ -355,7 +356,7 @@ class MiniQueue(LogOwner):
         log = self._open_log()
         try:
             if encoded:
-                log.append_encoded(events)
+                log._append_encoded(events)
             elif len(events) == 1:
                 log.append(events[0])
             else:

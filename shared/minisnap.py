@@ -233,8 +233,8 @@ class SegmentedLog:
     def append_many(self, records):
         return self.store.append_many(records)
 
-    def append_encoded(self, bodies):
-        return self.store.append_encoded(bodies)
+    def _append_encoded(self, bodies):
+        return self.store._append_encoded(bodies)
 
     def sync(self):
         self.store.sync()

@@ -191,7 +191,7 @@ class StateManager(LogOwner):
             self._rebuild()
             raise
         try:
-            seq = log.append_encoded(bodies)
+            seq = log._append_encoded(bodies)
         except BaseException:
             # The state in memory is ahead of the journal; only a reopen is trustworthy.
             self._close_quietly()

@@ -343,7 +343,8 @@ def test_intact_events_of_the_wrong_shape_are_refused():
     # Events no queue writes (FORMAT.md 5.1) raise QueueCorrupt, never a TypeError.
     wrong = [{"ckpt_end": 5}, {"ckpt_end": {"messages": 3, "dropped": 0}}, {"get": [1]}, {"ack": {"a": 1}},
              {"nack": True}, {"get": 9}, {"ckpt": [1, "m", 0]}, {"ckpt": [1, "m", -1, 0]},
-             {"ckpt": [1, "m", 0, 7]}, {"ckpt": [[1], "m", 0, 0]}, {"frob": 1}, [1], {"get": 1, "ack": 1}]
+             {"ckpt": [1, "m", 0, 7]}, {"ckpt": [[1], "m", 0, 0]}, {"frob": 1}, [1], {"get": 1, "ack": 1},
+             {"ckpt": [1, "m", 0, 1.0]}, {"ckpt": [2, "m", 0, 0]}, {"get": 2}, {"ack": 1.0}]
     for event in wrong:
         d = scratch()
         with MiniQueue.open(d) as q:
