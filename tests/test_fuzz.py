@@ -42,7 +42,7 @@ from hypothesis.errors import HypothesisException
 import reliability
 from mpdriver import TOP, run_micropython
 from ministore import (MAX_DEPTH, CorruptRecord, FormatError, MiniError, MiniStore, encode_json,
-                       header_line, parse_line, record_line, seal, HEADER, RECORD)
+                       header_line, pad_line, parse_line, record_line, seal, HEADER, RECORD)
 from minisnap import CompactionGap, NotFound, SnapStore, SnapshotError, read_snapshot, segment_files
 from ministate import Mutator, ReplayError, StateManager, UnknownMutator
 from miniqueue import MiniQueue, QueueCorrupt, QueueFull
@@ -1345,6 +1345,56 @@ def test_sealed_line_this_runtime_cannot_parse_is_corruption_not_a_torn_tail(tmp
         assert mini_main(["repair", path, "--apply"]) == 0  # moved to a side file, seqs kept
     assert MiniStore.replay(path) == (["a", "c"] if where == "middle" else ["a"])
     assert len(read_bytes(path + ".removed-at-%d" % len(header_line(0) + record_line(1, b'"a"')))) > 6000
+
+
+def test_sealed_record_nested_too_deep_for_cpython_is_corruption(tmp_path):
+    # The reader's fast path let RecursionError out (parse_line already caught it).
+    for tail in (b"", record_line(2, b'"b"')):
+        path = str(tmp_path / ("deep%d.jsonl" % len(tail)))
+        write_bytes(path, header_line(0) + record_line(1, b"[" * 5000 + b"]" * 5000) + tail)
+        with pytest.raises(CorruptRecord):
+            MiniStore.replay(path)
+        with pytest.raises(CorruptRecord):
+            MiniStore.open(path)
+        assert run_verify(Tally(), path) == 1
+
+
+def test_batch_starting_inside_a_batch_is_reported(tmp_path):
+    # The reader refuses it; mini verify used to say OK.
+    path = str(tmp_path / "journal.jsonl")
+    write_bytes(path, header_line(0) + record_line(1, b'"a"', 2) + record_line(2, b'"b"', 2) + record_line(3, b'"c"'))
+    with pytest.raises(CorruptRecord):
+        MiniStore.replay(path)
+    assert run_verify(Tally(), path) == 1
+
+
+def test_verify_reports_a_directory_that_refuses_to_open(tmp_path):
+    # The compacted queue's only segment with its header cut: "torn" alone would
+    # promise that opening fixes it; opening refuses (CompactionGap).
+    queue_dir = str(tmp_path / "queue")
+    with MiniQueue.open(queue_dir, compact_bytes=200) as q:
+        for i in range(30):
+            q.put(i)
+            if i % 2:
+                q.ack(q.get()[0])
+    path = segment_files(queue_dir)[0][1]
+    write_bytes(path, read_bytes(path)[:20])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert mini_main(["verify", queue_dir]) == 1
+    assert "does not recover" in out.getvalue(), out.getvalue()
+    assert "only segment left" in out.getvalue(), out.getvalue()
+
+
+def test_repair_refuses_a_damaged_header_with_no_record_after_it(tmp_path):
+    path = str(tmp_path / "journal.jsonl")
+    write_bytes(path, b'{"format":"minis\n' + pad_line(50, "torn tail"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert mini_main(["repair", path, "--apply"]) == 2
+    assert "no record follows" in err.getvalue(), err.getvalue()
+    with pytest.raises(CorruptRecord):
+        MiniStore.open(path)  # so "opening it recreates the header" would have been wrong
 
 
 def test_repair_of_a_damaged_header_with_records_after_it_writes_a_new_header(tmp_path):

@@ -129,7 +129,10 @@ def cmd_repair(args):
         return 0
     plan = scanning.repair_plan(result)
     if plan is None:
-        raise UsageError("%s: no intact record at all; opening it for writing recreates the header" % path)
+        if result.problems[0].kind == "torn":
+            raise UsageError("%s: no intact record at all; opening it for writing recreates the header" % path)
+        raise UsageError("%s: the header is damaged and no record follows to number a new one from; "
+                         "nothing in the file is a record: move it aside" % path)
     for problem, replacement in plan:
         action = "cut" if not replacement else (
             "replace with a new header and a pad" if problem.offset == 0 else "replace with a pad")

@@ -112,6 +112,8 @@ def scan(path):
                 damage = "%s line of the wrong shape" % ("record" if kind == RECORD else "pad")
             elif kind == RECORD and expect is not None and obj["seq"] < expect:
                 damage = "seq %r goes backwards (expected %d)" % (obj["seq"], expect)
+            elif kind == RECORD and batch is not None and obj.get("batch", 1) != 1:
+                damage = "batch starts inside a batch"
             else:
                 damage = None
             if damage is not None:
@@ -291,8 +293,9 @@ def verify_path(path):
     for name in sorted(os.listdir(path)):
         if name.startswith("snap-") and name.endswith(".json"):
             problems.extend(verify_path(os.path.join(path, name)))
-    if not problems:
-        # The files are sound one by one; do they fit together?
+    if not any(p.kind != "torn" for p in problems):
+        # The files are sound one by one, or only torn (which opening cuts): do they
+        # fit together? A torn header can still make the directory refuse to open.
         try:
             if kind == "queue":
                 from miniqueue import MiniQueue
