@@ -60,8 +60,26 @@ def exists(path):
         return False
 
 
+def forget_dead_files():
+    """Drop the files the shim holds because their close() failed on a device now gone.
+
+    The shim keeps them so that the collector never finalizes one onto the flash it
+    failed on (minishim._unclosable). After a power cut that flash is discarded (a new
+    one, or a copy at reboot), and a real board would have lost its RAM anyway. Kept,
+    they piled up (764 per sweep seed), fragmenting the heap until a sweep of several
+    seeds in one process slowed down seed after seed and died of MemoryError.
+    """
+    for f in minishim._unclosable:
+        try:
+            f.close()  # now, not in the collector, where the error it raises cannot even be built
+        except OSError:
+            pass
+    del minishim._unclosable[:]
+
+
 def fresh(kind, geometry):
     """A new flash, formatted with `kind` and mounted at MOUNT."""
+    forget_dead_files()
     flash, fs = blockdev.make_fs(kind, geometry, blocks=BLOCKS)
     vfs.mount(fs, MOUNT)
     return flash
@@ -71,6 +89,7 @@ def reboot(kind, geometry, flash):
     """Mount a powered-on copy of `flash` at MOUNT with a fresh vfs object; return the copy."""
     umount()
     image = flash.copy()
+    forget_dead_files()  # after the copy: nothing they do can reach the rebooted image
     vfs.mount(blockdev.mount_fs(kind, geometry, image), MOUNT)
     return image
 
