@@ -7,7 +7,7 @@
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
 # that marker is durable.
 import minishim as shim
-from ministore import MiniError, encode_json
+from ministore import MiniError, encode_json, is_int
 from minisnap import LogOwner, SegmentedLog, CompactionGap, segment_files, segment_base, read_segments
 
 READY, IN_FLIGHT, DEAD = 0, 1, 2
@@ -28,11 +28,11 @@ class QueueCorrupt(MiniError):
 
 
 def _is_id(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return is_int(value) and value > 0
 
 
 def _is_count(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_int(value) and value >= 0
 
 
 class MiniQueue(LogOwner):

@@ -223,7 +223,7 @@ def check_header(path, line):
     return base
 
 
-def _is_count(value):
+def is_int(value):
     """An int that is not a bool (MicroPython's bool is not an int subclass; CPython's is)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -382,8 +382,8 @@ class JournalReader:
 
     def _skip_lost(self, lost, offset):
         """A pad written by `mini repair` says which seqs it moved to a side file."""
-        if (not isinstance(lost, list) or len(lost) != 2 or not _is_count(lost[0]) or
-                not _is_count(lost[1]) or lost[0] != self._expect or
+        if (not isinstance(lost, list) or len(lost) != 2 or not is_int(lost[0]) or
+                not is_int(lost[1]) or lost[0] != self._expect or
                 lost[1] < lost[0] or self._batch_left):
             raise CorruptRecord(self.path, self._line_no, offset, "pad with a bad lost range %r" % (lost,))
         self.lost.append((lost[0], lost[1]))
@@ -394,7 +394,7 @@ class JournalReader:
         seq = obj["seq"]
         batch = obj.get("batch", 1)
         # An intact line whose fields have the wrong types was not written by us.
-        if not _is_count(seq) or not _is_count(batch) or batch < 1 or "rec" not in obj:
+        if not is_int(seq) or not is_int(batch) or batch < 1 or "rec" not in obj:
             raise CorruptRecord(self.path, self._line_no, offset, "record line of the wrong shape")
         if seq != self._expect:
             raise CorruptRecord(self.path, self._line_no, offset,

@@ -7,7 +7,7 @@ byte offset and reason, and which sequence numbers it takes with it.
 """
 import os
 
-from ministore import (FormatError, MiniError, FOREIGN, HEADER, PAD, RECORD, check_header, header_line, parse_line, pad_line)
+from ministore import (FormatError, MiniError, FOREIGN, HEADER, PAD, RECORD, check_header, header_line, is_int, parse_line, pad_line)
 from minisnap import SnapshotError, read_snapshot, segment_files, segment_base
 
 
@@ -58,18 +58,14 @@ class JournalScan:
 
 
 
-def _count(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _well_formed(kind, obj):
     """Fields of the types the writers write (an intact line can still be foreign)."""
     if kind == RECORD:
         batch = obj.get("batch", 1)
-        return _count(obj["seq"]) and "rec" in obj and _count(batch) and batch >= 1
+        return is_int(obj["seq"]) and "rec" in obj and is_int(batch) and batch >= 1
     lost = obj.get("lost")
-    return lost is None or (isinstance(lost, list) and len(lost) == 2 and _count(lost[0]) and
-                            _count(lost[1]) and lost[0] <= lost[1])
+    return lost is None or (isinstance(lost, list) and len(lost) == 2 and is_int(lost[0]) and
+                            is_int(lost[1]) and lost[0] <= lost[1])
 
 def scan(path):
     """Scan a journal line by line; never raises for damage, only for I/O errors."""
