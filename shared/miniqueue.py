@@ -50,6 +50,7 @@ class MiniQueue(LogOwner):
         self._complete = False
         self._ckpt = None
         self._reset()
+        self._lock = shim.allocate_lock()
 
     @staticmethod
     def open(directory, max_bytes=64 * 1024, on_full="reject", max_deliveries=None,
@@ -211,30 +212,35 @@ class MiniQueue(LogOwner):
     # -- the queue
 
     def __len__(self):
-        return len(self._ready) - self._head
+        with self._lock:
+            return len(self._ready) - self._head
 
     def in_flight(self):
         """How many messages were delivered and are not yet acked or nacked."""
-        return sum(1 for mid in self._msgs if self._msgs[mid][2] == IN_FLIGHT)
+        with self._lock:
+            return sum(1 for mid in self._msgs if self._msgs[mid][2] == IN_FLIGHT)
 
     def dead(self):
         """[(id, message, deliveries)] of the dead letters, oldest first."""
-        out = []
-        for mid in sorted(self._msgs):
-            body, deliveries, status = self._msgs[mid]
-            if status == DEAD:
-                out.append((mid, shim.loads(body), deliveries))
-        return out
+        with self._lock:
+            out = []
+            for mid in sorted(self._msgs):
+                body, deliveries, status = self._msgs[mid]
+                if status == DEAD:
+                    out.append((mid, shim.loads(body), deliveries))
+            return out
 
     def deliveries(self, mid):
         """How many times the message was delivered (counted across restarts)."""
-        entry = self._msgs.get(mid)
-        if entry is None:
-            raise UnknownMessage("no message %r in the queue" % (mid,))
-        return entry[1]
+        with self._lock:
+            entry = self._msgs.get(mid)
+            if entry is None:
+                raise UnknownMessage("no message %r in the queue" % (mid,))
+            return entry[1]
 
     def live_bytes(self):
-        return self._bytes
+        with self._lock:
+            return self._bytes
 
     def put(self, message):
         """Add a message; durable (under sync="always") when its id is returned."""
@@ -242,91 +248,98 @@ class MiniQueue(LogOwner):
 
     def put_many(self, messages):
         """Add messages as one atomic batch with one sync; return their ids."""
-        log = self._open_log()
         bodies = []
-        for message in messages:
-            bodies.append(encode_json(message, 2))  # a checkpoint stores it two levels down: {"ckpt": [id, M, ...]}
-        if not bodies:
-            return []
         need = 0
-        for body in bodies:
+        for message in messages:
+            body = encode_json(message, 2)  # a checkpoint stores it two levels down: {"ckpt": [id, M, ...]}
+            bodies.append(body)
             need += len(body)
         if need > self.max_bytes:
-            raise QueueFull("%d bytes of messages exceed max_bytes=%d" % (need, self.max_bytes))
-        events = []
-        drops = []
-        if self._bytes + need > self.max_bytes:
-            if self.on_full == "reject":
-                raise QueueFull("queue %s is full: %d + %d bytes > max_bytes=%d" % (
-                    self.directory, self._bytes, need, self.max_bytes))
-            freed = 0
-            for mid in self._ready[self._head:]:
-                if self._bytes - freed + need <= self.max_bytes:
-                    break
-                drops.append(mid)
-                freed += len(self._msgs[mid][0])
-            if self._bytes - freed + need > self.max_bytes:
-                raise QueueFull("queue %s is full of in-flight and dead messages" % self.directory)
-            events = [{"drop": mid} for mid in drops]
-        first = log.seq + len(events) + 1
-        self._write([encode_json(event) for event in events] + [b'{"put":%s}' % body for body in bodies], True)
-        for mid in drops:
-            self._forget(mid)
-            self.dropped += 1
-        if drops:
-            self._head += len(drops)
-        ids = []
-        for i in range(len(bodies)):
-            self._add(first + i, bodies[i], 0, READY)
-            self._ready.append(first + i)
-            ids.append(first + i)
-        self._maybe_compact()
-        return ids
+            # No retry can help, so this is not QueueFull.
+            raise ValueError("%s of %d bytes can never fit max_bytes=%d" % (
+                "a message" if len(bodies) == 1 else "%d messages" % len(bodies), need, self.max_bytes))
+        with self._lock:
+            log = self._open_log()
+            if not bodies:
+                return []
+            events = []
+            drops = []
+            if self._bytes + need > self.max_bytes:
+                if self.on_full == "reject":
+                    raise QueueFull("queue %s is full: %d + %d bytes > max_bytes=%d" % (
+                        self.directory, self._bytes, need, self.max_bytes))
+                freed = 0
+                for mid in self._ready[self._head:]:
+                    if self._bytes - freed + need <= self.max_bytes:
+                        break
+                    drops.append(mid)
+                    freed += len(self._msgs[mid][0])
+                if self._bytes - freed + need > self.max_bytes:
+                    raise QueueFull("queue %s is full of in-flight and dead messages" % self.directory)
+                events = [{"drop": mid} for mid in drops]
+            first = log.seq + len(events) + 1
+            self._write([encode_json(event) for event in events] + [b'{"put":%s}' % body for body in bodies], True)
+            for mid in drops:
+                self._forget(mid)
+                self.dropped += 1
+            if drops:
+                self._head += len(drops)
+            ids = []
+            for i in range(len(bodies)):
+                self._add(first + i, bodies[i], 0, READY)
+                self._ready.append(first + i)
+                ids.append(first + i)
+            self._maybe_compact()
+            return ids
 
     def get(self):
         """Deliver the oldest ready message as (id, message), or None when there is none. Never blocks."""
-        self._open_log()
-        while self._head < len(self._ready):
-            mid = self._ready[self._head]
-            entry = self._msgs[mid]
-            if self.max_deliveries is not None and entry[1] >= self.max_deliveries:
-                self._write([{"dead": mid}])
-                entry[2] = DEAD
+        with self._lock:
+            self._open_log()
+            while self._head < len(self._ready):
+                mid = self._ready[self._head]
+                entry = self._msgs[mid]
+                if self.max_deliveries is not None and entry[1] >= self.max_deliveries:
+                    self._write([{"dead": mid}])
+                    entry[2] = DEAD
+                    self._pop_ready()
+                    continue
+                self._write([{"get": mid}])
                 self._pop_ready()
-                continue
-            self._write([{"get": mid}])
-            self._pop_ready()
-            entry[1] += 1
-            entry[2] = IN_FLIGHT
-            self._maybe_compact()
-            return mid, shim.loads(entry[0])
-        return None
+                entry[1] += 1
+                entry[2] = IN_FLIGHT
+                self._maybe_compact()
+                return mid, shim.loads(entry[0])
+            return None
 
     def ack(self, mid):
         """The message was handled: durable (under sync="always"); it is never delivered again."""
-        self._in_flight(mid)
-        self._write([{"ack": mid}])
-        self._forget(mid)
-        self._maybe_compact()
+        with self._lock:
+            self._in_flight(mid)
+            self._write([{"ack": mid}])
+            self._forget(mid)
+            self._maybe_compact()
 
     def nack(self, mid):
         """Put a delivered message back in its place in the queue, for a later get()."""
-        entry = self._in_flight(mid)
-        self._write([{"nack": mid}])
-        entry[2] = READY
-        self._insert_ready(mid)
-        self._maybe_compact()
+        with self._lock:
+            entry = self._in_flight(mid)
+            self._write([{"nack": mid}])
+            entry[2] = READY
+            self._insert_ready(mid)
+            self._maybe_compact()
 
     def purge_dead(self):
         """Remove every dead letter; return how many."""
-        self._open_log()
-        ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][2] == DEAD]
-        if ids:
-            self._write([{"purge": mid} for mid in ids])
-            for mid in ids:
-                self._forget(mid)
-            self._maybe_compact()
-        return len(ids)
+        with self._lock:
+            self._open_log()
+            ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][2] == DEAD]
+            if ids:
+                self._write([{"purge": mid} for mid in ids])
+                for mid in ids:
+                    self._forget(mid)
+                self._maybe_compact()
+            return len(ids)
 
     def _in_flight(self, mid):
         self._open_log()
@@ -369,10 +382,14 @@ class MiniQueue(LogOwner):
 
     def _maybe_compact(self):
         if self._open_log().active_bytes() - self._ckpt_size >= self.compact_bytes:
-            self.compact()
+            self._compact()
 
     def compact(self):
         """Write a checkpoint of the live messages in a new segment, then drop the older segments."""
+        with self._lock:
+            return self._compact()
+
+    def _compact(self):
         log = self._open_log()
         log.roll()
         mids = sorted(self._msgs)
@@ -390,7 +407,8 @@ class MiniQueue(LogOwner):
 
     def disk_bytes(self):
         """Bytes of all journal segments now on disk."""
-        total = 0
-        for number, path, base in self._open_log().segments:
-            total += shim.file_size(path) or 0
-        return total
+        with self._lock:
+            total = 0
+            for number, path, base in self._open_log().segments:
+                total += shim.file_size(path) or 0
+            return total

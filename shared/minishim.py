@@ -18,12 +18,29 @@ except ImportError:
 
 if MICROPYTHON:
     import errno
+    finalize = None  # no weakref: a writer dropped without close() keeps its path held (README)
 else:
     import errno
     import fcntl  # pyright: ignore[reportMissingImports] (stub gap: the boards have no fcntl)
+    from weakref import finalize
 
     # fdatasync where the OS has it (Linux); the board stubs declare neither.
     _datasync = getattr(os, "fdatasync", None) or os.fsync  # pyright: ignore[reportAttributeAccessIssue]
+
+try:
+    from _thread import allocate_lock
+except ImportError:  # a port built without threads: nothing to lock against, and nothing to pay
+    class _NoLock:
+        def __enter__(self):
+            return True
+
+        def __exit__(self, *exc):
+            return False
+
+    _NO_LOCK = _NoLock()
+
+    def allocate_lock():  # pyright: ignore[reportRedeclaration] (one name, two kinds of port)
+        return _NO_LOCK
 
 ENOENT = errno.ENOENT
 EEXIST = errno.EEXIST
@@ -114,6 +131,20 @@ def join(*parts):
     return out
 
 
+def normpath(path):
+    """`path` as one absolute spelling: "a/j", "./a/j" and "/cwd/a//j" name one file."""
+    if not path.startswith("/"):
+        path = join(os.getcwd(), path)
+    parts = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
 def dirname(path):
     cut = path.rfind("/")
     if cut < 0:
@@ -184,10 +215,11 @@ def rename_durably(src, dst):
     sync_dir(dirname(dst) or ".")
 
 
-# Paths opened for writing by this process. A second writer in the same
-# process is refused on both runtimes; on CPython an flock also refuses
+# Paths opened for writing by this process, by normpath(). A second writer in the
+# same process is refused on both runtimes; on CPython an flock also refuses
 # writers in other processes (it is released when the process dies, even by SIGKILL).
 _held = {}
+_held_lock = allocate_lock()  # two threads opening one path at once: one of them wins
 # MicroPython files whose close() failed (the device errored). If the collector
 # finalized one later, its close would commit stale data over whatever a reopened
 # writer wrote since; holding it here means it is never finalized.
@@ -199,22 +231,59 @@ class Locked(Exception):
 
 
 def _acquire(path):
-    """Register `path` as held by this process; on CPython also flock it. Returns the fd or None."""
-    if path in _held:
+    """Hold `path` for this process; on CPython also flock it. Returns (key, fd or None)."""
+    key = normpath(path)
+    with _held_lock:
+        taken = key in _held
+        if not taken:
+            _held[key] = True
+    if taken:
         raise Locked()
-    fd = None
-    if not MICROPYTHON:
+    if MICROPYTHON:
+        return key, None
+    try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # pyright: ignore[reportAttributeAccessIssue] (stub gap)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise Locked()
-    _held[path] = True
-    return fd
+    except BaseException:
+        _held.pop(key, None)
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return key, fd
+    except OSError:
+        pass  # raised below, outside this handler: a LockedError needs no chained BlockingIOError
+    os.close(fd)
+    _held.pop(key, None)
+    raise Locked()
 
 
-class DirLock:
+def _release(key, fd):
+    """Undo _acquire. On CPython it also runs when a writer is collected unclosed: it never writes."""
+    if fd is not None:
+        os.close(fd)  # closing releases the flock
+    _held.pop(key, None)
+
+
+class _Holder:
+    """Holds a path from _acquire() until release(), or until it is collected (CPython)."""
+
+    def __init__(self, path):
+        self._key, self._fd = _acquire(path)
+        self._finalizer = None if finalize is None else finalize(self, _release, self._key, self._fd)
+
+    def _let_go(self):
+        """Release the path; False if it was released already."""
+        if self._key is None:
+            return False
+        if self._finalizer is not None:
+            self._finalizer()  # runs _release once, and never again at collection
+        else:
+            _release(self._key, None)
+        self._key = None
+        self._fd = None
+        return True
+
+
+class DirLock(_Holder):
     """An exclusive lock on a directory of segments, held while a brick has it open.
 
     On CPython it is an flock on DIR/.lock (released by the kernel when the process
@@ -222,20 +291,17 @@ class DirLock:
     """
 
     def __init__(self, directory):
-        self._key = join(directory, ".lock")
-        self._fd = _acquire(self._key)
+        _Holder.__init__(self, join(directory, ".lock"))
 
     def release(self):
-        if _held.pop(self._key, None) is not None and self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._let_go()
 
 
-class JournalFile:
+class JournalFile(_Holder):
     """The writer's handle on an append-only file: locked, then recovered, then appended to."""
 
     def __init__(self, path):
-        self._fd = _acquire(path)
+        _Holder.__init__(self, path)
         self.path = path
         self._f = None
 
@@ -279,13 +345,10 @@ class JournalFile:
             _datasync(self._fd)  # pyright: ignore[reportArgumentType] (on CPython _acquire always gives an fd)
 
     def close(self):
-        if _held.pop(self.path, None) is None:
+        f, self._f = self._f, None
+        if not self._let_go():
             return
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
-        elif self._f is not None:
-            f, self._f = self._f, None
+        if f is not None:
             try:
                 f.close()
             except OSError:

@@ -6,7 +6,8 @@
 # name and is valid only when its CRC checks; each compaction step is "create a new
 # file" or "remove a file that is no longer needed", each safe to cut at any point.
 import minishim as shim
-from ministore import MiniStore, MiniError, LockedError, ClosedError, encode_json, seal, parse_line, check_header
+from ministore import (MiniStore, MiniError, LockedError, ClosedError, FormatError, encode_json, seal, parse_line,
+                       check_header, has_crc_shape, is_int, peek_line)
 
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
@@ -53,24 +54,53 @@ def snapshot_bytes(state, seq, state_json=None):
         SNAP_FORMAT.encode(), SNAP_VERSION, seq, state_json))
 
 
+_SNAP_FIXED = b'{"format":"minisnap","version":1,"seq":'
+
+
+def is_torn_snapshot(data):
+    """True if `data` (a whole file) is what create() can leave when a crash cuts it
+    short, or a snapshot of ours damaged since (FORMAT.md 3): anything else in a
+    snapshot's name is not ours, and is never removed.
+
+    That is: `data`, with any 0x00 bytes at its end removed, is a prefix of
+    `{"format":"minisnap","version":1,"seq":<digits>,"state":` followed by anything;
+    or it is one line that ends as a sealed line does.
+    """
+    end = len(data)
+    while end and data[end - 1] == 0:
+        end -= 1
+    fixed = len(_SNAP_FIXED)
+    if data[:min(end, fixed)] == _SNAP_FIXED[:end]:
+        if end <= fixed:
+            return True
+        at = fixed
+        while at < end and 48 <= data[at] <= 57:
+            at += 1
+        tail = b',"state":'
+        if at == end or (at > fixed and data[at:min(end, at + len(tail))] == tail[:end - at]):
+            return True
+    return data.count(b"\n") == 1 and has_crc_shape(data)
+
+
 def read_snapshot(path):
-    """Return (state, seq) from a snapshot file; raise SnapshotError if it is not intact."""
+    """Return (state, seq) from a snapshot file; raise SnapshotError if it is damaged,
+    FormatError if it is not a snapshot of ours or of a version this code reads."""
     with open(path, "rb") as f:
         data = f.read()
-    if data.count(b"\n") != 1:
-        raise SnapshotError("%s: not exactly one line (torn or damaged)" % path)
-    kind, obj = parse_line(data)
-    if kind is None or not isinstance(obj, dict):
-        raise SnapshotError("%s: %s" % (path, obj))
-    if obj.get("format") != SNAP_FORMAT:
-        raise SnapshotError("%s: not a minisnap snapshot" % path)
-    if obj.get("version") != SNAP_VERSION:
-        raise SnapshotError("%s: snapshot version %r is not supported (this code reads %d)" % (
-            path, obj.get("version"), SNAP_VERSION))
-    seq = obj.get("seq")
-    if not isinstance(seq, int) or seq < 0 or "state" not in obj:
-        raise SnapshotError("%s: no valid seq or state" % path)
-    return obj["state"], seq
+    kind, obj = parse_line(data) if data.count(b"\n") == 1 else (None, "not exactly one line (torn or damaged)")
+    if kind is not None and isinstance(obj, dict):
+        if obj.get("format") != SNAP_FORMAT:
+            raise FormatError("%s: not a minisnap snapshot (format %r)" % (path, obj.get("format")))
+        if obj.get("version") != SNAP_VERSION:
+            raise FormatError("%s: snapshot version %r is not supported (this code reads %d)" % (
+                path, obj.get("version"), SNAP_VERSION))
+        seq = obj.get("seq")
+        if not is_int(seq) or seq < 0 or "state" not in obj:
+            raise FormatError("%s: sealed, yet no valid seq or state: not written by minisnap" % path)
+        return obj["state"], seq
+    if not is_torn_snapshot(data):
+        raise FormatError("%s: not a minisnap snapshot" % path)
+    raise SnapshotError("%s: %s" % (path, obj))
 
 
 class SnapStore:
@@ -163,8 +193,7 @@ def segment_files(directory):
 def segment_base(path):
     """base_seq from a journal segment's header, or None if the header is torn."""
     with open(path, "rb") as f:
-        line = f.readline()
-    return check_header(path, line)
+        return check_header(path, f.readline(), lambda: peek_line(f))
 
 
 class SegmentedLog:
@@ -193,9 +222,12 @@ class SegmentedLog:
         log ends before `after_seq`.
         """
         shim.makedirs(directory)
+        lock = None
         try:
             lock = shim.DirLock(directory)
         except shim.Locked:
+            pass  # raised below, where no other exception is chained to it
+        if lock is None:
             raise LockedError("%s is already open for writing (one writer at a time)" % directory)
         try:
             if callable(after_seq):
@@ -336,9 +368,15 @@ def _check_reaches(after_seq, last, cleanup=None):
 
 
 class LogOwner:
-    """Closing and context-manager behaviour for a brick built on a SegmentedLog (`_log`)."""
+    """Closing and context-manager behaviour for a brick built on a SegmentedLog (`_log`).
+
+    `_lock` serializes every public method of the brick, so that several threads may
+    share it; methods that hold it call only the unlocked internals (the lock is not
+    reentrant on MicroPython).
+    """
 
     _log: "SegmentedLog | None" = None
+    _lock = shim.allocate_lock()  # each brick sets its own in __init__
     _closed_seq = 0  # the seq when it was closed: `seq` still answers after close()
     directory = "?"
 
@@ -355,7 +393,9 @@ class LogOwner:
         return self._closed_seq if log is None else log.seq
 
     def sync(self):
-        self._open_log().sync()
+        """Make everything done so far durable (for sync=N; a no-op under "always")."""
+        with self._lock:
+            self._open_log().sync()
 
     def _close_quietly(self):
         """Close after a failure; the error that caused it is the one that matters."""
@@ -368,10 +408,12 @@ class LogOwner:
                 pass
 
     def close(self):
-        log, self._log = self._log, None
-        if log is not None:
-            self._closed_seq = log.seq
-            log.close()
+        """Sync, then release the directory. Closing twice is fine."""
+        with self._lock:
+            log, self._log = self._log, None
+            if log is not None:
+                self._closed_seq = log.seq
+                log.close()
 
     @property
     def closed(self):

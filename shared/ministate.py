@@ -1,7 +1,7 @@
 # ministate: a state changed only by mutators that go through the journal.
 # Recovery is the newest valid snapshot plus the journal records after it.
 import minishim as shim
-from ministore import MiniError, encode_json
+from ministore import MiniError, ClosedError, encode_json
 from minisnap import LogOwner, SnapStore, SegmentedLog, NotFound, read_segments
 
 
@@ -30,10 +30,33 @@ class Mutator:
         raise NotImplementedError
 
     def fields(self):
-        return dict(self.__dict__)
+        """The journaled fields: the public attributes. A name that starts with "_" is
+        private (a cache, say) and never journaled, so __init__ need not take it."""
+        out = {}
+        attributes = self.__dict__
+        for name in attributes:
+            if name[:1] != "_":
+                out[name] = attributes[name]
+        return out
 
     def to_record(self):
         return {type(self).__name__: self.fields()}
+
+
+def _check_rebuilds(mutator, record):
+    """ValueError unless replay, which calls Class(**fields), rebuilds an equal mutator:
+    otherwise an accepted apply() would leave a directory that no longer opens."""
+    cls = type(mutator)
+    fields = record[cls.__name__]
+    try:
+        again = cls(**fields).to_record()
+    except Exception as exc:
+        raise ValueError("%s cannot be journaled: replay would call %s(**%r), which raises %r "
+                         "(__init__ must take exactly its public attributes)" % (
+                             cls.__name__, cls.__name__, fields, exc))
+    if again != record:
+        raise ValueError("%s cannot be journaled: replay would rebuild it as %r, not %r" % (
+            cls.__name__, again, record))
 
 
 def _copy(value):
@@ -56,6 +79,8 @@ class StateManager(LogOwner):
         self.fell_back = False
         self.skipped_snapshots = []
         self._since_snapshot = 0
+        self._broken = None  # why a failure closed the manager, if one did
+        self._lock = shim.allocate_lock()
 
     @staticmethod
     def open(directory, initial=None, mutators=(), snapshot_every=1000, snapshot_bytes=None,
@@ -141,24 +166,47 @@ class StateManager(LogOwner):
             raise ReplayError("seq %d: %s.apply failed during recovery: %r" % (
                 seq, type(mutator).__name__, exc))
 
-    def _rebuild(self):
-        """Reload the state from disk, after a mutator raised halfway through apply()."""
-        self._load_snapshot()
-        self._open_log().replay(self.snapshot_seq, self._replay_one)
+    def _rebuild(self, cause):
+        """Reload the state from disk, after a mutator raised halfway through apply().
+
+        If that fails too, the state in memory may be what no reopen would give:
+        the manager closes rather than show it or build on it."""
+        try:
+            self._load_snapshot()
+            self._open_log().replay(self.snapshot_seq, self._replay_one)
+        except Exception as exc:
+            self._break("a mutator raised %r, then rebuilding the state from disk failed (%r)" % (cause, exc))
+            raise ClosedError("%s: %s" % (self.directory, self._broken))
+
+    def _break(self, why):
+        self._broken = why + ": the manager is closed, reopen it"
+        self._close_quietly()
 
     # -- changing the state
 
     @property
     def state(self):
+        """The live state (not a copy: never change it). Other threads read it under
+        `with sm.lock:`, or they may see a mutator half applied."""
+        if self._broken is not None:
+            raise ClosedError("%s: %s" % (self.directory, self._broken))
         return self._state
+
+    @property
+    def lock(self):
+        """The lock that apply() holds: hold it to read `state` from another thread."""
+        return self._lock
 
     def apply(self, mutator):
         """Apply one mutator; it is durable (under sync="always") and applied when this returns its seq."""
-        return self._commit([mutator])
+        with self._lock:
+            return self._commit([mutator])
 
     def apply_many(self, mutators):
         """Apply mutators as one atomic batch with one sync; return the last seq."""
-        return self._commit(list(mutators))
+        mutators = list(mutators)
+        with self._lock:
+            return self._commit(mutators)
 
     def _commit(self, mutators):
         log = self._open_log()
@@ -169,9 +217,12 @@ class StateManager(LogOwner):
                 raise TypeError("%r is not a Mutator" % (mutator,))
             if self._registry.get(type(mutator).__name__) is not type(mutator):
                 raise ValueError("%s is not in this manager's mutators" % type(mutator).__name__)
-            # Encoded before apply: a field that check_value passes but the encoder
-            # refuses (a lone surrogate) must stop the mutator before it runs.
-            body = encode_json(mutator.to_record())
+            record = mutator.to_record()
+            # Encoded and rebuilt before apply: a field that check_value passes but the
+            # encoder refuses (a lone surrogate), or a record that replay could not turn
+            # back into this mutator, must stop it before it runs.
+            body = encode_json(record)
+            _check_rebuilds(mutator, record)
             bodies.append(body)
             size += len(body)
         if not bodies:
@@ -187,14 +238,14 @@ class StateManager(LogOwner):
                 # The snapshot this commit triggers must be storable before the
                 # mutation is made durable: afterwards, raising would be a lie.
                 state_json = encode_json(self._state)
-        except BaseException:
-            self._rebuild()
+        except BaseException as exc:
+            self._rebuild(exc)
             raise
         try:
             seq = log._append_encoded(bodies)
-        except BaseException:
+        except BaseException as exc:
             # The state in memory is ahead of the journal; only a reopen is trustworthy.
-            self._close_quietly()
+            self._break("the journal write failed (%r)" % (exc,))
             raise
         self._since_snapshot += len(bodies)
         if due:
@@ -211,7 +262,8 @@ class StateManager(LogOwner):
 
     def create_snapshot(self):
         """Snapshot the state at the current seq, then compact the journal it covers. Returns the seq."""
-        return self._snapshot(None)
+        with self._lock:
+            return self._snapshot(None)
 
     def _snapshot(self, state_json):
         log = self._open_log()

@@ -8,7 +8,6 @@ MAX_DEPTH = 32  # nesting limit, so MicroPython's small C stack never overflows 
 
 _CRC_TAG = b',"crc":"'
 _SUFFIX_LEN = 19  # len(b',"crc":"') + 8 hex digits + len(b'"}\n')
-_PAD_MIN = 40  # shortest pad line we write
 
 
 class MiniError(Exception):
@@ -58,9 +57,10 @@ class TornTail:
 _INF = float("inf")
 _INT_DIGITS = 4300
 try:
-    _BIG = 10 ** 300  # below it an int is short enough without counting its digits
+    _BIG = 10 ** 300  # below it an int is short enough without comparing it to the limit
+    _INT_LIMIT = 10 ** _INT_DIGITS  # the smallest int of _INT_DIGITS + 1 digits
 except OverflowError:  # a port without big ints: every int is below any bound
-    _BIG = _INF
+    _BIG = _INT_LIMIT = _INF
 
 
 def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _float=float, _small=0x3FFFFFFF,
@@ -97,9 +97,12 @@ def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _flo
     if value is None or isinstance(value, (str, bool)):
         return
     if isinstance(value, int):  # bool is no int on MicroPython, so it is handled above
-        if -_small < value < _small or -_BIG < value < _BIG or len(str(value).lstrip("-")) <= _INT_DIGITS:
+        # Compared, not counted: CPython's str() itself refuses such an int, with advice
+        # (sys.set_int_max_str_digits) that would not make the journal readable elsewhere.
+        if -_small < value < _small or -_BIG < value < _BIG or -_INT_LIMIT < value < _INT_LIMIT:
             return
-        raise ValueError("an int of more than %d digits does not read back on CPython" % _INT_DIGITS)
+        raise ValueError("ints of more than %d digits are refused: CPython 3.11+ cannot read them back, "
+                         "so the journal would not read on every host (store a string instead)" % _INT_DIGITS)
     if isinstance(value, float):
         if value != value or value in (_INF, -_INF):
             raise ValueError("JSON cannot store %r" % value)
@@ -141,7 +144,8 @@ def record_line(seq, body, batch=1):
 
 
 def pad_line(length, reason, lost=None):
-    """A valid line of max(length, _PAD_MIN) bytes or more that marks `length` cut bytes."""
+    """A sealed line that marks `length` cut bytes: exactly `length` bytes long, or its
+    shortest form (45 + len(reason) + the digits of length, plus `lost`) if longer."""
     head = b'{"pad":%d,"why":"%s",' % (length, reason.encode())
     if lost is not None:
         head += b'"lost":[%d,%d],' % (lost[0], lost[1])
@@ -168,12 +172,9 @@ def parse_line(line):
         return None, "incomplete line (no newline)"
     if len(line) < _SUFFIX_LEN + 2 or line[-_SUFFIX_LEN:-11] != _CRC_TAG or line[-3:] != b'"}\n':
         return None, "line has no crc field"
-    try:
-        stored = int(line[-11:-3], 16)
-    except ValueError:
-        return None, "crc field is not hex"
-    if shim.crc32(line[:-_SUFFIX_LEN]) & 0xFFFFFFFF != stored:
-        return None, "crc mismatch"
+    # Compared as text: int(x, 16) would also take " 1a4b49f", "+1a4b49f" or "1_a4b49f".
+    if b"%08x" % (shim.crc32(line[:-_SUFFIX_LEN]) & 0xFFFFFFFF) != line[-11:-3]:
+        return None, "crc mismatch" if has_crc_shape(line) else "crc field is not 8 lowercase hex digits"
     try:
         obj = shim.loads(line)
     except (ValueError, RuntimeError):  # RuntimeError: nested too deep for this runtime
@@ -189,38 +190,104 @@ def parse_line(line):
     return FOREIGN, "line is neither a record, a pad nor a header"
 
 
-def check_header(path, line):
-    """Validate the first line; return base_seq, or None if it is torn."""
+_HEADER_FIXED = b'{"format":"ministore","version":1,"base_seq":'
+_CRC_SHAPE = b',"crc":"########"}\n'  # '#' is one lowercase hex digit
+_HEADER_MAX = len(_HEADER_FIXED) + 20 + len(_CRC_SHAPE)  # base_seq below 10**20
+
+
+def _fits(data, at, pattern):
+    """True if data[at:] is a prefix of `pattern` (or all of it), '#' matching a lowercase hex digit."""
+    for i in range(min(len(data) - at, len(pattern))):
+        want = pattern[i]
+        got = data[at + i]
+        if want == 35:  # '#'
+            if not (48 <= got <= 57 or 97 <= got <= 102):
+                return False
+        elif got != want:
+            return False
+    return len(data) - at <= len(pattern)
+
+
+def _digits_end(data, at):
+    while at < len(data) and 48 <= data[at] <= 57:
+        at += 1
+    return at
+
+
+def is_torn_header(line):
+    """True if `line` (the first line of a file, or all of it) is what our writer can
+    leave while creating a journal, or a header of ours damaged since (FORMAT.md 2.1).
+
+    That is: the line, with any 0x00 bytes at its end removed, is a prefix of
+    `{"format":"ministore","version":1,"base_seq":<digits>,"crc":"<8 hex>"}\n`;
+    or it is a whole line that ends as a sealed line does (a line we sealed).
+    """
+    if len(line) > _HEADER_MAX:
+        return False  # longer than any header we write
+    end = len(line)
+    while end and line[end - 1] == 0:
+        end -= 1
+    data = line[:end]
+    fixed = len(_HEADER_FIXED)
+    if data[:fixed] != _HEADER_FIXED[:len(data)]:
+        return has_crc_shape(line)
+    if len(data) <= fixed:
+        return True
+    at = _digits_end(data, fixed)
+    if at == len(data):
+        return True
+    return (at > fixed and _fits(data, at, _CRC_SHAPE)) or has_crc_shape(line)
+
+
+def has_crc_shape(line):
+    """True if `line` ends as every sealed line does: `,"crc":"<8 lowercase hex>"}\n`."""
+    return len(line) >= len(_CRC_SHAPE) and _fits(line, len(line) - len(_CRC_SHAPE), _CRC_SHAPE)
+
+
+def check_header(path, line, peek=None):
+    """Validate the first line; return base_seq, or None if it is a torn header.
+
+    Raises FormatError for a file that is not a ministore journal (FORMAT.md 2.1):
+    callers must then leave it untouched. peek() returns the second line, without
+    consuming it: asked only for a first line of no shape of ours, where a sealed
+    line after it means a journal of ours with a damaged header.
+    """
     kind, obj = parse_line(line)
-    sealed = kind is not None
     if kind is None:
         if line[-1:] == b"\n":
-            # A complete first line that is not ours: refuse rather than treat it as torn.
+            # A whole line whose CRC fails: if it still parses, what it names decides.
             try:
                 obj = shim.loads(line)
             except (ValueError, RuntimeError):
                 obj = None
-            if isinstance(obj, dict) and "format" not in obj:
-                raise FormatError("%s: not a ministore journal (first line has no format)" % path)
             if isinstance(obj, dict):
-                kind = HEADER  # fall through to the name and version checks
+                if obj.get("format") != FORMAT_NAME or obj.get("version") != FORMAT_VERSION:
+                    kind = HEADER  # refused below, by name or version
+                elif "base_seq" in obj:
+                    return None  # our header, damaged: its base_seq cannot be trusted
         if kind is None:
-            return None
+            if is_torn_header(line) or (peek is not None and parse_line(peek())[0] is not None):
+                return None
+            raise FormatError("%s: not a ministore journal (its first line is not a ministore header)" % path)
     if kind != HEADER or not isinstance(obj, dict):
         raise FormatError("%s: not a ministore journal (first line is not a header)" % path)
     if obj.get("format") != FORMAT_NAME:
-        raise FormatError("%s: format %r is not %r" % (path, obj.get("format"), FORMAT_NAME))
+        raise FormatError("%s: not a ministore journal (format %r is not %r)" % (path, obj.get("format"), FORMAT_NAME))
     if obj.get("version") != FORMAT_VERSION:
         raise FormatError("%s: journal format version %r is not supported (this code reads %d)" % (
             path, obj.get("version"), FORMAT_VERSION))
-    if not sealed:
-        # Our name and version, but the CRC fails: a damaged header, not a foreign
-        # file, and its base_seq cannot be trusted. It reads as a torn header.
-        return None
     base = obj.get("base_seq")
-    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
+    if not is_int(base) or base < 0:
         raise FormatError("%s: header has no valid base_seq" % path)
     return base
+
+
+def peek_line(f):
+    """The next line of file `f`, leaving its position where it was."""
+    at = f.tell()
+    line = f.readline()
+    f.seek(at)
+    return line
 
 
 def is_int(value):
@@ -277,6 +344,9 @@ class JournalReader:
             self._f.close()
             self._f = None
 
+    def _peek(self):
+        return peek_line(self._f)
+
     def _generate(self):
         f = self._f
         if f is None:
@@ -306,7 +376,7 @@ class JournalReader:
                     end = len(line) - _SUFFIX_LEN
                     if line.startswith(prefix) and line.endswith(b'"}\n') and line.startswith(_CRC_TAG, end):
                         try:
-                            if int(line[-11:-3], 16) != crc32(line[:end]) & 0xFFFFFFFF:
+                            if b"%08x" % (crc32(line[:end]) & 0xFFFFFFFF) != line[-11:-3]:
                                 raise ValueError
                             if scan is None:
                                 record = loads_between(line, len(prefix), end)
@@ -353,13 +423,17 @@ class JournalReader:
         self.size += len(line)
         self._line_no += 1
         if self._line_no == 1:
-            base = check_header(self.path, line)
+            base = check_header(self.path, line, self._peek)
             if base is None:
                 self._bad = (0, 1, "torn header")
             else:
                 self.base_seq = self.seq = base
                 self._expect = base + 1
             return
+        if self._expect < 0:
+            # Our writer syncs the header before it writes anything after it, so a
+            # crash leaves a torn header only as the whole file (FORMAT.md 2.1).
+            raise CorruptRecord(self.path, 1, 0, "damaged header with more lines after it")
         kind, obj = parse_line(line)
         if kind is None:
             if self._bad is None:
@@ -460,6 +534,7 @@ class MiniStore:
         self.size = size
         self._file = journal_file
         self._unsynced = 0
+        self._lock = shim.allocate_lock()  # every method may be called from several threads
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -475,9 +550,12 @@ class MiniStore:
         parent = shim.dirname(path)
         if parent:
             shim.makedirs(parent)
+        journal_file = None
         try:
             journal_file = shim.JournalFile(path)
         except shim.Locked:
+            pass  # raised below, where no other exception is chained to it
+        if journal_file is None:
             raise LockedError("%s is already open for writing (one writer at a time)" % path)
         try:
             seq, size = _recover(path, journal_file, base_seq, replay)
@@ -512,9 +590,11 @@ class MiniStore:
 
     def append(self, record):
         """Append one record; return its seq. Durable on return under sync="always"."""
-        line = record_line(self.seq + 1, encode_json(record))
-        self._write(line, 1)
-        return self.seq
+        body = encode_json(record)  # outside the lock: other threads need not wait for it
+        with self._lock:
+            line = record_line(self.seq + 1, body)
+            self._write(line, 1)
+            return self.seq
 
     def append_many(self, records):
         """Append records as one atomic batch with one sync; return the last seq."""
@@ -529,13 +609,14 @@ class MiniStore:
         encoding it twice.
         """
         count = len(bodies)
-        if count == 0:
+        with self._lock:
+            if count == 0:
+                return self.seq
+            lines = [record_line(self.seq + 1, bodies[0], count)]
+            for i in range(1, count):
+                lines.append(record_line(self.seq + 1 + i, bodies[i]))
+            self._write(b"".join(lines), count)
             return self.seq
-        lines = [record_line(self.seq + 1, bodies[0], count)]
-        for i in range(1, count):
-            lines.append(record_line(self.seq + 1 + i, bodies[i]))
-        self._write(b"".join(lines), count)
-        return self.seq
 
     def _write(self, data, count):
         journal_file = self._file
@@ -556,6 +637,10 @@ class MiniStore:
 
     def sync(self):
         """Make every record appended so far durable."""
+        with self._lock:
+            self._sync_pending()
+
+    def _sync_pending(self):
         journal_file = self._file
         if journal_file is None:
             raise ClosedError("%s is closed" % self.path)
@@ -581,16 +666,18 @@ class MiniStore:
             pass
 
     def close(self):
-        if self._file is None:
-            return
-        try:
-            self.sync()
-        finally:
-            journal_file, self._file = self._file, None  # None already if sync() failed
-            if journal_file is not None:
-                # Not _abandon(): closing can still write (LittleFS commits the file's
-                # mtime), and a close that failed must not report success.
-                journal_file.close()
+        """Sync what is pending, then release the journal. Closing twice is fine."""
+        with self._lock:
+            if self._file is None:
+                return
+            try:
+                self._sync_pending()
+            finally:
+                journal_file, self._file = self._file, None  # None already if the sync failed
+                if journal_file is not None:
+                    # Not _abandon(): closing can still write (LittleFS commits the file's
+                    # mtime), and a close that failed must not report success.
+                    journal_file.close()
 
     @property
     def closed(self):

@@ -25,6 +25,13 @@ def _dump(obj):
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def _refuse_unreadable(problems):
+    """A file that is not ours (or of a version we do not read) is bad input, not damage: exit 2."""
+    for problem in problems:
+        if problem.kind == "error":
+            raise UsageError(problem.reason)
+
+
 def _journals(path):
     """The journal files behind PATH: the file itself, or a directory's segments in order."""
     if os.path.isdir(path):
@@ -60,6 +67,7 @@ def cmd_verify(args):
             problems = scanning.verify_path(path)
         except ValueError as exc:
             raise UsageError(str(exc))
+        _refuse_unreadable(problems)
         report.append((path, problems))
     bad = any(problems for _, problems in report)
     if args.json:
@@ -90,6 +98,8 @@ def cmd_stats(args):
     else:
         journals = _journals(path)
         scans = [scanning.scan(j) for j in journals]
+        for result in scans:
+            _refuse_unreadable(result.problems)
         seqs = [s.first_seq for s in scans if s.first_seq is not None]
         lasts = [s.last_seq for s in scans if s.last_seq is not None]
         stats.update(
@@ -122,8 +132,7 @@ def cmd_repair(args):
     if not os.path.isfile(path):
         raise UsageError("%s: no such journal file" % path)
     result = scanning.scan(path)
-    if result.problems and result.problems[0].kind == "error":
-        raise UsageError(str(result.problems[0]))
+    _refuse_unreadable(result.problems)
     if result.ok:
         print("%s: OK, nothing to repair" % path)
         return 0

@@ -7,7 +7,8 @@ byte offset and reason, and which sequence numbers it takes with it.
 """
 import os
 
-from ministore import (FormatError, MiniError, FOREIGN, HEADER, PAD, RECORD, check_header, header_line, is_int, parse_line, pad_line)
+from ministore import (FormatError, MiniError, FOREIGN, HEADER, PAD, RECORD, check_header, header_line, is_int, parse_line,
+                       pad_line, peek_line)
 from minisnap import SnapshotError, read_snapshot, segment_files, segment_base
 
 
@@ -81,7 +82,7 @@ def scan(path):
             result.size = offset + len(line)
             if number == 1:
                 try:
-                    base = check_header(path, line)
+                    base = check_header(path, line, lambda: peek_line(f))
                 except FormatError as exc:
                     result.problems.append(Problem(path, "error", 1, 0, len(line), str(exc)))
                     return result
@@ -91,6 +92,8 @@ def scan(path):
                     result.base_seq = base
                     expect = base + 1
                 continue
+            if number == 2 and bad is not None:  # a crash leaves a torn header only as the whole file
+                bad = (0, 1, "damaged header with more lines after it", True)
             kind, obj = parse_line(line)
             if kind is None:  # a damaged line: obj says why
                 if bad is None:

@@ -50,3 +50,50 @@ def size(path):
 
 def lines(path):
     return read_bytes(path).split(b"\n")[:-1]
+
+
+def run_threads(target, count):
+    """Run target(0) .. target(count - 1) in `count` threads at once; re-raise the first error.
+
+    CPython threading, or MicroPython _thread (the unix port, ESP32 and RP2040 have it)."""
+    errors = []
+    if not MICROPYTHON:
+        import threading
+
+        def guarded(i):
+            try:
+                target(i)
+            except BaseException as exc:  # noqa: B902 (re-raised in the caller's thread)
+                errors.append(exc)
+        threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        import _thread
+        import time
+        lock = _thread.allocate_lock()
+        done = [0]
+
+        def guarded(i):
+            try:
+                target(i)
+            except Exception as exc:
+                errors.append(exc)
+            with lock:
+                done[0] += 1
+        for i in range(count):
+            _thread.start_new_thread(guarded, (i,))
+        while done[0] < count:
+            time.sleep_ms(2)  # pyright: ignore[reportAttributeAccessIssue] (MicroPython's time)
+    if errors:
+        raise errors[0]
+
+
+def has_threads():
+    try:
+        import _thread  # noqa: F401
+        return True
+    except ImportError:
+        return False

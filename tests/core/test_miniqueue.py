@@ -110,7 +110,10 @@ def test_full_queue_rejects_and_loses_nothing():
     q.put("y" * 40)
     err = raises(QueueFull, q.put, "z" * 40)
     assert "full" in str(err)
-    raises(QueueFull, q.put, "w" * 200)
+    err = raises(ValueError, q.put, "w" * 200)  # no retry can help: not QueueFull
+    assert "a message of 202 bytes can never fit max_bytes=100" in str(err)
+    err = raises(ValueError, q.put_many, ["v" * 60, "u" * 60])
+    assert "2 messages of 124 bytes can never fit" in str(err)
     assert len(q) == 2
     q.close()
     with MiniQueue.open(d, max_bytes=100) as q:

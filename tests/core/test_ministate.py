@@ -1,7 +1,7 @@
 # ministate tests, on CPython (pytest) and MicroPython (tests/mp/runner.py).
 from support import scratch, raises, read_bytes, write_bytes, lines
 import minishim
-from ministore import MiniStore, ClosedError
+from ministore import MiniStore, ClosedError, FormatError
 from minisnap import CompactionGap
 from ministate import StateManager, Mutator, UnknownMutator, ReplayError
 
@@ -120,10 +120,15 @@ def test_no_valid_snapshot_for_compacted_journal_is_an_error():
         sm.apply(Inc(by=1))
         sm.create_snapshot()
         sm.apply(Inc(by=2))
-    snap = [n for n in minishim.listdir(d) if n.startswith("snap-")][0]
-    write_bytes(d + "/" + snap, b"garbage")
+    snap = d + "/" + [n for n in minishim.listdir(d) if n.startswith("snap-")][0]
+    data = read_bytes(snap)
+    write_bytes(snap, data[:len(data) // 2])  # a snapshot of ours, damaged: torn
     err = raises(CompactionGap, manager, d)
     assert "gone" in str(err)
+    write_bytes(snap, b"garbage")  # not ours: refused, never removed or changed
+    err = raises(FormatError, manager, d)
+    assert "not a minisnap snapshot" in str(err)
+    assert read_bytes(snap) == b"garbage"
 
 
 def test_snapshot_beyond_journal_end_is_an_error():

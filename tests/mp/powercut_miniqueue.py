@@ -246,7 +246,7 @@ def abandon(q):
 def put_or_full(q, msgs):
     try:
         return q.put_many(msgs)
-    except QueueFull:
+    except (QueueFull, ValueError):  # ValueError: it can never fit; nothing is written either way
         return None
 
 

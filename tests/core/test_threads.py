@@ -1,0 +1,134 @@
+# Several threads may share one brick (README "Threads"): every public method holds
+# the object's lock. Each test reopens what the threads wrote and checks exact counts.
+from support import scratch, raises, run_threads, has_threads
+from ministore import MiniStore, LockedError
+from ministate import StateManager, Mutator
+from miniqueue import MiniQueue
+
+THREADS = 4
+
+
+class Add(Mutator):
+    def __init__(self, key, by):
+        self.key = key
+        self.by = by
+
+    def apply(self, state):
+        state[self.key] = state.get(self.key, 0) + self.by
+
+
+def test_threads_appending_to_one_store_get_unique_seqs_and_lose_nothing():
+    if not has_threads():
+        return
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    seqs = []
+
+    def writer(t):
+        for i in range(40):
+            if i % 10 == 9:
+                last = store.append_many([[t, i, 0], [t, i, 1], [t, i, 2]])
+                seqs.extend([last - 2, last - 1, last])
+            else:
+                seqs.append(store.append([t, i]))
+    run_threads(writer, THREADS)
+    store.close()
+    expected = THREADS * (36 + 4 * 3)
+    assert sorted(seqs) == list(range(1, expected + 1))
+    read = list(MiniStore.stream(path))
+    assert [seq for seq, _ in read] == list(range(1, expected + 1))
+    for t in range(THREADS):
+        mine = [rec for _, rec in read if rec[0] == t]
+        assert len(mine) == 48
+        batch = [rec for rec in mine if len(rec) == 3]
+        for k in range(0, len(batch), 3):  # a batch's records stay together, in order
+            assert [rec[2] for rec in batch[k:k + 3]] == [0, 1, 2]
+    with MiniStore.open(path) as store:
+        assert store.seq == expected
+
+
+def test_threads_applying_with_automatic_snapshots_reopen_to_the_same_state():
+    if not has_threads():
+        return
+    d = scratch()
+    sm = StateManager.open(d, initial={}, mutators=[Add], snapshot_every=7, keep=2)
+
+    def worker(t):
+        for i in range(25):
+            if i % 5 == 4:
+                sm.apply_many([Add("t%d" % t, 1), Add("all", 1)])
+            else:
+                sm.apply(Add("t%d" % t, 1))
+            if i == 12:
+                sm.create_snapshot()
+    run_threads(worker, THREADS)
+    with sm.lock:
+        live = dict(sm.state)
+    sm.close()
+    for t in range(THREADS):
+        assert live["t%d" % t] == 25
+    assert live["all"] == THREADS * 5
+    with StateManager.open(d, initial={}, mutators=[Add]) as again:
+        assert again.state == live
+
+
+def test_producer_and_consumer_threads_share_a_queue_through_compaction():
+    if not has_threads():
+        return
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=64 * 1024, compact_bytes=600)
+    produced = 2 * 60
+    acked = []
+    nacked = []
+
+    def worker(t):
+        if t < 2:
+            for i in range(60):
+                q.put({"p": t, "i": i})
+            return
+        idle = 0
+        while idle < 2000:
+            got = q.get()
+            if got is None:
+                idle += 1
+                continue
+            idle = 0
+            mid, message = got
+            if message["i"] % 7 == 3 and q.deliveries(mid) == 1:
+                q.nack(mid)
+                nacked.append(mid)
+            else:
+                q.ack(mid)
+                acked.append(mid)
+    run_threads(worker, THREADS)
+    left = len(q) + q.in_flight()
+    q.close()
+    assert len(acked) == len(set(acked))
+    assert len(acked) + left == produced
+    with MiniQueue.open(d) as again:
+        rest = []
+        got = again.get()
+        while got is not None:
+            rest.append(got[0])
+            again.ack(got[0])
+            got = again.get()
+    assert sorted(acked + rest) == sorted(set(acked + rest)) and len(acked) + len(rest) == produced
+
+
+def test_a_second_writer_is_refused_however_the_path_is_spelled():
+    d = scratch()
+    import os
+    os.mkdir(d + "/sub")
+    spellings = ["/./j.jsonl", "//j.jsonl"]
+    try:
+        os.stat(d + "/sub/..")
+        spellings.append("/sub/../j.jsonl")
+    except OSError:
+        pass  # FAT on MicroPython does not take ".." in a path at all
+    with MiniStore.open(d + "/j.jsonl"):
+        for spelling in spellings:
+            raises(LockedError, MiniStore.open, d + spelling)
+    with MiniQueue.open(d + "/q"):
+        raises(LockedError, MiniQueue.open, d + "//q")
+    with MiniStore.open(d + "/./j.jsonl") as store:  # released: open again
+        assert store.seq == 0
