@@ -28,7 +28,7 @@ else:
     _datasync = getattr(os, "fdatasync", None) or os.fsync  # pyright: ignore[reportAttributeAccessIssue]
 
 try:
-    from _thread import allocate_lock
+    from _thread import allocate_lock  # pyright: ignore[reportAssignmentType] (the fallback below is the declared type)
 except ImportError:  # a port built without threads: nothing to lock against, and nothing to pay
     class _NoLock:
         def __enter__(self):
@@ -39,7 +39,7 @@ except ImportError:  # a port built without threads: nothing to lock against, an
 
     _NO_LOCK = _NoLock()
 
-    def allocate_lock():  # pyright: ignore[reportRedeclaration] (one name, two kinds of port)
+    def allocate_lock():  # one name, two kinds of port
         return _NO_LOCK
 
 ENOENT = errno.ENOENT

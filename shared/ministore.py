@@ -2,6 +2,10 @@
 # The on-disk format is specified in FORMAT.md (journal format version 1).
 import minishim as shim
 
+TYPE_CHECKING = False  # pyright takes it as True: annotations only, never imported at run time
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
 FORMAT_NAME = "ministore"
 FORMAT_VERSION = 1
 MAX_DEPTH = 32  # nesting limit, so MicroPython's small C stack never overflows in json
@@ -290,7 +294,7 @@ def peek_line(f):
     return line
 
 
-def is_int(value):
+def is_int(value) -> "TypeGuard[int]":
     """An int that is not a bool (MicroPython's bool is not an int subclass; CPython's is)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
