@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (dir_bytes, interleaved, run_main, run_micropython)  # noqa: E402
 
 from ministate import StateManager, Mutator  # noqa: E402
-from minisnap import segment_files  # noqa: E402
+from minilog import segment_files  # noqa: E402
 
 
 class Reading(Mutator):

@@ -19,7 +19,7 @@ import vfs  # noqa: E402
 
 import blockdev  # noqa: E402
 from miniqueue import MiniQueue  # noqa: E402
-from minisnap import segment_files  # noqa: E402
+from minilog import segment_files  # noqa: E402
 
 MOUNT = "/bench_flash"
 DIR = MOUNT + "/queue"

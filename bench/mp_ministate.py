@@ -24,7 +24,7 @@ import vfs  # noqa: E402
 
 import blockdev  # noqa: E402
 from ministore import encode_json  # noqa: E402
-from minisnap import segment_files  # noqa: E402
+from minilog import segment_files  # noqa: E402
 from ministate import StateManager, Mutator  # noqa: E402
 
 MOUNT = "/bench_flash"

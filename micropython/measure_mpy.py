@@ -15,13 +15,9 @@ import tempfile
 
 import build_mpy
 
-DEPS = {
-    "minishim": [],
-    "ministore": ["minishim"],
-    "minisnap": ["minishim", "ministore"],
-    "ministate": ["minishim", "ministore", "minisnap"],
-    "miniqueue": ["minishim", "ministore", "minisnap"],
-}
+import bricks
+
+DEPS = {name: bricks.closure(name)[:-1] for name in bricks.core_modules()}
 
 PROBE = """
 import sys, gc

@@ -1,16 +1,26 @@
 # miniqueue: a durable local FIFO queue with acknowledgement and redelivery.
 # The journal of events and its checkpoints are specified in FORMAT.md, section 5.
 #
-# Every change is an event in a segmented journal (minisnap.SegmentedLog). A
+# Every change is an event in a segmented journal (minilog.SegmentedLog). A
 # message's id is the seq of its "put" event, which compaction never changes.
 # Space comes back through checkpoints: a new segment that restates the live
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
 # that marker is durable.
 import minishim as shim
 from ministore import MiniError, encode_json, is_int
-from minisnap import LogOwner, SegmentedLog, CompactionGap, segment_files, segment_base, read_segments
+from minilog import LogBrick, SegmentedLog, CompactionGap, oldest_base, read_segments
 
-READY, IN_FLIGHT, DEAD = 0, 1, 2
+try:
+    from micropython import const  # pyright: ignore[reportMissingImports, reportAssignmentType] (MicroPython only)
+except ImportError:
+    def const(value):  # CPython: the plain value
+        return value
+
+READY, IN_FLIGHT, DEAD = 0, 1, 2  # a message's status (FORMAT.md 5.1)
+# A live message is [body, deliveries, status]: a list, so replay and get() change it in place.
+_BODY = const(0)         # the message as stored JSON bytes
+_DELIVERIES = const(1)
+_STATUS = const(2)
 _CKPT_CHUNK = 32        # checkpoint entries per write, so a checkpoint never needs all of RAM twice
 MESSAGE_OVERHEAD = 64   # journal bytes around a message in a checkpoint line, at most (FORMAT.md 5.4)
 
@@ -35,7 +45,7 @@ def _is_count(value):
     return is_int(value) and value >= 0
 
 
-class MiniQueue(LogOwner):
+class MiniQueue(LogBrick):
     """Use MiniQueue.open()."""
 
     def __init__(self):
@@ -76,7 +86,7 @@ class MiniQueue(LogOwner):
         q.on_full = on_full
         q.max_deliveries = max_deliveries
         q.compact_bytes = compact_bytes or max_bytes
-        log = SegmentedLog.open(directory, after_seq=q._find_start, apply=q._replay, sync=sync)
+        log = SegmentedLog.open(directory, start=q._find_start, apply=q._replay, sync=sync)
         q._log = log
         try:
             q._finish_replay()
@@ -112,8 +122,7 @@ class MiniQueue(LogOwner):
 
     def _find_start(self):
         """The base seq of the oldest segment (read under the lock when writing)."""
-        segments = segment_files(self.directory)
-        self._start = segment_base(segments[0][1]) or 0 if segments else 0
+        self._start = oldest_base(self.directory)
         self._complete = self._start == 0
         return self._start
 
@@ -126,9 +135,9 @@ class MiniQueue(LogOwner):
         self._ckpt = None
         for mid in self._msgs:
             entry = self._msgs[mid]
-            if redeliver and entry[2] == IN_FLIGHT:  # delivered before the restart, never acked: deliver again
-                entry[2] = READY
-        self._ready = sorted(mid for mid in self._msgs if self._msgs[mid][2] == READY)
+            if redeliver and entry[_STATUS] == IN_FLIGHT:  # delivered before the restart, never acked: deliver again
+                entry[_STATUS] = READY
+        self._ready = sorted(mid for mid in self._msgs if self._msgs[mid][_STATUS] == READY)
         self._head = 0
 
     def _reset(self):
@@ -190,12 +199,12 @@ class MiniQueue(LogOwner):
         if entry is None:
             raise QueueCorrupt("queue event at seq %d names unknown message %r" % (seq, arg))
         if kind == "get":
-            entry[1] += 1
-            entry[2] = IN_FLIGHT
+            entry[_DELIVERIES] += 1
+            entry[_STATUS] = IN_FLIGHT
         elif kind == "nack":
-            entry[2] = READY
+            entry[_STATUS] = READY
         elif kind == "dead":
-            entry[2] = DEAD
+            entry[_STATUS] = DEAD
         else:  # ack, drop, purge
             self._forget(arg)
             if kind == "drop":
@@ -207,7 +216,7 @@ class MiniQueue(LogOwner):
 
     def _forget(self, mid):
         entry = self._msgs.pop(mid)
-        self._bytes -= len(entry[0])
+        self._bytes -= len(entry[_BODY])
 
     # -- the queue
 
@@ -218,7 +227,7 @@ class MiniQueue(LogOwner):
     def in_flight(self):
         """How many messages were delivered and are not yet acked or nacked."""
         with self._lock:
-            return sum(1 for mid in self._msgs if self._msgs[mid][2] == IN_FLIGHT)
+            return sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == IN_FLIGHT)
 
     def dead(self):
         """[(id, message, deliveries)] of the dead letters, oldest first."""
@@ -236,7 +245,7 @@ class MiniQueue(LogOwner):
             entry = self._msgs.get(mid)
             if entry is None:
                 raise UnknownMessage("no message %r in the queue" % (mid,))
-            return entry[1]
+            return entry[_DELIVERIES]
 
     def live_bytes(self):
         with self._lock:
@@ -273,7 +282,7 @@ class MiniQueue(LogOwner):
                     if self._bytes - freed + need <= self.max_bytes:
                         break
                     drops.append(mid)
-                    freed += len(self._msgs[mid][0])
+                    freed += len(self._msgs[mid][_BODY])
                 if self._bytes - freed + need > self.max_bytes:
                     raise QueueFull("queue %s is full of in-flight and dead messages" % self.directory)
                 events = [{"drop": mid} for mid in drops]
@@ -299,17 +308,17 @@ class MiniQueue(LogOwner):
             while self._head < len(self._ready):
                 mid = self._ready[self._head]
                 entry = self._msgs[mid]
-                if self.max_deliveries is not None and entry[1] >= self.max_deliveries:
+                if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
                     self._write([{"dead": mid}])
-                    entry[2] = DEAD
+                    entry[_STATUS] = DEAD
                     self._pop_ready()
                     continue
                 self._write([{"get": mid}])
                 self._pop_ready()
-                entry[1] += 1
-                entry[2] = IN_FLIGHT
+                entry[_DELIVERIES] += 1
+                entry[_STATUS] = IN_FLIGHT
                 self._maybe_compact()
-                return mid, shim.loads(entry[0])
+                return mid, shim.loads(entry[_BODY])
             return None
 
     def ack(self, mid):
@@ -325,7 +334,7 @@ class MiniQueue(LogOwner):
         with self._lock:
             entry = self._in_flight(mid)
             self._write([{"nack": mid}])
-            entry[2] = READY
+            entry[_STATUS] = READY
             self._insert_ready(mid)
             self._maybe_compact()
 
@@ -333,7 +342,7 @@ class MiniQueue(LogOwner):
         """Remove every dead letter; return how many."""
         with self._lock:
             self._open_log()
-            ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][2] == DEAD]
+            ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][_STATUS] == DEAD]
             if ids:
                 self._write([{"purge": mid} for mid in ids])
                 for mid in ids:
@@ -344,8 +353,8 @@ class MiniQueue(LogOwner):
     def _in_flight(self, mid):
         self._open_log()
         entry = self._msgs.get(mid)
-        if entry is None or entry[2] != IN_FLIGHT:
-            state = "unknown or already acked" if entry is None else ("dead" if entry[2] == DEAD else "not delivered")
+        if entry is None or entry[_STATUS] != IN_FLIGHT:
+            state = "unknown or already acked" if entry is None else ("dead" if entry[_STATUS] == DEAD else "not delivered")
             raise UnknownMessage("message %r is not in flight (%s)" % (mid, state))
         return entry
 
@@ -369,7 +378,7 @@ class MiniQueue(LogOwner):
         log = self._open_log()
         try:
             if encoded:
-                log._append_encoded(events)
+                log.append_encoded(events)
             elif len(events) == 1:
                 log.append(events[0])
             else:
@@ -401,7 +410,7 @@ class MiniQueue(LogOwner):
             self._write(chunk)
         self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
         log.sync()
-        log.compact(log.segments[-1][2])
+        log.compact(log.segments[-1].base_seq)
         self._ckpt_size = log.active_bytes()
         return len(mids)
 
@@ -409,6 +418,6 @@ class MiniQueue(LogOwner):
         """Bytes of all journal segments now on disk."""
         with self._lock:
             total = 0
-            for number, path, base in self._open_log().segments:
-                total += shim.file_size(path) or 0
+            for segment in self._open_log().segments:
+                total += shim.file_size(segment.path) or 0
             return total

@@ -176,6 +176,23 @@ remove = os.remove
 rename = os.rename
 
 
+def numbered_files(directory, prefix, suffix):
+    """Sorted [(number, path)] of files named prefix + 8 digits + suffix."""
+    out = []
+    try:
+        names = listdir(directory)
+    except OSError as exc:
+        if is_missing(exc):
+            return out
+        raise
+    for name in names:
+        middle = name[len(prefix):len(name) - len(suffix)]
+        if name.startswith(prefix) and name.endswith(suffix) and len(middle) == 8 and middle.isdigit():
+            out.append((int(middle), join(directory, name)))
+    out.sort()
+    return out
+
+
 def sync_dir(path):
     """Make a create, remove or rename in `path` durable.
 
@@ -219,7 +236,9 @@ def rename_durably(src, dst):
 # same process is refused on both runtimes; on CPython an flock also refuses
 # writers in other processes (it is released when the process dies, even by SIGKILL).
 _held = {}
-_held_lock = allocate_lock()  # two threads opening one path at once: one of them wins
+# Two threads opening one path at once: one of them wins. Reentrant on CPython, where
+# a finalizer (_release) can run inside the lock when the collector runs there.
+_held_lock = allocate_lock() if MICROPYTHON else __import__("threading").RLock()
 # MicroPython files whose close() failed (the device errored). If the collector
 # finalized one later, its close would commit stale data over whatever a reopened
 # writer wrote since; holding it here means it is never finalized.
@@ -244,15 +263,14 @@ def _acquire(path):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # pyright: ignore[reportAttributeAccessIssue] (stub gap)
     except BaseException:
-        _held.pop(key, None)
+        _release(key, None)
         raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return key, fd
     except OSError:
         pass  # raised below, outside this handler: a LockedError needs no chained BlockingIOError
-    os.close(fd)
-    _held.pop(key, None)
+    _release(key, fd)
     raise Locked()
 
 
@@ -260,7 +278,8 @@ def _release(key, fd):
     """Undo _acquire. On CPython it also runs when a writer is collected unclosed: it never writes."""
     if fd is not None:
         os.close(fd)  # closing releases the flock
-    _held.pop(key, None)
+    with _held_lock:  # no GIL on some ports: the registry changes only under its lock
+        _held.pop(key, None)
 
 
 class _Holder:

@@ -2,7 +2,8 @@
 # Recovery is the newest valid snapshot plus the journal records after it.
 import minishim as shim
 from ministore import MiniError, ClosedError, encode_json
-from minisnap import LogOwner, SnapStore, SegmentedLog, NotFound, read_segments
+from minisnap import SnapStore, NotFound
+from minilog import LogBrick, SegmentedLog, read_segments
 
 
 # Bytes a record line adds around its body, at most: {"seq":S,"batch":K,"rec":...,"crc":"..."}\n
@@ -63,7 +64,7 @@ def _copy(value):
     return shim.loads(shim.dumps(value))
 
 
-class StateManager(LogOwner):
+class StateManager(LogBrick):
     """Use StateManager.open(). `state` is the live state: read it, never change it directly."""
 
     def __init__(self, directory="", keep=1):
@@ -99,7 +100,7 @@ class StateManager(LogOwner):
                 raise ValueError("%s must be None or an int >= 1" % name)
         sm.snapshot_every = snapshot_every
         sm.snapshot_bytes = snapshot_bytes
-        log = SegmentedLog.open(directory, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync)
+        log = SegmentedLog.open(directory, start=sm._load_snapshot, apply=sm._replay_one, sync=sync)
         sm._log = log
         sm._since_snapshot = log.seq - sm.snapshot_seq
         return sm
@@ -242,7 +243,7 @@ class StateManager(LogOwner):
             self._rebuild(exc)
             raise
         try:
-            seq = log._append_encoded(bodies)
+            seq = log.append_encoded(bodies)
         except BaseException as exc:
             # The state in memory is ahead of the journal; only a reopen is trustworthy.
             self._break("the journal write failed (%r)" % (exc,))

@@ -602,9 +602,9 @@ class MiniStore:
 
     def append_many(self, records):
         """Append records as one atomic batch with one sync; return the last seq."""
-        return self._append_encoded([encode_json(r) for r in records])  # validate all before writing any
+        return self.append_encoded([encode_json(r) for r in records])  # validate all before writing any
 
-    def _append_encoded(self, bodies):
+    def append_encoded(self, bodies):
         """Append records encoded by encode_json() (nothing else: they are not checked again):
         one, or an atomic batch. Returns the last seq.
 

@@ -23,7 +23,8 @@ import harness  # noqa: E402  (tests/crash is on sys.path: conftest.py)
 import reliability  # noqa: E402
 from state_worker import INITIAL, MUTATORS, op
 from ministate import StateManager  # noqa: E402
-from minisnap import SnapStore, segment_files  # noqa: E402
+from minisnap import SnapStore  # noqa: E402
+from minilog import segment_files  # noqa: E402
 
 pytestmark = harness.needs_sigkill()
 

@@ -44,7 +44,8 @@ import pytest
 
 import reliability
 from ministore import MiniStore, CorruptRecord, FormatError, encode_json, header_line, record_line
-from minisnap import CompactionGap, SnapshotError, read_snapshot
+from minisnap import SnapshotError, read_snapshot
+from minilog import CompactionGap
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue, UnknownMessage
 from minitools import cli

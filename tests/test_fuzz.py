@@ -43,7 +43,8 @@ import reliability
 from mpdriver import TOP, run_micropython
 from ministore import (MAX_DEPTH, CorruptRecord, FormatError, MiniError, MiniStore, encode_json,
                        header_line, pad_line, parse_line, record_line, seal, HEADER, RECORD)
-from minisnap import CompactionGap, NotFound, SnapStore, SnapshotError, read_snapshot, segment_files
+from minisnap import NotFound, SnapStore, SnapshotError, read_snapshot
+from minilog import CompactionGap, segment_files
 from ministate import Mutator, ReplayError, StateManager, UnknownMutator
 from miniqueue import MiniQueue, QueueCorrupt, QueueFull
 from minitools.cli import main as mini_main

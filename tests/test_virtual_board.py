@@ -16,7 +16,7 @@ from miniqueue import MiniQueue, UnknownMessage
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARD_PY = os.path.join(TOP, "boards", "virtual", "board.py")
-BRICKS = ["minishim.py", "ministore.py", "minisnap.py", "ministate.py", "miniqueue.py"]
+BRICKS = sorted(n for n in os.listdir(os.path.join(TOP, "shared")) if n.endswith(".py"))  # the core
 sys.path.insert(0, os.path.join(TOP, "examples"))
 import sensor_app  # noqa: E402  (its Count mutator and INITIAL; the app itself runs on the board)
 

@@ -18,7 +18,6 @@ running board: address and process ids). See README.md in this directory.
 import argparse
 import errno
 import fcntl
-import importlib.util
 import json
 import os
 import pty
@@ -36,7 +35,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VBOOT = os.path.join(HERE, "vboot.py")
 BOARDS = ("esp32", "rp2040")
 BLOCK = 4096
-BRICKS = ("minishim", "ministore", "minisnap", "ministate", "miniqueue")
 
 INTR = None                      # an input item: Ctrl-C, delivered as SIGINT while code runs
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
@@ -157,17 +155,16 @@ def prepare_image(image, size_kb, board):
 
 
 def brick_sources():
-    """The paths of the bricks' .py files: the source tree's shared/, or the installed modules."""
-    top = os.path.dirname(os.path.dirname(HERE))
-    paths = []
-    for name in BRICKS:
-        path = os.path.join(top, "shared", name + ".py")
-        if not os.path.exists(path):
-            spec = importlib.util.find_spec(name)
-            if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-                raise BoardError("cannot find the brick %s.py to preload" % name)
-            path = spec.origin
-        paths.append(path)
+    """The paths of the core's .py files: the source tree's shared/*.py, or the
+    top-level modules the installed distribution holds (no list kept by hand)."""
+    shared = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared")
+    if os.path.isdir(shared):
+        return sorted(os.path.join(shared, n) for n in os.listdir(shared) if n.endswith(".py"))
+    from importlib import metadata
+    paths = sorted(str(f.locate()) for f in metadata.files("mini-bricks") or ()
+                   if "/" not in str(f) and str(f).endswith(".py"))
+    if not paths:
+        raise BoardError("cannot find the core modules to preload (is mini-bricks installed?)")
     return paths
 
 

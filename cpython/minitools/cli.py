@@ -11,7 +11,8 @@ import os
 import sys
 
 from ministore import MiniStore, MiniError
-from minisnap import SnapStore, NotFound, read_snapshot, segment_files, read_segments, SnapshotError
+from minisnap import SnapStore, NotFound, read_snapshot, SnapshotError
+from minilog import segment_files, read_segments
 
 from minitools import scan as scanning
 from minitools import device

@@ -9,7 +9,8 @@ import os
 
 from ministore import (FormatError, MiniError, FOREIGN, HEADER, PAD, RECORD, check_header, header_line, is_int, parse_line,
                        pad_line, peek_line)
-from minisnap import SnapshotError, read_snapshot, segment_files, segment_base
+from minisnap import SnapshotError, read_snapshot
+from minilog import segment_files, segment_base
 
 
 class Problem:
@@ -300,7 +301,8 @@ def verify_path(path):
                 from miniqueue import MiniQueue
                 MiniQueue.inspect(path)
             else:
-                from minisnap import SnapStore, NotFound, read_segments
+                from minisnap import SnapStore, NotFound
+                from minilog import read_segments
                 try:
                     snap_seq = SnapStore(path).restore()[1]
                 except NotFound:

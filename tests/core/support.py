@@ -80,7 +80,8 @@ def run_threads(target, count):
             try:
                 target(i)
             except Exception as exc:
-                errors.append(exc)
+                with lock:  # no GIL on the unix port or RP2040: shared lists need the lock
+                    errors.append(exc)
             with lock:
                 done[0] += 1
         for i in range(count):

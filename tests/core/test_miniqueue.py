@@ -2,7 +2,7 @@
 from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
 import minishim
 from ministore import MiniStore, LockedError, MiniError, ClosedError
-from minisnap import CompactionGap, segment_files
+from minilog import CompactionGap, segment_files
 from miniqueue import MiniQueue, QueueCorrupt, QueueFull, UnknownMessage
 
 
@@ -224,7 +224,7 @@ def test_inspect_reads_without_locking_or_writing():
 
 
 def test_oldest_segment_with_an_unfinished_checkpoint_is_a_gap():
-    from minisnap import CompactionGap
+    from minilog import CompactionGap
     d = scratch()
     with MiniStore.open(d + "/journal-00000002.jsonl", base_seq=5) as store:
         store.append({"ckpt": [3, "three", 0, 0]})

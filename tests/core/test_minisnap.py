@@ -2,7 +2,8 @@
 from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
 import minishim
 from ministore import MiniStore
-from minisnap import SnapStore, SegmentedLog, NotFound, CompactionGap, read_snapshot, SnapshotError
+from minisnap import SnapStore, NotFound, read_snapshot, SnapshotError
+from minilog import SegmentedLog, CompactionGap
 
 
 def names(directory, prefix):

@@ -2,7 +2,7 @@
 from support import scratch, raises, read_bytes, write_bytes, lines
 import minishim
 from ministore import MiniStore, ClosedError, FormatError
-from minisnap import CompactionGap
+from minilog import CompactionGap
 from ministate import StateManager, Mutator, UnknownMutator, ReplayError
 
 

@@ -22,9 +22,12 @@ def test_threads_appending_to_one_store_get_unique_seqs_and_lose_nothing():
         return
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
-    seqs = []
+    # One list per thread: MicroPython's unix port and RP2040 run threads with no GIL,
+    # so a list shared between threads would need a lock of its own.
+    per_thread = [[] for _ in range(THREADS)]
 
     def writer(t):
+        seqs = per_thread[t]
         for i in range(40):
             if i % 10 == 9:
                 last = store.append_many([[t, i, 0], [t, i, 1], [t, i, 2]])
@@ -33,6 +36,7 @@ def test_threads_appending_to_one_store_get_unique_seqs_and_lose_nothing():
                 seqs.append(store.append([t, i]))
     run_threads(writer, THREADS)
     store.close()
+    seqs = [seq for mine in per_thread for seq in mine]
     expected = THREADS * (36 + 4 * 3)
     assert sorted(seqs) == list(range(1, expected + 1))
     read = list(MiniStore.stream(path))
@@ -78,10 +82,10 @@ def test_producer_and_consumer_threads_share_a_queue_through_compaction():
     d = scratch()
     q = MiniQueue.open(d, max_bytes=64 * 1024, compact_bytes=600)
     produced = 2 * 60
-    acked = []
-    nacked = []
+    acked_by = [[] for _ in range(THREADS)]  # one list per thread (no GIL on some ports)
 
     def worker(t):
+        acked = acked_by[t]
         if t < 2:
             for i in range(60):
                 q.put({"p": t, "i": i})
@@ -96,11 +100,11 @@ def test_producer_and_consumer_threads_share_a_queue_through_compaction():
             mid, message = got
             if message["i"] % 7 == 3 and q.deliveries(mid) == 1:
                 q.nack(mid)
-                nacked.append(mid)
             else:
                 q.ack(mid)
                 acked.append(mid)
     run_threads(worker, THREADS)
+    acked = [mid for mine in acked_by for mid in mine]
     left = len(q) + q.in_flight()
     q.close()
     assert len(acked) == len(set(acked))

@@ -50,7 +50,7 @@ import powercut  # noqa: E402
 from powercut import MOUNT, call, exists, reboot, message_size, queue_drops  # noqa: E402
 import minishim  # noqa: E402
 from ministore import MiniStore  # noqa: E402
-from minisnap import segment_files  # noqa: E402
+from minilog import segment_files  # noqa: E402
 from miniqueue import MiniQueue, QueueFull  # noqa: E402
 
 DIR = MOUNT + "/data/queue"  # does not exist on the fresh filesystem: open creates it
@@ -279,8 +279,8 @@ def account(log, number, model, returned):
     `log` and `number` are the queue's SegmentedLog and its newest segment number
     before the call. A new segment means a compaction started, at the model's seq.
     """
-    if log.segments[-1][0] != number:
-        base = log.segments[-1][2]
+    if log.segments[-1].number != number:
+        base = log.segments[-1].base_seq
         if base != model.seq:
             raise AssertionError("a segment starts after seq %d, model seq %d" % (base, model.seq))
         model.checkpoint()  # if the call raised, the cut may have stopped it anywhere in it
@@ -316,7 +316,7 @@ def run_workload(flash, sync):
                 q = None
                 continue
             log = q._log
-            number = log.segments[-1][0]
+            number = log.segments[-1].number
             returned = False
             try:
                 if op in ("put", "many", "full"):

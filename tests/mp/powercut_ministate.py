@@ -36,7 +36,8 @@ import powercut  # noqa: E402
 from powercut import MOUNT, call, exists, reboot  # noqa: E402
 import minishim  # noqa: E402
 from ministore import MiniStore  # noqa: E402
-from minisnap import read_snapshot, segment_base, SnapshotError  # noqa: E402
+from minisnap import read_snapshot, SnapshotError  # noqa: E402
+from minilog import segment_base  # noqa: E402
 from ministate import StateManager, Mutator  # noqa: E402
 
 DIR = MOUNT + "/data/state"  # does not exist on the fresh filesystem: open creates it

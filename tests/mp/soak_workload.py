@@ -31,7 +31,8 @@ import random
 
 import minishim
 from ministore import MiniStore
-from minisnap import read_snapshot, segment_files, SnapshotError, SnapStore
+from minisnap import read_snapshot, SnapshotError, SnapStore
+from minilog import segment_files
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue, QueueFull
 from powercut import call, exists, message_size, queue_drops
@@ -758,7 +759,7 @@ class App:
         sm = self.sm
         model = self.smodel
         before_snap = sm.snapshot_seq
-        before_first = sm._log.segments[0][0]
+        before_first = sm._log.segments[0].number
         fn = sm.apply_many if batch else sm.apply
         arg = mutators if batch else mutators[0]
         if would_raise(model.state, mutators):
@@ -787,13 +788,13 @@ class App:
             self.acked_s = max(self.acked_s, sm._log.store.durable_seq)
 
     def note_snapshot(self, sm, before_first):
-        if sm._log.segments[0][0] != before_first:
+        if sm._log.segments[0].number != before_first:
             self.counts.state_compactions += 1
 
     def op_snap(self):
         sm = self.sm
         keep = self.cfg["keep"]
-        before_first = sm._log.segments[0][0]
+        before_first = sm._log.segments[0].number
         before_files = len(SnapStore(self.state_dir, keep).files())
         before_valid = len(SnapStore(self.state_dir, keep).valid())
         seq, acked = self.call("create_snapshot", sm.create_snapshot)
@@ -843,15 +844,15 @@ class App:
         """Run a queue call; add the checkpoint a compaction in it wrote to the model."""
         q = self.q
         log = q._log
-        number = log.segments[-1][0]
+        number = log.segments[-1].number
         model = self.qmodel
         returned = False
         try:
             got, acked = self.call(what, fn, *args)
             returned = True
         finally:
-            if log.segments[-1][0] != number:
-                base = log.segments[-1][2]
+            if log.segments[-1].number != number:
+                base = log.segments[-1].base_seq
                 if base != model.seq:
                     self.fail("queue compaction", "a segment starts after seq %d, model seq %d" % (base, model.seq))
                 model.checkpoint()  # if the call raised, the cut may have stopped it anywhere in it
