@@ -77,7 +77,7 @@ class MiniQueue(LogBrick):
             raise ValueError('on_full must be "reject" or "drop_oldest"')
         for name, value in (("max_bytes", max_bytes), ("max_deliveries", max_deliveries),
                             ("compact_bytes", compact_bytes)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError("%s must be an int >= 1" % name)
         if max_bytes is None:
             raise ValueError("max_bytes must be an int >= 1")

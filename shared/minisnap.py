@@ -86,7 +86,7 @@ class SnapStore:
     """
 
     def __init__(self, directory, keep=2):
-        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        if not is_int(keep) or keep < 1:
             raise ValueError("keep must be an int >= 1")
         self.directory = directory
         self.keep = keep
@@ -101,7 +101,7 @@ class SnapStore:
 
         state_json: encode_json(state), when the caller has already encoded it.
         """
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        if not is_int(seq) or seq < 0:
             raise ValueError("seq must be an int >= 0")
         data = snapshot_bytes(state, seq, state_json)  # validates the state before touching the disk
         shim.makedirs(self.directory)

@@ -1,7 +1,7 @@
 # ministate: a state changed only by mutators that go through the journal.
 # Recovery is the newest valid snapshot plus the journal records after it.
 import minishim as shim
-from ministore import MiniError, ClosedError, encode_json
+from ministore import MiniError, ClosedError, encode_json, is_int
 from minisnap import SnapStore, NotFound
 from minilog import LogBrick, SegmentedLog, read_segments
 
@@ -96,7 +96,7 @@ class StateManager(LogBrick):
         """
         sm = StateManager._prepare(directory, initial, mutators, keep)
         for name, value in (("snapshot_every", snapshot_every), ("snapshot_bytes", snapshot_bytes)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError("%s must be None or an int >= 1" % name)
         sm.snapshot_every = snapshot_every
         sm.snapshot_bytes = snapshot_bytes

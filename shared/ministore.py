@@ -248,6 +248,18 @@ def has_crc_shape(line):
     return len(line) >= len(_CRC_SHAPE) and _fits(line, len(line) - len(_CRC_SHAPE), _CRC_SHAPE)
 
 
+def _names_us(line):
+    """A whole line, no longer than a header, that parses as our header: a header
+    whose CRC field was damaged (the rest of it is intact, so it is ours)."""
+    if line[-1:] != b"\n" or len(line) > _HEADER_MAX:
+        return False
+    try:
+        obj = shim.loads(line)
+    except (ValueError, RuntimeError):
+        return False
+    return isinstance(obj, dict) and obj.get("format") == FORMAT_NAME and obj.get("version") == FORMAT_VERSION
+
+
 def check_header(path, line, peek=None):
     """Validate the first line; return base_seq, or None if it is a torn header.
 
@@ -258,21 +270,10 @@ def check_header(path, line, peek=None):
     """
     kind, obj = parse_line(line)
     if kind is None:
-        if line[-1:] == b"\n":
-            # A whole line whose CRC fails: if it still parses, what it names decides.
-            try:
-                obj = shim.loads(line)
-            except (ValueError, RuntimeError):
-                obj = None
-            if isinstance(obj, dict):
-                if obj.get("format") != FORMAT_NAME or obj.get("version") != FORMAT_VERSION:
-                    kind = HEADER  # refused below, by name or version
-                elif "base_seq" in obj:
-                    return None  # our header, damaged: its base_seq cannot be trusted
-        if kind is None:
-            if is_torn_header(line) or (peek is not None and parse_line(peek())[0] is not None):
-                return None
-            raise FormatError("%s: not a ministore journal (its first line is not a ministore header)" % path)
+        # Damaged: what it says cannot be trusted, so its shape decides (FORMAT.md 2.1).
+        if is_torn_header(line) or _names_us(line) or (peek is not None and parse_line(peek())[0] is not None):
+            return None
+        raise FormatError("%s: not a ministore journal (its first line is not a ministore header)" % path)
     if kind != HEADER or not isinstance(obj, dict):
         raise FormatError("%s: not a ministore journal (first line is not a header)" % path)
     if obj.get("format") != FORMAT_NAME:
@@ -302,15 +303,33 @@ def is_int(value) -> "TypeGuard[int]":
 class JournalReader:
     """Iterates (seq, record) over a journal in constant memory (plus one batch).
 
+    The one reader of the journal format (FORMAT.md 2.4): writers recover with it,
+    and the host tools (mini cat, verify, repair, tail) read with it.
+
     After iteration: `torn` is a TornTail or None, `seq` the last sequence number
-    read, `base_seq` from the header, `size` the bytes scanned and `pads` the number
-    of tails cut by earlier recoveries. A damaged line followed by intact records
-    raises CorruptRecord; a damaged end is reported in `torn`, not raised.
+    read, `base_seq` from the header, `size` the bytes scanned, `lines` the lines
+    read, `pads` the number of tails cut by earlier recoveries and `batches` the
+    whole batches read. A damaged line followed by intact records raises
+    CorruptRecord; a damaged end is reported in `torn`, not raised.
+
+    reporter: an object with report(kind, line, offset, length, reason, lost). The
+    reader then raises nothing for damage: it reports each damaged region ("corrupt",
+    or "torn" for an unacknowledged end), with the seqs (first, last) it takes with
+    it, and reads on from the next intact record, as LevelDB's log::Reader does with
+    its Reporter. FormatError (not a journal) is still raised.
+    fast: False reads every line the long way (the fast path takes only sealed
+    single records that the long way reads the same; tests compare the two).
     """
 
-    def __init__(self, path, from_seq=0):
+    def __init__(self, path, from_seq=0, reporter=None, fast=True):
         self.path = path
         self.from_seq = from_seq
+        self.reporter = reporter
+        self.batches = 0
+        self._fast = fast and reporter is None
+        self._region = None      # reporter mode: (offset, line, reason, sealed) of damage not yet reported
+        if reporter is not None:
+            self._step = self._step_reporting
         self.torn = None
         self.pads = 0
         self.lost = []           # (first, last) seq ranges a repair removed (FORMAT.md 2.3)
@@ -407,7 +426,7 @@ class JournalReader:
                 self._ready = []
                 self._ready_at = 0
                 self._step(line)
-                self._quick = (self._expect >= 0 and self._bad is None and not self._batch_left
+                self._quick = (self._fast and self._expect >= 0 and self._bad is None and not self._batch_left
                                and not self._done)
                 if self._quick:
                     size, lines, expect = self.size, self._line_no, self._expect
@@ -487,6 +506,7 @@ class JournalReader:
             self._batch_left -= 1
             if self._batch_left:
                 return
+            self.batches += 1
             self._emit(self._batch)
             self._batch = []
         elif batch > 1:
@@ -516,6 +536,113 @@ class JournalReader:
             self.torn = TornTail(offset, self.size - offset, line, reason)
         if self._line_no == 0:
             self.torn = TornTail(0, 0, 1, "empty file (no header)")
+
+
+    @property
+    def lines(self):
+        return self._line_no
+
+    # -- reporter mode: the same rules, but damage is reported and reading goes on
+
+    def _step_reporting(self, line):
+        offset = self.size
+        if not line:
+            self._finish_reporting()
+            return
+        self.size += len(line)
+        self._line_no += 1
+        number = self._line_no
+        if number == 1:
+            base = check_header(self.path, line, self._peek)  # FormatError: not ours, nothing to report
+            if base is None:
+                self._region = (0, 1, "torn header", False)
+            else:
+                self.base_seq = self.seq = base
+                self._expect = base + 1
+            return
+        region = self._region
+        if number == 2 and region is not None:  # a crash leaves a torn header only as the whole file
+            region = self._region = (0, 1, "damaged header with more lines after it", True)
+        kind, obj = parse_line(line)
+        if kind is None:
+            if region is None:
+                self._region = (offset, number, str(obj), False)
+            return
+        if region is not None and not region[3]:  # sealed data after damage: corruption, not a torn tail
+            region = self._region = (region[0], region[1], region[2], True)
+        damage = _damage(self, kind, obj)
+        if damage is not None:
+            if region is None:
+                self._region = (offset, number, damage, True)
+            return
+        if kind == PAD:
+            self.pads += 1
+            lost = obj.get("lost")
+            if lost is not None and region is None:
+                if self._batch_left or lost[0] != self._expect:
+                    self._region = (offset, number, "pad with a bad lost range %r" % (lost,), True)
+                else:
+                    self._skip_lost(lost, offset)
+            return
+        seq = obj["seq"]
+        if self._expect < 0:  # intact records after a torn header: they say where it started
+            self._expect = seq
+            self.base_seq = seq - 1
+        if region is not None or seq != self._expect:
+            start = region or (offset, number, "sequence gap: expected seq %d, found %d" % (self._expect, seq), True)
+            first_lost = self._expect
+            if self._batch_left:  # the batch lost a member: it goes whole
+                first_lost = self._batch[0][0]
+                start = (self._batch_at[0], self._batch_at[1],
+                         start[2] + " (inside the batch at seq %d)" % first_lost, True)
+                self._batch = []
+                self._batch_left = 0
+            self.reporter.report("corrupt", start[1], start[0], offset - start[0], start[2],
+                                 (first_lost, seq - 1) if seq > first_lost else None)
+            self._region = None
+            self._expect = seq
+        self._record(obj, offset)
+
+    def _finish_reporting(self):
+        self._done = True
+        self.close()
+        start = self._region
+        if self._batch_left:
+            reason = "incomplete batch at seq %d" % self._batch[0][0]
+            sealed = start is not None and start[3]
+            if sealed:
+                reason = "%s (inside the batch at seq %d)" % (start[2], self._batch[0][0])
+            start = (self._batch_at[0], self._batch_at[1], reason, sealed)
+        if start is not None:
+            self.reporter.report("corrupt" if start[3] else "torn", start[1], start[0],
+                                 self.size - start[0], start[2], None)
+            if not start[3]:
+                self.torn = TornTail(start[0], self.size - start[0], start[1], start[2])
+        if self._line_no == 0:
+            self.torn = TornTail(0, 0, 1, "empty file (no header)")
+            self.reporter.report("torn", 1, 0, 0, "empty file (no header)", None)
+
+
+def _damage(reader, kind, obj):
+    """Why an intact line cannot be taken where it stands (reporter mode), or None."""
+    if kind == FOREIGN or not isinstance(obj, dict):
+        return str(obj)
+    if kind == HEADER:
+        return "second header"
+    if kind == PAD:
+        lost = obj.get("lost")
+        if lost is None or (isinstance(lost, list) and len(lost) == 2 and is_int(lost[0]) and
+                            is_int(lost[1]) and lost[0] <= lost[1]):
+            return None
+        return "pad line of the wrong shape"
+    batch = obj.get("batch", 1)
+    if not is_int(obj["seq"]) or "rec" not in obj or not is_int(batch) or batch < 1:
+        return "record line of the wrong shape"
+    if reader._expect >= 0 and obj["seq"] < reader._expect:
+        return "seq %r goes backwards (expected %d)" % (obj["seq"], reader._expect)
+    if reader._batch_left and batch != 1:
+        return "batch starts inside a batch"
+    return None
 
 
 class Replay(list):
@@ -549,7 +676,7 @@ class MiniStore:
         recovery costs one read of the journal.
         """
         sync_every = _check_sync(sync)
-        if not isinstance(base_seq, int) or base_seq < 0:
+        if not is_int(base_seq) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
         parent = shim.dirname(path)
         if parent:
@@ -697,7 +824,7 @@ class MiniStore:
 def _check_sync(sync):
     if sync == "always":
         return None
-    if isinstance(sync, int) and not isinstance(sync, bool) and sync >= 1:
+    if is_int(sync) and sync >= 1:
         return sync
     raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
 

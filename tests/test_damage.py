@@ -43,7 +43,7 @@ import traceback
 import pytest
 
 import reliability
-from ministore import MiniStore, CorruptRecord, FormatError, encode_json, header_line, record_line
+from ministore import MiniStore, JournalReader, CorruptRecord, FormatError, encode_json, header_line, record_line
 from minisnap import SnapshotError, read_snapshot
 from minilog import CompactionGap
 from ministate import StateManager, Mutator
@@ -307,6 +307,19 @@ def read_journal(tally, path, shape):
                      "stream() raised %r, replay() %r", exc, result.error)
     else:
         tally.expect(result.error is None, "replay() raised %r, stream() did not", result.error)
+    # The reader's fast path must read every damaged file exactly as its long way does.
+    slow = JournalReader(path, fast=False)
+    slow_items = []
+    try:
+        for item in slow:
+            slow_items.append(item)
+        slow_error = None
+    except (CorruptRecord, FormatError) as exc:
+        slow_error = exc
+    tally.expect(slow_items == yielded and repr(slow_error) == repr(result.error) and
+                 repr(slow.torn) == repr(reader.torn) and slow.seq == reader.seq,
+                 "fast and slow readers differ: %r %r %r vs %r %r %r", yielded[-1:], result.error, reader.torn,
+                 slow_items[-1:], slow_error, slow.torn)
     for seq, record in yielded:
         tally.expect(originals.get(seq, KeyError) == record,
                      "stream() yielded seq %d = %r, the original is %r", seq, record, originals.get(seq))

@@ -2,13 +2,14 @@
 
 The core reader (ministore.JournalReader) stops at the first corruption, which is
 right for an application. `mini verify` and `mini repair` need the full picture:
-scan() goes on after a damaged region and reports each one with its file, line,
-byte offset and reason, and which sequence numbers it takes with it.
+scan() runs the same reader with a reporter, so it goes on after a damaged region
+and reports each one with its file, line, byte offset and reason, and which
+sequence numbers it takes with it. There is no second parser of the format here.
 """
 import os
 
-from ministore import (FormatError, MiniError, FOREIGN, HEADER, PAD, RECORD, check_header, header_line, is_int, parse_line,
-                       pad_line, peek_line)
+import minishim
+from ministore import FormatError, JournalReader, MiniError, RECORD, header_line, parse_line, pad_line
 from minisnap import SnapshotError, read_snapshot
 from minilog import segment_files, segment_base
 
@@ -60,128 +61,40 @@ class JournalScan:
 
 
 
-def _well_formed(kind, obj):
-    """Fields of the types the writers write (an intact line can still be foreign)."""
-    if kind == RECORD:
-        batch = obj.get("batch", 1)
-        return is_int(obj["seq"]) and "rec" in obj and is_int(batch) and batch >= 1
-    lost = obj.get("lost")
-    return lost is None or (isinstance(lost, list) and len(lost) == 2 and is_int(lost[0]) and
-                            is_int(lost[1]) and lost[0] <= lost[1])
+class _Collector:
+    """The reader's reporter: keeps every damaged region as a Problem."""
+
+    def __init__(self, path):
+        self.path = path
+        self.problems = []
+
+    def report(self, kind, line, offset, length, reason, lost):
+        self.problems.append(Problem(self.path, kind, line, offset, length, reason, lost))
+
 
 def scan(path):
-    """Scan a journal line by line; never raises for damage, only for I/O errors."""
+    """Read a journal to its end with the core's reader, reporting every damaged region
+    instead of stopping at the first; never raises for damage, only for I/O errors."""
     result = JournalScan(path)
-    with open(path, "rb") as f:
-        data_lines = _lines_with_offsets(f)
-        expect = None
-        bad = None          # (offset, line, reason, sealed) of the first damaged line since an intact one;
-                            # sealed: its CRC matches, so it is corruption even at the end, not a torn tail
-        batch = None        # [offset, line, first seq, records left] of a batch not complete
-        for offset, number, line in data_lines:
-            result.lines = number
-            result.size = offset + len(line)
-            if number == 1:
-                try:
-                    base = check_header(path, line, lambda: peek_line(f))
-                except FormatError as exc:
-                    result.problems.append(Problem(path, "error", 1, 0, len(line), str(exc)))
-                    return result
-                if base is None:
-                    bad = (0, 1, "torn header", False)
-                else:
-                    result.base_seq = base
-                    expect = base + 1
-                continue
-            if number == 2 and bad is not None:  # a crash leaves a torn header only as the whole file
-                bad = (0, 1, "damaged header with more lines after it", True)
-            kind, obj = parse_line(line)
-            if kind is None:  # a damaged line: obj says why
-                if bad is None:
-                    bad = (offset, number, str(obj), False)
-                continue
-            if bad is not None and not bad[3]:  # a sealed line after damage: corruption, as for the reader
-                bad = (bad[0], bad[1], bad[2], True)
-            if kind == FOREIGN or not isinstance(obj, dict):  # sealed, yet not a line of ours
-                if bad is None:
-                    bad = (offset, number, str(obj), True)
-                continue
-            if kind == HEADER:
-                damage = "second header"
-            elif not _well_formed(kind, obj):
-                damage = "%s line of the wrong shape" % ("record" if kind == RECORD else "pad")
-            elif kind == RECORD and expect is not None and obj["seq"] < expect:
-                damage = "seq %r goes backwards (expected %d)" % (obj["seq"], expect)
-            elif kind == RECORD and batch is not None and obj.get("batch", 1) != 1:
-                damage = "batch starts inside a batch"
-            else:
-                damage = None
-            if damage is not None:
-                if bad is None:
-                    bad = (offset, number, damage, True)
-                continue
-            if kind == PAD:
-                result.pads += 1
-                lost = obj.get("lost")
-                if lost is not None and bad is None:
-                    if batch is not None or lost[0] != expect:  # the reader refuses it (FORMAT.md 2.3)
-                        bad = (offset, number, "pad with a bad lost range %r" % (lost,), True)
-                    else:
-                        result.lost.append(tuple(lost))
-                        expect = lost[1] + 1
-                continue
-            seq = obj["seq"]
-            if expect is None:  # intact records after a torn header: the header is corrupt
-                expect = seq
-                result.base_seq = seq - 1
-            if bad is not None or seq != expect:
-                start = bad if bad is not None else (offset, number, "sequence gap: expected seq %d, found %d" % (expect, seq), True)
-                first_lost = expect
-                if batch is not None:  # the batch lost a member: move it out whole
-                    start = (batch[0], batch[1], start[2] + " (inside the batch at seq %d)" % batch[2], True)
-                    first_lost = batch[2]
-                    batch = None
-                lost = (first_lost, seq - 1) if seq > first_lost else None
-                result.problems.append(Problem(path, "corrupt", start[1], start[0], offset - start[0], start[2], lost))
-                bad = None
-                expect = seq
-            expect = seq + 1
+    collector = _Collector(path)
+    reader = JournalReader(path, reporter=collector)
+    try:
+        for seq, _ in reader:
             result.records += 1
             if result.first_seq is None:
                 result.first_seq = seq
             result.last_seq = seq
-            size = obj.get("batch", 1)
-            if batch is not None:
-                batch[3] -= 1
-                if batch[3] == 0:
-                    batch = None
-            elif size > 1:
-                batch = [offset, number, seq, size - 1]
-                result.batches += 1
-        end = result.size
-        start = bad
-        if batch is not None:
-            reason = "incomplete batch at seq %d" % batch[2]
-            if bad is not None and bad[3]:
-                reason = "%s (inside the batch at seq %d)" % (bad[2], batch[2])
-            start = (batch[0], batch[1], reason, bad is not None and bad[3])
-            result.records -= result.last_seq - batch[2] + 1
-            result.last_seq = batch[2] - 1 if batch[2] - 1 >= (result.base_seq or 0) + 1 else None
-        if start is not None:
-            result.problems.append(Problem(path, "corrupt" if start[3] else "torn", start[1], start[0],
-                                           end - start[0], start[2]))
-        if result.lines == 0:
-            result.problems.append(Problem(path, "torn", 1, 0, 0, "empty file (no header)"))
+    except FormatError as exc:
+        result.problems.append(Problem(path, "error", 1, 0, reader.size, str(exc)))
+        return result
+    result.problems = collector.problems
+    result.base_seq = reader.base_seq
+    result.size = reader.size
+    result.lines = reader.lines
+    result.pads = reader.pads
+    result.batches = reader.batches
+    result.lost = reader.lost
     return result
-
-
-def _lines_with_offsets(f):
-    offset = 0
-    number = 0
-    for line in iter(f.readline, b""):
-        number += 1
-        yield offset, number, line
-        offset += len(line)
 
 
 def repair_plan(result):
@@ -229,11 +142,7 @@ def apply_repair(path, plan):
     tmp = path + ".repair-tmp"
     _write_synced(tmp, b"".join(out))
     os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    minishim.sync_dir(directory)
     return sides
 
 
@@ -262,6 +171,9 @@ def classify(path):
                         set(obj["rec"]) & {"put", "get", "ack", "nack", "ckpt", "ckpt_end", "drop", "dead", "purge"}):
                     return "queue"
         return "state"
+    name = os.path.basename(path)
+    if name.startswith("snap-") and name.endswith(".json"):
+        return "snapshot"  # even cut short before its format name
     with open(path, "rb") as f:
         first = f.readline()
     if b'"format":"minisnap"' in first:

@@ -2,7 +2,7 @@
 # it with FormatError and leaves it byte for byte as it was, while every state our
 # own writer can leave while creating a file is still recovered.
 from support import scratch, raises, read_bytes, write_bytes
-from ministore import MiniStore, FormatError, header_line
+from ministore import MiniStore, FormatError, header_line, seal
 from minisnap import SnapStore, SnapshotError, snapshot_bytes, read_snapshot
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue
@@ -88,8 +88,8 @@ def test_a_damaged_header_of_ours_is_not_taken_for_a_foreign_file():
     write_bytes(path, damaged)
     with MiniStore.open(path, base_seq=5) as store:  # nothing after it: written again
         assert store.seq == 5
-    # A newer format version is refused, never rewritten.
-    newer = header.replace(b'"version":1', b'"version":2')
+    # A newer format version, sealed by its writer, is refused and never rewritten.
+    newer = seal(b'{"format":"ministore","version":2,"base_seq":5')
     write_bytes(path, newer)
     err = raises(FormatError, MiniStore.open, path)
     assert "version" in str(err)
