@@ -1,8 +1,12 @@
 # The one place where CPython and MicroPython differ. Every other core module
 # imports its json, os, crc and durability primitives from here, so that the
 # bricks themselves run unchanged on both runtimes.
-import os
 import sys
+
+try:
+    import os
+except ImportError:  # very old ports only ship uos, as some ship only ujson
+    import uos as os  # pyright: ignore[reportMissingImports] (not in CPython or the stubs)
 
 MICROPYTHON = sys.implementation.name == "micropython"
 

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ministore import MiniStore, MiniError
-from minisnap import SnapStore, NotFound, read_snapshot, SnapshotError
+from minisnap import SnapStore, NotFound, read_snapshot
 from minilog import segment_files, read_segments
 
 from minitools import scan as scanning
@@ -247,15 +247,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except UsageError as exc:
-        sys.stderr.write("mini %s: %s\n" % (args.command, exc))
-        return 2
-    except (MiniError, SnapshotError) as exc:
-        sys.stderr.write("mini %s: %s\n" % (args.command, exc))
-        return 2
     except BrokenPipeError:  # the reader went away (mini cat J | head): not an error
         return 0
-    except OSError as exc:  # after BrokenPipeError, which is an OSError too
+    except (UsageError, MiniError, OSError) as exc:  # OSError after BrokenPipeError, which is one too
         sys.stderr.write("mini %s: %s\n" % (args.command, exc))
         return 2
 
