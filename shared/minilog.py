@@ -5,7 +5,7 @@
 # Nothing here ever renames a file: each compaction step is "create a new segment"
 # or "remove a segment that is no longer needed", each safe to cut at any point.
 import minishim as shim
-from ministore import MiniStore, MiniError, LockedError, ClosedError, check_header, peek_line
+from ministore import MiniStore, MiniError, LockedError, ClosedError, check_header, peek_line, read_line
 
 _SEG_PREFIX = "journal-"
 _SEG_SUFFIX = ".jsonl"
@@ -23,7 +23,7 @@ def segment_files(directory):
 def segment_base(path):
     """base_seq from a journal segment's header, or None if the header is torn."""
     with open(path, "rb") as f:
-        return check_header(path, f.readline(), lambda: peek_line(f))
+        return check_header(path, read_line(f), lambda: peek_line(f))
 
 
 def oldest_base(directory):

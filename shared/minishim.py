@@ -328,17 +328,24 @@ class JournalFile(_Holder):
         self.path = path
         self._f = None
 
-    def overwrite(self, offset, data):
-        """Write data at offset (possibly past the end) and make it durable."""
+    def overwrite(self, offset, pieces):
+        """Write the byte strings `pieces` one after another from `offset` (possibly past
+        the end) and make them durable. Returns how many bytes were written."""
+        written = 0
         if self._fd is not None:
             os.lseek(self._fd, offset, 0)
-            self.write(data)
+            for piece in pieces:
+                self.write(piece)
+                written += len(piece)
             self.sync()
-            return
+            return written
         with open(self.path, "r+b") as f:
             f.seek(offset)
-            f.write(data)
+            for piece in pieces:
+                f.write(piece)
+                written += len(piece)
             f.flush()
+        return written
 
     def start_appending(self):
         if self._fd is not None:

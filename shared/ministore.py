@@ -11,6 +11,10 @@ FORMAT_VERSION = 1
 MAX_DEPTH = 32  # nesting limit, so MicroPython's small C stack never overflows in json
 
 _CRC_TAG = b',"crc":"'
+MAX_LINE = 1 << 20  # the longest line a writer writes (FORMAT.md 2.2): append refuses longer records
+# Bytes the reader takes at once. A longer line is read in pieces and kept only if it
+# is sealed, so damage of any length costs no more heap than the largest record.
+_LINE_BUDGET = 4096 if shim.MICROPYTHON else MAX_LINE
 _SUFFIX_LEN = 19  # len(b',"crc":"') + 8 hex digits + len(b'"}\n')
 
 
@@ -142,6 +146,9 @@ def header_line(base_seq):
 
 
 def record_line(seq, body, batch=1):
+    if len(body) > MAX_LINE - 64:  # room for the seq, batch and CRC around it
+        raise ValueError("a record of %d bytes is longer than a journal line may be (%d bytes)" % (
+            len(body), MAX_LINE))
     if batch > 1:
         return seal(b'{"seq":%d,"batch":%d,"rec":%s' % (seq, batch, body))
     return seal(b'{"seq":%d,"rec":%s' % (seq, body))
@@ -150,14 +157,26 @@ def record_line(seq, body, batch=1):
 def pad_line(length, reason, lost=None):
     """A sealed line that marks `length` cut bytes: exactly `length` bytes long, or its
     shortest form (45 + len(reason) + the digits of length, plus `lost`) if longer."""
+    return b"".join(pad_pieces(length, reason, lost))
+
+
+def pad_pieces(length, reason, lost=None, piece=4096):
+    """pad_line() in pieces of at most `piece` bytes of fill, its CRC computed as they
+    go: recovery pads over damage of any size without holding it in RAM."""
     head = b'{"pad":%d,"why":"%s",' % (length, reason.encode())
     if lost is not None:
         head += b'"lost":[%d,%d],' % (lost[0], lost[1])
     head += b'"fill":"'
     fill = length - len(head) - 1 - _SUFFIX_LEN
-    if fill < 0:
-        fill = 0
-    return seal(head + b" " * fill + b'"')
+    crc = shim.crc32(head)
+    yield head
+    spaces = b" " * min(max(fill, 0), piece)
+    while fill > 0:
+        chunk = spaces if fill >= len(spaces) else spaces[:fill]
+        crc = shim.crc32(chunk, crc)
+        fill -= len(chunk)
+        yield chunk
+    yield b'","crc":"%08x"}\n' % (shim.crc32(b'"', crc) & 0xFFFFFFFF)
 
 
 # ---------------------------------------------------------------- decoding
@@ -172,6 +191,8 @@ def parse_line(line):
     line this code reads (another writer, or a runtime that wrote JSON this one
     cannot parse). It is corruption wherever it is, never a torn tail.
     """
+    if line.__class__ is LongDamage:
+        return None, line.reason
     if line[-1:] != b"\n":
         return None, "incomplete line (no newline)"
     if len(line) < _SUFFIX_LEN + 2 or line[-_SUFFIX_LEN:-11] != _CRC_TAG or line[-3:] != b'"}\n':
@@ -251,7 +272,7 @@ def has_crc_shape(line):
 def _names_us(line):
     """A whole line, no longer than a header, that parses as our header: a header
     whose CRC field was damaged (the rest of it is intact, so it is ours)."""
-    if line[-1:] != b"\n" or len(line) > _HEADER_MAX:
+    if len(line) > _HEADER_MAX or line[-1:] != b"\n":
         return False
     try:
         obj = shim.loads(line)
@@ -287,10 +308,51 @@ def check_header(path, line, peek=None):
     return base
 
 
+class LongDamage:
+    """A damaged line longer than the reader takes at once: its length and why, not its bytes."""
+
+    def __init__(self, length, reason):
+        self.length = length
+        self.reason = reason
+
+    def __len__(self):
+        return self.length
+
+
+def read_line(f, budget=_LINE_BUDGET):
+    """The next line of `f` (b"" at the end), or a LongDamage for a damaged line longer
+    than `budget`: such a line is read in pieces, its CRC computed as they pass, and
+    read whole only if it is sealed (FORMAT.md 1), so heap stays bounded by the
+    largest intact line whatever the size of the damage."""
+    line = f.readline(budget)
+    if len(line) < budget or line[-1:] == b"\n":
+        return line
+    start = f.tell() - len(line)
+    crc = shim.crc32(line[:-_SUFFIX_LEN])
+    pending = line[-_SUFFIX_LEN:]  # the last bytes, which may be the CRC field
+    length = len(line)
+    complete = False
+    while True:
+        piece = f.readline(budget)
+        if not piece:
+            break
+        length += len(piece)
+        data = pending + piece
+        crc = shim.crc32(data[:-_SUFFIX_LEN], crc)
+        pending = data[-_SUFFIX_LEN:]
+        if piece[-1:] == b"\n":
+            complete = True
+            break
+    if complete and has_crc_shape(pending) and b"%08x" % (crc & 0xFFFFFFFF) == pending[-11:-3]:
+        f.seek(start)
+        return f.read(length)  # sealed: its record is needed whole
+    return LongDamage(length, "crc mismatch" if complete else "incomplete line (no newline)")
+
+
 def peek_line(f):
     """The next line of file `f`, leaving its position where it was."""
     at = f.tell()
-    line = f.readline()
+    line = read_line(f)
     f.seek(at)
     return line
 
@@ -374,7 +436,6 @@ class JournalReader:
         f = self._f
         if f is None:
             return
-        readline = f.readline
         crc32 = shim.crc32
         loads_between = shim.loads_between
         scan = shim.scan_json
@@ -389,8 +450,8 @@ class JournalReader:
                     yield item
                 if self._done:
                     return
-                line = readline()
-                if self._quick:
+                line = read_line(f)
+                if self._quick and line.__class__ is bytes:
                     # The fast path, for what writers write: a sealed single record
                     # {"seq":<the next seq>,"rec":<value>,"crc":"<8 hex>"}. It takes only lines
                     # that _step takes, and reads them the same; any other line goes to _step.
@@ -847,15 +908,14 @@ def _recover(path, journal_file, base_seq, replay):
         # Only a torn header: nothing was ever acknowledged. Write it again, padded.
         data = header_line(base_seq)
         if torn.length > len(data):
-            data += pad_line(torn.length - len(data), "torn header")
-        journal_file.overwrite(0, data)
+            data += pad_line(torn.length - len(data), "torn header")  # a header is short: so is this
+        journal_file.overwrite(0, [data])
         return base_seq, len(data)
     # Intact lines of an incomplete batch are damaged first, last one first, one
     # sync each: a crash in between leaves intact lines followed by damaged ones,
     # still a torn tail. Padding over them at once could leave a damaged line
     # followed by intact ones, which reads as corruption in the middle.
     for offset in reversed(torn.intact):
-        journal_file.overwrite(offset, b"X")
-    pad = pad_line(torn.length, "torn tail")
-    journal_file.overwrite(torn.offset, pad)
-    return last, torn.offset + len(pad)
+        journal_file.overwrite(offset, [b"X"])
+    written = journal_file.overwrite(torn.offset, pad_pieces(torn.length, "torn tail"))
+    return last, torn.offset + written
