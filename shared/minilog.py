@@ -1,7 +1,7 @@
-# minilog: a journal in segments, each a ministore journal, that a brick compacts
-# from the front. On-disk layout: FORMAT.md, section 4. ministate and miniqueue are
-# built on it (LogBrick); snapshots are minisnap's, and this module needs none.
-#
+"""minilog: a journal in segments, each a ministore journal, that a brick compacts
+from the front. On-disk layout: FORMAT.md, section 4. ministate and miniqueue are
+built on it (LogBrick); snapshots are minisnap's, and this module needs none.
+"""
 # Nothing here ever renames a file: each compaction step is "create a new segment"
 # or "remove a segment that is no longer needed", each safe to cut at any point.
 import minishim as shim
@@ -70,6 +70,7 @@ class SegmentedLog:
         Raises CompactionGap if records after `after_seq` are missing, or if the
         log ends before `after_seq`.
         """
+        directory = shim.fspath(directory)
         shim.makedirs(directory)
         lock = None
         try:

@@ -1,5 +1,9 @@
-# miniqueue: a durable local FIFO queue with acknowledgement and redelivery.
-# The journal of events and its checkpoints are specified in FORMAT.md, section 5.
+"""miniqueue: a durable local FIFO queue with acknowledgement and redelivery.
+
+MiniQueue.open(directory) gives a queue: put (durable when it returns), get, ack,
+nack, dead letters, a bounded size. Its journal of events and its checkpoints are
+specified in FORMAT.md, section 5.
+"""
 #
 # Every change is an event in a segmented journal (minilog.SegmentedLog). A
 # message's id is the seq of its "put" event, which compaction never changes.
@@ -86,7 +90,7 @@ class MiniQueue(LogBrick):
         q.on_full = on_full
         q.max_deliveries = max_deliveries
         q.compact_bytes = compact_bytes or max_bytes
-        log = SegmentedLog.open(directory, start=q._find_start, apply=q._replay, sync=sync)
+        log = SegmentedLog.open(q.directory, start=q._find_start, apply=q._replay, sync=sync)
         q._log = log
         try:
             q._finish_replay()
@@ -107,14 +111,14 @@ class MiniQueue(LogBrick):
         dropped, deliveries() and live_bytes() work on the result; changing it does not.
         """
         q = MiniQueue._replayer(directory)
-        q.last_seq = read_segments(directory, q._find_start(), q._replay)
+        q.last_seq = read_segments(q.directory, q._find_start(), q._replay)
         q._finish_replay(redeliver=False)
         return q
 
     @staticmethod
     def _replayer(directory):
         q = MiniQueue()
-        q.directory = directory
+        q.directory = shim.fspath(directory)
         q._reset()
         q._ckpt = None          # entries of a checkpoint being replayed
         q._complete = False     # set once the history is whole: from seq 0, or from a finished checkpoint
@@ -246,6 +250,14 @@ class MiniQueue(LogBrick):
             if entry is None:
                 raise UnknownMessage("no message %r in the queue" % (mid,))
             return entry[_DELIVERIES]
+
+    def __repr__(self):
+        with self._lock:
+            return "<MiniQueue %r ready=%d in_flight=%d dead=%d dropped=%d live_bytes=%d%s>" % (
+                self.directory, len(self._ready) - self._head,
+                sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == IN_FLIGHT),
+                sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == DEAD), self.dropped, self._bytes,
+                "" if self._log is not None else " (not open: closed, or from inspect())")
 
     def live_bytes(self):
         with self._lock:

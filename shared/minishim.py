@@ -1,6 +1,8 @@
-# The one place where CPython and MicroPython differ. Every other core module
-# imports its json, os, crc and durability primitives from here, so that the
-# bricks themselves run unchanged on both runtimes.
+"""minishim: the one place where CPython and MicroPython differ.
+
+Every other core module imports its json, os, crc, locking and durability
+primitives from here, so that the bricks themselves run unchanged on both runtimes.
+"""
 import sys
 
 try:
@@ -133,6 +135,15 @@ def join(*parts):
         else:
             out += "/" + part
     return out
+
+
+def fspath(path):
+    """A str path from a str or a path-like object (pathlib.Path on CPython); anything
+    else is handed back as it is, for the caller to judge."""
+    if path.__class__ is str:
+        return path
+    to_str = getattr(path, "__fspath__", None)
+    return path if to_str is None else to_str()
 
 
 def normpath(path):

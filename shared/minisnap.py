@@ -1,4 +1,4 @@
-# minisnap: atomic snapshots of a JSON state. On-disk format: FORMAT.md, section 3.
+"""minisnap: atomic snapshots of a JSON state (SnapStore). On-disk format: FORMAT.md, section 3."""
 #
 # Nothing here ever renames a file: on FAT a rename is two directory writes and a
 # power cut between them can lose both names. Each snapshot is written under a new
@@ -88,7 +88,7 @@ class SnapStore:
     def __init__(self, directory, keep=2):
         if not is_int(keep) or keep < 1:
             raise ValueError("keep must be an int >= 1")
-        self.directory = directory
+        self.directory = shim.fspath(directory)
         self.keep = keep
         self.skipped = []
         self.fell_back = False

@@ -1,5 +1,9 @@
-# ministate: a state changed only by mutators that go through the journal.
-# Recovery is the newest valid snapshot plus the journal records after it.
+"""ministate: a state changed only by mutators that go through the journal.
+
+StateManager.open(directory, initial, mutators) recovers the state (the newest valid
+snapshot plus the journal records after it); apply(mutator) changes it durably.
+Set, Delete and Update are ready-made mutators for a key-value state.
+"""
 import minishim as shim
 from ministore import MiniError, ClosedError, encode_json, is_int
 from minisnap import SnapStore, NotFound
@@ -64,6 +68,61 @@ def _copy(value):
     return shim.loads(shim.dumps(value))
 
 
+class Loaded(tuple):
+    """What StateManager.load returns: (state, seq, snapshot_seq), with those names."""
+
+    @property
+    def state(self):
+        return self[0]
+
+    @property
+    def seq(self):
+        return self[1]
+
+    @property
+    def snapshot_seq(self):
+        return self[2]
+
+    def __repr__(self):
+        return "Loaded(seq=%d, snapshot_seq=%d, state=%r)" % (self[1], self[2], self[0])
+
+
+class Set(Mutator):
+    """state[key] = value: with Delete and Update, a key-value store needs no code of its own."""
+
+    def __init__(self, key, value):
+        self.key = key
+        self.value = value
+
+    def apply(self, state):
+        state[self.key] = self.value
+
+
+class Delete(Mutator):
+    """Remove state[key]; nothing happens if it is not there."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def apply(self, state):
+        if self.key in state:
+            del state[self.key]
+
+
+class Update(Mutator):
+    """state.update(values): several keys in one record."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def apply(self, state):
+        for key in self.values:
+            state[key] = self.values[key]
+
+
+KEY_VALUE = (Set, Delete, Update)  # StateManager.open(d, mutators=KEY_VALUE)
+
+
 class StateManager(LogBrick):
     """Use StateManager.open(). `state` is the live state: read it, never change it directly."""
 
@@ -100,25 +159,26 @@ class StateManager(LogBrick):
                 raise ValueError("%s must be None or an int >= 1" % name)
         sm.snapshot_every = snapshot_every
         sm.snapshot_bytes = snapshot_bytes
-        log = SegmentedLog.open(directory, start=sm._load_snapshot, apply=sm._replay_one, sync=sync)
+        log = SegmentedLog.open(sm.directory, start=sm._load_snapshot, apply=sm._replay_one, sync=sync)
         sm._log = log
         sm._since_snapshot = log.seq - sm.snapshot_seq
         return sm
 
     @staticmethod
     def load(directory, initial=None, mutators=()):
-        """Read-only recovery (no lock, no writes): return (state, seq, snapshot_seq).
+        """Read-only recovery (no lock, no writes): a Loaded result, with `.state`,
+        `.seq` and `.snapshot_seq` (it also unpacks as (state, seq, snapshot_seq)).
 
         For looking at a copy, for example one pulled from a device.
         """
         sm = StateManager._prepare(directory, initial, mutators, 1)
         sm._load_snapshot()
-        seq = read_segments(directory, sm.snapshot_seq, sm._replay_one)
-        return sm._state, seq, sm.snapshot_seq
+        seq = read_segments(sm.directory, sm.snapshot_seq, sm._replay_one)
+        return Loaded((sm._state, seq, sm.snapshot_seq))
 
     @staticmethod
     def _prepare(directory, initial, mutators, keep):
-        sm = StateManager(directory, keep)
+        sm = StateManager(shim.fspath(directory), keep)
         sm._initial = {} if initial is None else initial
         encode_json(sm._initial)  # the first snapshot must be able to store it
         sm._registry = {}
@@ -192,6 +252,11 @@ class StateManager(LogBrick):
         if self._broken is not None:
             raise ClosedError("%s: %s" % (self.directory, self._broken))
         return self._state
+
+    def __repr__(self):
+        return "<StateManager %r seq=%d snapshot_seq=%d mutators=%s%s>" % (
+            self.directory, self.seq, self.snapshot_seq, sorted(self._registry),
+            " closed" if self._log is None else "")
 
     @property
     def lock(self):

@@ -1,5 +1,9 @@
-# ministore: an append-only, crash-safe JSONL write-ahead log.
-# The on-disk format is specified in FORMAT.md (journal format version 1).
+"""ministore: an append-only, crash-safe JSONL write-ahead log.
+
+MiniStore.open(path) appends records (durable when append returns, under the
+default sync="always"); MiniStore.stream(path) and MiniStore.replay(path) read them.
+The on-disk format is specified in FORMAT.md (journal format version 1).
+"""
 import minishim as shim
 
 TYPE_CHECKING = False  # pyright takes it as True: annotations only, never imported at run time
@@ -384,6 +388,7 @@ class JournalReader:
     """
 
     def __init__(self, path, from_seq=0, reporter=None, fast=True):
+        path = shim.fspath(path)
         self.path = path
         self.from_seq = from_seq
         self.reporter = reporter
@@ -410,13 +415,25 @@ class JournalReader:
         self._bad = None         # (offset, line, reason) of the first damaged line since a good one
         self._done = False
         self._quick = False      # header read, no damage pending, no batch open: try the fast path
-        self._items = self._generate()
+        self._items = None
 
     def __iter__(self):
-        return self._items  # a for loop runs the generator: no __next__ call per record
+        # A for loop runs the generator (no __next__ call per record). It is not kept
+        # here: the loop holds the only reference, so a loop left early (break, an
+        # exception) closes the generator at once, and the generator closes the file.
+        if self._items is not None:
+            return self._items
+        return self._generate()
 
     def __next__(self):
+        if self._items is None:
+            self._items = self._generate()
         return next(self._items)
+
+    def __repr__(self):
+        return "<JournalReader %r seq=%r lines=%d%s%s>" % (
+            self.path, self.seq, self._line_no, " torn" if self.torn is not None else "",
+            " closed" if self._f is None else "")
 
     def __enter__(self):
         return self
@@ -736,6 +753,7 @@ class MiniStore:
         if given, is called as replay(seq, record) for every intact record, so
         recovery costs one read of the journal.
         """
+        path = shim.fspath(path)
         sync_every = _check_sync(sync)
         if not is_int(base_seq) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
@@ -766,10 +784,15 @@ class MiniStore:
 
     @staticmethod
     def stream(path, from_seq=0):
+        """A JournalReader over `path`: iterate it for (seq, record), records with seq
+        >= from_seq, in constant memory. Use `with MiniStore.stream(p) as r:` to close
+        it whatever happens (a for loop left early closes it too). Read-only: no lock."""
         return JournalReader(path, from_seq)
 
     @staticmethod
     def replay(path, from_seq=0):
+        """Every record of `path` (from from_seq on) as a list, with `.torn` (a TornTail
+        or None) and `.seq` (the last seq) set. Read-only: no lock."""
         reader = JournalReader(path, from_seq)
         out = Replay()
         for _, record in reader:
@@ -874,6 +897,11 @@ class MiniStore:
     @property
     def closed(self):
         return self._file is None
+
+    def __repr__(self):
+        return "<MiniStore %r seq=%d durable_seq=%d sync=%s%s>" % (
+            self.path, self.seq, self.durable_seq, "always" if self.sync_every is None else self.sync_every,
+            " closed" if self._file is None else "")
 
     def __enter__(self):
         return self

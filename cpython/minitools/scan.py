@@ -24,6 +24,11 @@ class Problem:
         self.reason = reason
         self.lost = lost        # (first, last) seqs the region takes with it, or None
 
+    def __repr__(self):
+        return "Problem(%r, %r, line=%d, offset=%d, length=%d, reason=%r%s)" % (
+            self.path, self.kind, self.line, self.offset, self.length, self.reason,
+            ", lost=%r" % (self.lost,) if self.lost else "")
+
     def as_dict(self):
         out = {"file": self.path, "kind": self.kind, "line": self.line, "offset": self.offset,
                "length": self.length, "reason": self.reason}
