@@ -1281,25 +1281,10 @@ def test_int_past_4300_digits_is_refused_by_ministore_writing_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- core bugs, one reproducer each
-# Every one is fixed; these are the regression tests. The float test stays xfail: the
+# Every one is fixed. The core half of each reproducer is in tests/core/test_regressions.py,
+# where MicroPython runs it too; what stays here checks what `mini verify` and `mini repair`
+# say of the same files, or needs both runtimes at once. The float tests stay xfail: the
 # difference is MicroPython's float parser, not ours.
-
-@pytest.mark.parametrize("value", ["\ud800", 10 ** 5000], ids=["lone surrogate", "5001-digit int"])
-# Bug (found by this file): ministate._commit checked fields with check_value, which passes
-# these, applied the mutator, and only then did the journal's encoder refuse them: the state
-# kept the change and the manager closed itself. Fixed: records are encoded before the mutator
-# runs.
-def test_state_manager_refuses_an_unencodable_field_and_stays_open(tmp_path, value):
-    sm = StateManager.open(str(tmp_path / "state"), initial={"items": []}, mutators=[Put], snapshot_every=None)
-    try:
-        with pytest.raises(ValueError):
-            sm.apply(Put("k", value))
-        assert sm.state == {"items": []}  # "a mutator that raises changes nothing"
-        assert not sm.closed
-        sm.apply(Put("k", 1))
-    finally:
-        sm.close()
-
 
 # Bug (found by this file): MicroPython appended a 6021-digit int; CPython (3.11+, 4300-digit
 # int/str limit) read that acknowledged record as a damaged line: a torn tail that
@@ -1553,63 +1538,3 @@ def test_queue_checkpoint_begun_again_after_a_cut_one_is_not_counted_twice(tmp_p
     with MiniQueue.open(queue_dir) as q:
         assert [q.get()[1] for _ in range(40)] == list(range(40))
     assert run_verify(Tally(), queue_dir) == 0
-
-
-class RenamedField(Mutator):
-    """Add, after an application update renamed its field: the journal still says {"Add": {"by": 1}}."""
-
-    def __init__(self, amount):
-        self.amount = amount
-
-    def apply(self, state):
-        state["total"] += self.amount
-
-
-RenamedField.__name__ = "Add"
-
-
-def test_journaled_fields_the_mutator_no_longer_takes_raise_replay_error(tmp_path):
-    # cls(**fields) used to run outside the ReplayError wrapping: TypeError came out.
-    state_dir = str(tmp_path / "state")
-    with StateManager.open(state_dir, initial={"total": 0}, mutators=[Add]) as sm:
-        sm.apply(Add(1))
-    with pytest.raises(ReplayError):
-        StateManager.load(state_dir, {"total": 0}, [RenamedField])
-
-
-def nested(levels, inner=1):
-    for _ in range(levels):
-        inner = [inner]
-    return inner
-
-
-def test_queue_compacts_every_message_it_accepted(tmp_path):
-    # put() used to check a message at depth 0; a checkpoint stores it two levels down,
-    # so a 31-level message was taken, then every compaction raised ValueError (out of
-    # a put that was already durable) and the old segments were never removed.
-    queue_dir = str(tmp_path / "queue")
-    with MiniQueue.open(queue_dir, compact_bytes=300) as q:
-        try:
-            q.put(nested(QUEUE_SAFE_LEVELS + 1))
-        except ValueError:
-            pass  # refused up front, writing nothing: fine
-        for i in range(10):
-            q.put(i)  # the put that triggers a compaction must not raise once it is durable
-        q.compact()
-        assert len(segment_files(queue_dir)) == 1
-
-
-# Bug (found by this file): an automatic snapshot (snapshot_every) of a state JSON cannot
-# store raised ValueError out of apply() after the mutation was journaled and applied (README:
-# a mutator that raises is never written). Fixed: when a commit triggers a snapshot, the state
-# is encoded before the journal write.
-def test_apply_does_not_raise_after_the_mutation_is_durable(tmp_path):
-    state_dir = str(tmp_path / "state")
-    # The record {"Put": {"key": "k", "value": V}} holds V at depth 2, the state at
-    # state["items"][0][1], depth 3: V of 30 levels fits the record, not the snapshot.
-    with StateManager.open(state_dir, initial={"items": []}, mutators=[Put], snapshot_every=1) as sm:
-        try:
-            sm.apply(Put("k", nested(MAX_DEPTH - 2)))
-        except ValueError:
-            state, seq, _ = StateManager.load(state_dir, {"items": []}, [Put])
-            assert seq == 0, "apply() raised ValueError, but the mutation is in the journal (seq %d)" % seq
