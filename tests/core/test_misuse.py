@@ -5,7 +5,7 @@ import sys
 
 from support import scratch, raises
 from ministore import MiniStore, LockedError, ClosedError, encode_json
-from ministate import StateManager, Mutator, ReplayError
+from ministate import StateManager, Mutator
 from miniqueue import MiniQueue
 
 MICROPYTHON = sys.implementation.name == "micropython"
