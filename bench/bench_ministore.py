@@ -283,9 +283,51 @@ def bench_micropython(records):
 
 # ---------------------------------------------------------------- main
 
+ONE_THREAD = 'append, sync="always", 1 thread'
+EIGHT_THREADS = 'append, sync="always", 8 threads on one store'
+
+
+def bench_group_commit(root, rounds, block, threads=8):
+    """Threads appending at once share each sync (group commit); every append is
+    still durable when it returns. Records per second, 8 threads against 1."""
+    import threading
+    fresh = Fresh(root)
+    handles = []
+
+    def contender(count):
+        s = MiniStore.open(fresh("group%d" % count), sync="always")
+        handles.append(s.close)
+
+        def run():
+            def worker(t):
+                for i in range(block // count):
+                    s.append(record(t * block + i))
+            workers = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
+            t0 = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            return (block // count) * count, time.perf_counter() - t0
+        return run
+
+    try:
+        result = interleaved(rounds, [(ONE_THREAD, contender(1)), (EIGHT_THREADS, contender(threads))])
+    finally:
+        for close in handles:
+            close()
+    print_table("group commit: %d interleaved rounds of %d durable appends" % (rounds, block), result,
+                "ops/s", "vs 1 thread")
+    ratio = result.ratio(EIGHT_THREADS)
+    print("  8 threads / 1 thread: %.2fx  (%s)" % (ratio, goal(ratio, 4.0)))
+    print()
+    return result
+
+
 def main(argv=None):
     def cpython_part(root, quick):
         bench_appends(root, rounds=6 if quick else 40, block=50 if quick else 200)
+        bench_group_commit(root, rounds=4 if quick else 15, block=160 if quick else 400)
         bench_batches(root, rounds=4 if quick else 20, singles=100 if quick else 200, batches=5 if quick else 20)
         bench_stream(root, rounds=3 if quick else 7, count=10000 if quick else 100000)
 

@@ -732,6 +732,26 @@ class Replay(list):
 
 # ---------------------------------------------------------------- writing
 
+# MicroPython files are not safe to flush while another thread writes to them, and
+# there the sync is no faster for it: it runs under the writers' lock.
+_SYNC_UNDER_LOCK = shim.MICROPYTHON
+
+
+class _relock:
+    """`with _relock(lock, held):` takes `lock` unless this thread holds it already."""
+
+    def __init__(self, lock, held):
+        self.lock = None if held else lock
+
+    def __enter__(self):
+        if self.lock is not None:
+            self.lock.acquire()
+
+    def __exit__(self, *exc):
+        if self.lock is not None:
+            self.lock.release()
+
+
 class MiniStore:
     """A journal opened for appending. Use MiniStore.open()."""
 
@@ -742,8 +762,8 @@ class MiniStore:
         self.durable_seq = seq
         self.size = size
         self._file = journal_file
-        self._unsynced = 0
         self._lock = shim.allocate_lock()  # every method may be called from several threads
+        self._sync_lock = shim.allocate_lock()  # one sync at a time; taken before _lock, never after
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -807,9 +827,9 @@ class MiniStore:
         """Append one record; return its seq. Durable on return under sync="always"."""
         body = encode_json(record)  # outside the lock: other threads need not wait for it
         with self._lock:
-            line = record_line(self.seq + 1, body)
-            self._write(line, 1)
-            return self.seq
+            seq = self._write(record_line(self.seq + 1, body), 1)
+        self._sync_if_due(seq)
+        return seq
 
     def append_many(self, records):
         """Append records as one atomic batch with one sync; return the last seq."""
@@ -830,46 +850,64 @@ class MiniStore:
             lines = [record_line(self.seq + 1, bodies[0], count)]
             for i in range(1, count):
                 lines.append(record_line(self.seq + 1 + i, bodies[i]))
-            self._write(b"".join(lines), count)
-            return self.seq
+            seq = self._write(b"".join(lines), count)
+        self._sync_if_due(seq)
+        return seq
 
     def _write(self, data, count):
+        """Write under the lock, without syncing; return the last seq written."""
         journal_file = self._file
         if journal_file is None:
             raise ClosedError("%s is closed" % self.path)
         try:
             journal_file.write(data)
-            self.seq += count
-            self.size += len(data)
-            self._unsynced += count
-            if self.sync_every is None or self._unsynced >= self.sync_every:
-                self._sync(journal_file)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
             self._abandon()
             raise
+        self.seq += count
+        self.size += len(data)
+        return self.seq
+
+    def _sync_if_due(self, seq):
+        if self.sync_every is None or self.seq - self.durable_seq >= self.sync_every:
+            self._sync_upto(seq)
+
+    def _sync_upto(self, seq):
+        """Return once `seq` is durable. Group commit: the threads that wrote while one
+        sync ran share the next one, so each append is still durable when it returns,
+        and 8 threads pay for about 2 syncs, not 8 (bench/bench_ministore.py)."""
+        with self._sync_lock:
+            if self.durable_seq >= seq:
+                return  # a sync that started after our write covered it
+            with self._lock:
+                journal_file = self._file
+                if journal_file is None:
+                    raise ClosedError("%s is closed" % self.path)
+                target = self.seq
+                if _SYNC_UNDER_LOCK:
+                    self._sync_file(journal_file, target)
+                    return
+            self._sync_file(journal_file, target)
+
+    def _sync_file(self, journal_file, target):
+        try:
+            journal_file.sync()  # CPython: outside the lock, so that others write meanwhile
+        except OSError:
+            with _relock(self._lock, _SYNC_UNDER_LOCK):
+                self._abandon()
+            raise
+        if target > self.durable_seq:
+            self.durable_seq = target
 
     def sync(self):
         """Make every record appended so far durable."""
         with self._lock:
-            self._sync_pending()
-
-    def _sync_pending(self):
-        journal_file = self._file
-        if journal_file is None:
-            raise ClosedError("%s is closed" % self.path)
-        if self._unsynced:
-            try:
-                self._sync(journal_file)
-            except OSError:
-                self._abandon()
-                raise
-
-    def _sync(self, journal_file):
-        journal_file.sync()
-        self._unsynced = 0
-        self.durable_seq = self.seq
+            if self._file is None:
+                raise ClosedError("%s is closed" % self.path)
+            seq = self.seq
+        self._sync_upto(seq)
 
     def _abandon(self):
         journal_file, self._file = self._file, None
@@ -882,17 +920,22 @@ class MiniStore:
 
     def close(self):
         """Sync what is pending, then release the journal. Closing twice is fine."""
-        with self._lock:
-            if self._file is None:
-                return
-            try:
-                self._sync_pending()
-            finally:
-                journal_file, self._file = self._file, None  # None already if the sync failed
-                if journal_file is not None:
-                    # Not _abandon(): closing can still write (LittleFS commits the file's
-                    # mtime), and a close that failed must not report success.
-                    journal_file.close()
+        with self._sync_lock:  # no sync of another thread runs while the file closes
+            with self._lock:
+                journal_file = self._file
+                if journal_file is None:
+                    return
+                try:
+                    if self.durable_seq < self.seq:
+                        journal_file.sync()
+                        self.durable_seq = self.seq
+                except OSError:
+                    self._abandon()
+                    raise
+                self._file = None
+                # Not _abandon(): closing can still write (LittleFS commits the file's
+                # mtime), and a close that failed must not report success.
+                journal_file.close()
 
     @property
     def closed(self):

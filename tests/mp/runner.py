@@ -30,7 +30,7 @@ def setup_fs(name):
     import vfs
     import blockdev
     kind, geometry = name.split("-")
-    flash, fs = blockdev.make_fs(kind, geometry, blocks=512)
+    flash, fs = blockdev.make_fs(kind, geometry, blocks=1024)  # 4 MiB: the whole suite, no cleanup between tests
     vfs.mount(fs, "/flash")
     return "/flash"
 
