@@ -469,6 +469,8 @@ class MiniStore:
         if given, is called as replay(seq, record) for every intact record, so
         recovery costs one read of the journal.
         """
+        if not isinstance(path, str):  # a raw flash region (miniflash, FORMAT.md 6)
+            return _flash().FlashStore.open(path, sync, base_seq, replay)
         sync_every = _check_sync(sync)
         if not isinstance(base_seq, int) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
@@ -496,11 +498,11 @@ class MiniStore:
 
     @staticmethod
     def stream(path, from_seq=0):
-        return JournalReader(path, from_seq)
+        return JournalReader(path, from_seq) if isinstance(path, str) else _flash().FlashReader(path, from_seq)
 
     @staticmethod
     def replay(path, from_seq=0):
-        reader = JournalReader(path, from_seq)
+        reader = MiniStore.stream(path, from_seq)
         out = Replay()
         for _, record in reader:
             out.append(record)
@@ -601,6 +603,11 @@ class MiniStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _flash():
+    import miniflash  # only when a region is used: the file bricks never load it
+    return miniflash
 
 
 def _check_sync(sync):
