@@ -1,13 +1,10 @@
-# miniflash: a ministore journal written straight into a raw flash region.
-# The on-flash format is specified in FORMAT.md, section 6 (format "miniflash", version 1).
-#
-# The region is a ring of erase sectors on a block device with the extended
-# interface: readblocks(n, buf, off), writeblocks(n, buf, off) that programs
-# without erasing, and ioctl(6, n) that erases (esp32.Partition, rp2.Flash, or
-# Region below over a sub-range of either). A record is programmed into erased
-# space only, so an append costs no erase; a sector is erased once per trip round
-# the ring, and the ring spreads the erases evenly. Records are the sealed JSON
-# lines of a ministore journal (FORMAT.md 2.2), so a raw dump shows JSONL.
+# miniflash: a ministore journal written straight into a raw flash region (FORMAT.md 6).
+# The region is a ring of erase sectors on a block device with the extended interface
+# (readblocks(n, buf, off); writeblocks(n, buf, off), which programs without erasing;
+# ioctl(6, n), which erases): esp32.Partition, rp2.Flash, or a sub-range of either.
+# An append programs erased space only, so it costs no erase; each sector is erased
+# once per trip round the ring, which spreads the wear evenly. Records are the sealed
+# JSON lines of a ministore journal (FORMAT.md 2.2): a raw dump shows JSONL.
 import minishim as shim
 from ministore import (MiniError, CorruptRecord, FormatError, LockedError, ClosedError, TornTail,
                        parse_line, seal, record_line, encode_json, is_int, HEADER, RECORD)
@@ -25,14 +22,11 @@ class RegionFull(MiniError):
 class Region:
     """Sectors start..start+sectors-1 of a block device, and how the journal uses them.
 
-    prog: the program unit. Every write is whole, aligned units, with 0xFF over the
-    bytes not meant to change (NOR programming only clears bits, so 0xFF leaves them
-    as they are): 256 suits the RP2040's page programs and every other NOR part.
-    retain: None (a sector is reused only once release() covers its records) or a
-    byte count: reuse the oldest sector whenever the newer ones keep at least that
-    many bytes of records. reformat: write into a region that holds data which is
-    not a miniflash journal (say, an old filesystem) instead of refusing it.
-    """
+    prog: every program is whole aligned units of prog bytes, 0xFF over the bytes that
+    must not change (a NOR program only clears bits): 256 suits RP2040 pages and any NOR.
+    retain: None (reuse a sector only once release() covers its records) or bytes: reuse
+    the oldest sector when the newer ones keep at least that many bytes of records.
+    reformat: write over data that is not a miniflash journal instead of refusing it."""
 
     def __init__(self, device, start=0, sectors=None, prog=256, retain=None, reformat=False, name=None):
         self.device = device
@@ -84,6 +78,39 @@ def as_region(region):
     return region if isinstance(region, Region) else Region(region)
 
 
+class SubDevice:
+    """Blocks start..start+count-1 of a block device as a block device of their own, with
+    the extended interface: LittleFS on part of a partition and the journal on the rest
+    (ESP32), or a region where rp2.Flash takes no start=/len=. No block outside is touched."""
+
+    def __init__(self, device, start, count):
+        if not is_int(start) or not is_int(count) or start < 0 or count < 1 or start + count > device.ioctl(4, 0):
+            raise ValueError("blocks %r..+%r are not inside the device" % (start, count))
+        self.device = device
+        self.start = start
+        self.count = count
+        self.block_size = device.ioctl(5, 0)
+
+    def _block(self, block, end):
+        if block < 0 or block * self.block_size + end > self.count * self.block_size:
+            raise ValueError("block %d is outside this sub-device" % block)
+        return self.start + block
+
+    def readblocks(self, block, buf, offset=0):
+        self.device.readblocks(self._block(block, offset + len(buf)), buf, offset)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:  # the simple interface: whole blocks, erased first
+            self.device.writeblocks(self._block(block, len(buf)), buf)
+        else:
+            self.device.writeblocks(self._block(block, offset + len(buf)), buf, offset)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.count
+        return self.device.ioctl(op, self._block(arg, 1) if op == 6 else arg)
+
+
 def header_line(region, number, erases, base_seq):
     return seal(b'{"format":"%s","version":%d,"sector_size":%d,"sectors":%d,"number":%d,"erases":%d,"base_seq":%d' % (
         FORMAT_NAME.encode(), FORMAT_VERSION, region.sector_size, region.sectors, number, erases, base_seq))
@@ -96,7 +123,7 @@ def read_header(region, index):
     if end < 0 or data[0] != 0x7B:  # "{": a retired header is all zero bytes
         return None
     kind, obj = parse_line(data[:end + 1])
-    if kind != HEADER or obj.get("format") != FORMAT_NAME:
+    if kind != HEADER or not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
         return None
     if obj.get("version") != FORMAT_VERSION:
         raise FormatError("%s: sector %d: miniflash version %r is not supported (this code reads %d)" % (
@@ -106,21 +133,19 @@ def read_header(region, index):
             region.name, obj.get("sectors"), obj.get("sector_size"), region.sectors, region.sector_size))
     values = (obj.get("number"), obj.get("erases"), obj.get("base_seq"))
     for value in values:
-        if not is_int(value) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CorruptRecord(region.name, 1, index * region.sector_size, "sector header of the wrong shape")
     return values + (end + 1,)
 
 
 class FlashReader:
-    """Iterates (seq, record) over a region, tail sector first, in one sector of memory.
+    """Iterates (seq, record) over a region, oldest sector first, in one sector of memory.
 
-    As ministore.JournalReader: `torn` (the head sector's unacknowledged tail, or None),
-    `seq`, `base_seq`, `size` (record bytes read), `pads` (tails of older sectors that a
-    crash cut short and a recovery closed), `lost` (always empty). `ring` lists the
-    sectors in use, oldest first, as [index, number, base_seq, bytes used], `erases`
-    the erase count of every sector (None where unknown), `head_end` the offset after
-    the head sector's last record (None: the head takes no more records).
-    """
+    As ministore.JournalReader: `torn` (the head sector's unacknowledged tail), `seq`,
+    `base_seq`, `size`, `pads` (older sectors whose tail a crash cut), `lost` (empty).
+    `line` is the line of the record just yielded; `ring` the sectors in use, oldest
+    first, as [index, number, base_seq, record bytes]; `erases` every sector's erase
+    count (None: unknown); `head_end` where the next record goes (None: a new sector)."""
 
     def __init__(self, region, from_seq=0, head_only=False):
         self.region = region = as_region(region)
@@ -130,7 +155,7 @@ class FlashReader:
         self.lost = []
         self.size = 0
         self.seq = self.base_seq = None
-        self.head_end = None
+        self.head_end = self.line = None
         self.erases = [None] * region.sectors
         found = []
         for index in range(region.sectors):
@@ -162,13 +187,7 @@ class FlashReader:
     def __next__(self):
         return next(self._items)
 
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
+    def close(self):  # as JournalReader's: a region holds no file open
         pass
 
     def _generate(self):
@@ -188,63 +207,53 @@ class FlashReader:
                 yield item
 
     def _sector(self, at, is_head):
-        region = self.region
         index, number, base, _ = self.ring[at]
-        data = region.read(index, 0, region.sector_size)
-        where = index * region.sector_size  # offsets reported are bytes into the region
+        data = self.region.read(index, 0, self.region.sector_size)
+        where = index * self.region.sector_size  # offsets reported are bytes into the region
         pos = self._headers[at]
         line_no = 1
         expect = base + 1
-        batch = []
-        batch_left = 0
+        batch = []      # (seq, record, line) of a batch not yet complete
+        left = 0        # its lines still to come
         batch_at = (0, 0)
         reason = None
         while pos < len(data) and data[pos] != _ERASED:
-            end = data.find(b"\n", pos)
-            if end < 0:
-                reason = "incomplete line (no newline)"
-                break
-            line_no += 1
-            kind, obj = parse_line(data[pos:end + 1])
+            end = data.find(b"\n", pos) + 1
+            kind, obj = parse_line(data[pos:end]) if end else (None, "incomplete line (no newline)")
             if kind is None:
                 reason = obj
                 break
-            if kind != RECORD:
-                raise CorruptRecord(self.path, line_no, where + pos,
-                                    obj if isinstance(obj, str) else "not a record line in a flash sector")
+            line_no += 1
+            if kind != RECORD or not isinstance(obj, dict):
+                raise CorruptRecord(self.path, line_no, where + pos, obj if isinstance(obj, str) else "not a record")
             seq = obj["seq"]
             count = obj.get("batch", 1)
-            if not is_int(seq) or not is_int(count) or count < 1 or "rec" not in obj:
+            if not is_int(seq) or not is_int(count) or count < 1 or "rec" not in obj or (left and count != 1):
                 raise CorruptRecord(self.path, line_no, where + pos, "record line of the wrong shape")
             if seq != expect:
                 raise CorruptRecord(self.path, line_no, where + pos,
                                     "sequence gap: expected seq %d, found %r" % (expect, seq))
-            if batch_left and count != 1:
-                raise CorruptRecord(self.path, line_no, where + pos, "batch starts inside a batch")
             expect += 1
-            self.size += end + 1 - pos
+            self.size += end - pos
             if count > 1:
-                batch_left = count
+                left = count
                 batch_at = (pos, line_no)
-            if batch_left:
-                batch.append((seq, obj["rec"]))
-                batch_left -= 1
-                if batch_left:
-                    pos = end + 1
-                    continue
-                ready, batch = batch, []
-            else:
-                ready = ((seq, obj["rec"]),)
-            self.seq = ready[-1][0]
-            for item in ready:
+            batch.append((seq, obj["rec"], data[pos:end]))
+            pos = end
+            left = left - 1 if left else 0
+            if left:
+                continue
+            self.seq = seq
+            for item in batch:
                 if item[0] >= self._from:
-                    yield item
-            pos = end + 1
+                    self.line = item[2]
+                    yield item[0], item[1]
+            batch = []
         used = len(data.rstrip(b"\xff"))
-        self.ring[at][3] = max(used, pos) - self._headers[at]
+        self.ring[at][3] = pos - self._headers[at]  # record bytes, for the retain policy
         if used > pos:
             # Written bytes that are not records: a program a crash cut short, or damage.
-            # A crash can only leave them at the end: any intact line after them is damage.
+            # A crash leaves them only at the end: an intact line after them is damage.
             pieces = data[pos:used].split(b"\n")
             for i in range(1, len(pieces) - 1):
                 if parse_line(pieces[i] + b"\n")[0] is not None:
@@ -253,7 +262,7 @@ class FlashReader:
         if batch:
             # Batches never cross sectors, so one open at the end of a sector was cut short.
             pos, line_no = batch_at
-            reason = "incomplete batch at seq %d (%d of %d records)" % (batch[0][0], len(batch), len(batch) + batch_left)
+            reason = "incomplete batch at seq %d (%d of %d records)" % (batch[0][0], len(batch), len(batch) + left)
         elif used <= pos:
             if is_head:
                 self.head_end = pos
@@ -269,6 +278,7 @@ class FlashStore:
 
     def __init__(self, region, sync_every, reader, seq):
         self.region = region
+        self._live = True  # False once closed
         self.path = region.name
         self.sync_every = sync_every
         self.seq = self.durable_seq = seq
@@ -280,19 +290,13 @@ class FlashStore:
         self._unsynced = 0
         self._pos = region.sector_size if reader.head_end is None else reader.head_end
         self._key = _key(region)
-        self.size = 0
-        for entry in self._ring:
-            self.size += entry[3]
 
     @staticmethod
-    def open(region, sync="always", base_seq=0, replay=None):
+    def open(region, sync: "str | int" = "always", base_seq=0, replay=None):
         """Open the journal in `region` (a Region or a block device); see MiniStore.open."""
         region = as_region(region)
-        if sync == "always":
-            sync_every = None
-        elif is_int(sync) and sync >= 1:
-            sync_every = sync
-        else:
+        sync_every = None if sync == "always" else sync
+        if sync_every is not None and not (isinstance(sync, int) and is_int(sync) and sync >= 1):
             raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
         if not is_int(base_seq) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
@@ -314,10 +318,6 @@ class FlashStore:
             del shim._held[key]
             raise
 
-    @staticmethod
-    def stream(region, from_seq=0):
-        return FlashReader(region, from_seq)
-
     # -- writing
 
     def append(self, record):
@@ -329,7 +329,7 @@ class FlashStore:
         return self._append_encoded([encode_json(r) for r in records])
 
     def _append_encoded(self, bodies):
-        if self.region is None:
+        if not self._live:
             raise ClosedError("%s is closed" % self.path)
         count = len(bodies)
         if count == 0:
@@ -359,15 +359,12 @@ class FlashStore:
 
     def _fits(self, length):
         """Whether the pending records plus `length` bytes find room without a RegionFull."""
-        size = self.region.sector_size
         at = self._pos
         need = 0
-        lengths = [len(data) for data, _ in self._pending]
-        lengths.append(length)
-        for n in lengths:
-            if at + n > size:
+        for n in [len(data) for data, _ in self._pending] + [length]:
+            if at + n > self.region.sector_size:
                 need += 1
-                at = HEADER_MAX
+                at = HEADER_MAX  # more than any header takes: a safe estimate
             at += n
         return need <= self._spare()
 
@@ -390,7 +387,7 @@ class FlashStore:
     def sync(self):
         """Program every record appended so far; durable when this returns."""
         region = self.region
-        if region is None:
+        if not self._live:
             raise ClosedError("%s is closed" % self.path)
         if not self._pending:
             return
@@ -409,8 +406,8 @@ class FlashStore:
                 self._written = last
             self._program(chunk, fill)
             region.barrier()
-        except OSError:
-            # Part of a line may be on flash: the next open closes that sector.
+        except BaseException:
+            # Part of a line may be on flash: stop; the next open closes that sector.
             self._abandon()
             raise
         self._pending = []
@@ -422,7 +419,6 @@ class FlashStore:
             self.region.program(self._ring[-1][0], self._pos, b"".join(chunk))
             self._pos += fill
             self._ring[-1][3] += fill
-            self.size += fill
 
     def _advance(self):
         """Start the next sector of the ring: retire it if it is the (covered) tail, erase it, head it."""
@@ -433,9 +429,9 @@ class FlashStore:
         if len(ring) == region.sectors:
             # The tail. Zero its header first: from then on it never reads as in use,
             # whatever an interrupted erase leaves of it.
-            region.program(index, 0, b"\x00" * self._header_len(index))
+            region.program(index, 0, b"\x00" * HEADER_MAX)
             region.barrier()
-            self.size -= ring.pop(0)[3]
+            ring.pop(0)
         erases = self._erases[index]
         if erases is None:
             # Never used (0), or a cut between this sector's erase and its header lost the
@@ -450,26 +446,21 @@ class FlashStore:
         ring.append([index, number, self._written, 0])
         self._pos = len(line)
 
-    def _header_len(self, index):
-        return self.region.read(index, 0, HEADER_MAX).find(b"\n") + 1
-
     # -- state
 
     def wear(self):
         """(max, mean, max/mean) of the erase counts the sector headers record (unknown ones left out)."""
-        known = [e for e in self._erases if e is not None]
-        if not known:
-            return 0, 0.0, 0.0
+        known = [e for e in self._erases if e is not None] or [0]
         mean = sum(known) / len(known)
         return max(known), mean, (max(known) / mean if mean else 0.0)
 
     def _abandon(self):
-        if self.region is not None:
-            self.region = None
+        if self._live:
+            self._live = False
             shim._held.pop(self._key, None)
 
     def close(self):
-        if self.region is None:
+        if not self._live:
             return
         try:
             self.sync()
@@ -478,7 +469,12 @@ class FlashStore:
 
     @property
     def closed(self):
-        return self.region is None
+        return not self._live
+
+    @property
+    def size(self):
+        """Bytes of records in the region (what minisnap calls a segment's active bytes)."""
+        return sum(entry[3] for entry in self._ring)
 
     def __enter__(self):
         return self
@@ -493,9 +489,7 @@ def _key(region):
 
 def _check_blank(region):
     """A region with no journal yet: refuse it if it holds data we did not write.
-
-    Only sector 0 may hold non-erased bytes (the first sector's header, torn by a cut).
-    """
+    Only sector 0 may hold written bytes: the first header, torn by a cut."""
     if region.reformat:
         return
     for index in range(1, region.sectors):
