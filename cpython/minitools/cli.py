@@ -15,6 +15,7 @@ from minisnap import SnapStore, NotFound, read_snapshot, segment_files, read_seg
 
 from minitools import scan as scanning
 from minitools import device
+from minitools import flashregion
 
 
 class UsageError(Exception):
@@ -40,6 +41,8 @@ def _journals(path):
 # ------------------------------------------------------------------ commands
 
 def cmd_cat(args):
+    if flashregion.is_dump(args):  # a miniflash region in a raw flash dump (FORMAT.md 6)
+        return flashregion.cat(args)
     out = sys.stdout
     for journal in _journals(args.journal):
         reader = MiniStore.stream(journal, from_seq=args.from_seq)
@@ -205,6 +208,7 @@ def build_parser():
     p.add_argument("journal", help="a journal file, or a state/queue directory")
     p.add_argument("--from-seq", type=int, default=0, metavar="N", help="start at seq N")
     p.add_argument("--raw", action="store_true", help="print only the records, without their seq")
+    flashregion.add_cat_args(p)
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("verify", help="check headers, CRCs, seqs, batches and tails; exit 1 if anything is wrong")
@@ -240,7 +244,7 @@ def main(argv=None):
     except UsageError as exc:
         sys.stderr.write("mini %s: %s\n" % (args.command, exc))
         return 2
-    except (MiniError, SnapshotError) as exc:
+    except (MiniError, SnapshotError, flashregion.RegionError) as exc:
         sys.stderr.write("mini %s: %s\n" % (args.command, exc))
         return 2
     except BrokenPipeError:  # the reader went away (mini cat J | head): not an error
