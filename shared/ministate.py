@@ -59,7 +59,7 @@ class StateManager(LogOwner):
 
     @staticmethod
     def open(directory, initial=None, mutators=(), snapshot_every=1000, snapshot_bytes=None,
-             keep=2, sync: "str | int" = "always"):
+             keep=2, sync: "str | int" = "always", region=None):
         """Recover the state in `directory` (creating it if needed).
 
         snapshot_every: take a snapshot after that many records (None: never by count).
@@ -67,6 +67,8 @@ class StateManager(LogOwner):
         that size (counting at most 80 bytes of line around each record).
         keep: how many snapshots to keep; the journal is kept back to the oldest, so
         recovery can fall back to it if the newest is damaged.
+        region: keep the journal on this raw flash region (miniflash, FORMAT.md 6) instead
+        of in journal files; the snapshots stay in `directory`.
         """
         sm = StateManager._prepare(directory, initial, mutators, keep)
         for name, value in (("snapshot_every", snapshot_every), ("snapshot_bytes", snapshot_bytes)):
@@ -74,20 +76,29 @@ class StateManager(LogOwner):
                 raise ValueError("%s must be None or an int >= 1" % name)
         sm.snapshot_every = snapshot_every
         sm.snapshot_bytes = snapshot_bytes
-        log = SegmentedLog.open(directory, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync)
+        if region is not None:
+            from miniflashlog import RegionLog
+            log = RegionLog.open(directory, region, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync,
+                                 covered=sm._snaps.oldest_seq)
+        else:
+            log = SegmentedLog.open(directory, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync)
         sm._log = log
         sm._since_snapshot = log.seq - sm.snapshot_seq
         return sm
 
     @staticmethod
-    def load(directory, initial=None, mutators=()):
+    def load(directory, initial=None, mutators=(), region=None):
         """Read-only recovery (no lock, no writes): return (state, seq, snapshot_seq).
 
         For looking at a copy, for example one pulled from a device.
         """
         sm = StateManager._prepare(directory, initial, mutators, 1)
         sm._load_snapshot()
-        seq = read_segments(directory, sm.snapshot_seq, sm._replay_one)
+        if region is not None:
+            from miniflashlog import read_region
+            seq = read_region(region, sm.snapshot_seq, sm._replay_one)
+        else:
+            seq = read_segments(directory, sm.snapshot_seq, sm._replay_one)
         return sm._state, seq, sm.snapshot_seq
 
     @staticmethod
