@@ -21,6 +21,11 @@ def _check(region):
     return region
 
 
+def _seq(after_seq) -> int:
+    """A seq, or what a function called now returns (None: 0)."""
+    return (after_seq() if callable(after_seq) else after_seq) or 0  # pyright: ignore[reportReturnType]
+
+
 def _gap_check(name, tail_base, after_seq, last):
     if tail_base is not None and tail_base > after_seq:
         raise CompactionGap("%s starts after seq %d, but the newest valid snapshot covers only up to seq %d: "
@@ -40,7 +45,7 @@ class RegionLog:
         self._since = since  # bytes of records appended since the last roll, about
 
     @staticmethod
-    def open(directory, region, after_seq=None, apply=None, sync="always", covered=None):
+    def open(directory, region, after_seq=None, apply=None, sync: "str | int" = "always", covered=None):
         """Lock `directory` (where the snapshots are), open the journal in `region`, call
         apply(seq, record) for every record after `after_seq` (a seq, or a function called
         under the lock), then release what `covered()` says is covered by snapshots."""
@@ -51,9 +56,7 @@ class RegionLog:
         except shim.Locked:
             raise LockedError("%s is already open for writing (one writer at a time)" % directory)
         try:
-            if callable(after_seq):
-                after_seq = after_seq()
-            after = after_seq or 0
+            after = _seq(after_seq)
             since = [0]
 
             def replay(seq, record):

@@ -82,7 +82,7 @@ class StateManager(LogOwner):
                                  covered=sm._snaps.oldest_seq)
         else:
             log = SegmentedLog.open(directory, after_seq=sm._load_snapshot, apply=sm._replay_one, sync=sync)
-        sm._log = log
+        sm._log = log  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog has what ministate uses of a SegmentedLog)
         sm._since_snapshot = log.seq - sm.snapshot_seq
         return sm
 
