@@ -47,6 +47,7 @@ class Region:
         self.retain = retain
         self.reformat = reformat
         self.name = name or "flash sectors %d..%d" % (start, start + sectors - 1)
+        self.key = "miniflash:%d:%d" % (id(device), start)  # its writer's entry in the lock registry
 
     def read(self, sector, offset, length):
         buf = bytearray(length)
@@ -75,6 +76,8 @@ class Region:
 
 
 def as_region(region):
+    if not isinstance(region, Region) and not hasattr(region, "ioctl"):
+        raise TypeError("a journal is a path (str) or a flash block device, not %r" % (region,))
     return region if isinstance(region, Region) else Region(region)
 
 
@@ -289,7 +292,7 @@ class FlashStore:
         self._pending = []   # (line bytes, last seq) of records not yet programmed
         self._unsynced = 0
         self._pos = region.sector_size if reader.head_end is None else reader.head_end
-        self._key = _key(region)
+        self._key = region.key
 
     @staticmethod
     def open(region, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -300,7 +303,7 @@ class FlashStore:
             raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
         if not is_int(base_seq) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
-        key = _key(region)
+        key = region.key
         if key in shim._held:
             raise LockedError("%s is already open for writing (one writer at a time)" % region.name)
         shim._held[key] = True
@@ -481,10 +484,6 @@ class FlashStore:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _key(region):
-    return "miniflash:%d:%d" % (id(region.device), region.start)
 
 
 def _check_blank(region):

@@ -160,6 +160,7 @@ def test_other_versions_and_geometries_are_refused():
     dev2.data[:len(line)] = line
     raises(FormatError, MiniStore.open, dev2)
     raises(FormatError, MiniStore.replay, dev2)
+    raises(TypeError, MiniStore.open, 42)  # neither a path nor a block device
 
 
 def test_one_writer_at_a_time():
