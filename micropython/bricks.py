@@ -17,7 +17,9 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(TOP, "shared")
 HERE = os.path.join(TOP, "micropython")
 VERSION = "0.1.0"
-_IMPORT = re.compile(r"^\s*(?:import|from)\s+(mini\w+)", re.M)
+# Only imports at the top of a module: one inside a function is optional (ministore
+# imports miniflash only when it is handed a flash region).
+_IMPORT = re.compile(r"^(?:import|from)\s+(mini\w+)", re.M)
 
 
 def core_modules():
@@ -26,7 +28,7 @@ def core_modules():
 
 
 def direct_deps(name):
-    """The core modules that `name` imports."""
+    """The core modules that `name` imports at its top (what it cannot import without)."""
     with open(os.path.join(SHARED, name + ".py")) as f:
         found = set(_IMPORT.findall(f.read()))
     core = set(core_modules())

@@ -54,6 +54,7 @@ class MiniQueue(LogBrick):
 
     def __init__(self):
         self._log = None
+        self._region = None
         self.directory = ""
         self.max_bytes = 0
         self.on_full = "reject"
@@ -68,7 +69,7 @@ class MiniQueue(LogBrick):
 
     @staticmethod
     def open(directory, max_bytes=64 * 1024, on_full="reject", max_deliveries=None,
-             sync: "str | int" = "always", compact_bytes=None):
+             sync: "str | int" = "always", compact_bytes=None, region=None):
         """Open (creating if needed) the queue in `directory`.
 
         max_bytes bounds the live messages (ready, in flight and dead, as stored
@@ -76,6 +77,8 @@ class MiniQueue(LogBrick):
         `dropped`). max_deliveries: after that many deliveries a message goes to
         dead() instead of being delivered again. compact_bytes: journal bytes
         written since the last checkpoint that trigger the next (default max_bytes).
+        region: keep the journal on this raw flash region (miniflash, FORMAT.md 6) instead of
+        in journal files; it must hold compact_bytes plus a checkpoint, plus 2 sectors.
         """
         if on_full not in ("reject", "drop_oldest"):
             raise ValueError('on_full must be "reject" or "drop_oldest"')
@@ -85,15 +88,21 @@ class MiniQueue(LogBrick):
                 raise ValueError("%s must be an int >= 1" % name)
         if max_bytes is None:
             raise ValueError("max_bytes must be an int >= 1")
-        q = MiniQueue._replayer(directory)
+        q = MiniQueue._replayer(directory, region)
         q.max_bytes = max_bytes
         q.on_full = on_full
         q.max_deliveries = max_deliveries
         q.compact_bytes = compact_bytes or max_bytes
-        log = SegmentedLog.open(q.directory, start=q._find_start, apply=q._replay, sync=sync)
-        q._log = log
+        if region is not None:
+            from miniflashlog import RegionLog
+            log = RegionLog.open(q.directory, region, start=q._find_start, apply=q._replay, sync=sync)
+        else:
+            log = SegmentedLog.open(q.directory, start=q._find_start, apply=q._replay, sync=sync)
+        q._log = log  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog has what the queue uses)
         try:
             q._finish_replay()
+            if region is not None:
+                log.compact(q._covered)  # a region forgets at each boot what its checkpoints covered
         except BaseException:
             log.close()
             raise
@@ -104,29 +113,40 @@ class MiniQueue(LogBrick):
         return q
 
     @staticmethod
-    def inspect(directory):
+    def inspect(directory, region=None):
         """Read-only (no lock, no writes): the queue as a restart would find it.
 
         len(), in_flight() (as it was: a restart would make them ready), dead(),
         dropped, deliveries() and live_bytes() work on the result; changing it does not.
         """
-        q = MiniQueue._replayer(directory)
-        q.last_seq = read_segments(q.directory, q._find_start(), q._replay)
+        q = MiniQueue._replayer(directory, region)
+        if region is not None:
+            from miniflashlog import read_region
+            q.last_seq = read_region(region, q._find_start(), q._replay)
+        else:
+            q.last_seq = read_segments(q.directory, q._find_start(), q._replay)
         q._finish_replay(redeliver=False)
         return q
 
     @staticmethod
-    def _replayer(directory):
+    def _replayer(directory, region=None):
         q = MiniQueue()
         q.directory = shim.fspath(directory)
+        q._region = region
         q._reset()
         q._ckpt = None          # entries of a checkpoint being replayed
+        q._ckpt_from = 0        # the seq of its first entry
+        q._covered = None       # the seq before the last complete checkpoint
         q._complete = False     # set once the history is whole: from seq 0, or from a finished checkpoint
         return q
 
     def _find_start(self):
-        """The base seq of the oldest segment (read under the lock when writing)."""
-        self._start = oldest_base(self.directory)
+        """The base seq of the oldest segment, or of the region (read under the lock when writing)."""
+        if self._region is not None:
+            from miniflash import FlashReader
+            self._start = FlashReader(self._region).base_seq or 0
+        else:
+            self._start = oldest_base(self.directory)
         self._complete = self._start == 0
         return self._start
 
@@ -169,17 +189,26 @@ class MiniQueue(LogBrick):
                 # Entries ascend by id. One that does not starts a new checkpoint: the one
                 # before was cut short and a compact() right after the reopen began again.
                 self._ckpt = []
+                self._ckpt_from = seq
             self._ckpt.append(arg)
             return
         if kind == "ckpt_end":
             # A complete checkpoint restates the whole queue: it replaces what came before.
             entries = self._ckpt or []
+            first = self._ckpt_from if self._ckpt else seq
             self._ckpt = None
+            if (self._region is not None and not self._complete and first == self._start + 1 and
+                    isinstance(arg, dict) and _is_count(arg.get("messages")) and arg["messages"] > len(entries)):
+                # A region's oldest sector can begin inside a checkpoint whose start went with
+                # the sector before (a newer checkpoint covered it): that one is not whole, and
+                # the one after it restates the queue (FORMAT.md 6.5).
+                return
             if not (isinstance(arg, dict) and _is_count(arg.get("dropped")) and _is_count(arg.get("messages"))
                     and arg["messages"] == len(entries)):
                 raise QueueCorrupt("checkpoint end at seq %d does not match its %d entries: %r" % (
                     seq, len(entries), arg))
             self._reset()
+            self._covered = first - 1  # a complete checkpoint restates all before it
             self.dropped = arg["dropped"]
             for mid, message, deliveries, status in entries:
                 self._add(mid, shim.dumps(message).encode(), deliveries, status)
@@ -414,11 +443,19 @@ class MiniQueue(LogBrick):
         log = self._open_log()
         log.roll()
         mids = sorted(self._msgs)
-        for start in range(0, len(mids), _CKPT_CHUNK):
-            chunk = []
-            for mid in mids[start:start + _CKPT_CHUNK]:
-                body, deliveries, status = self._msgs[mid]
-                chunk.append({"ckpt": [mid, shim.loads(body), deliveries, status]})
+        # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
+        limit = None if self._region is None else 2048
+        chunk = []
+        size = 0
+        for mid in mids:
+            body, deliveries, status = self._msgs[mid]
+            if len(chunk) == _CKPT_CHUNK or (chunk and limit is not None and size + len(body) > limit):
+                self._write(chunk)
+                chunk = []
+                size = 0
+            chunk.append({"ckpt": [mid, shim.loads(body), deliveries, status]})
+            size += len(body) + MESSAGE_OVERHEAD
+        if chunk:
             self._write(chunk)
         self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
         log.sync()

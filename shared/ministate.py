@@ -144,7 +144,7 @@ class StateManager(LogBrick):
 
     @staticmethod
     def open(directory, initial=None, mutators=(), snapshot_every=1000, snapshot_bytes=None,
-             keep=2, sync: "str | int" = "always"):
+             keep=2, sync: "str | int" = "always", region=None):
         """Recover the state in `directory` (creating it if needed).
 
         snapshot_every: take a snapshot after that many records (None: never by count).
@@ -152,6 +152,8 @@ class StateManager(LogBrick):
         that size (counting at most 80 bytes of line around each record).
         keep: how many snapshots to keep; the journal is kept back to the oldest, so
         recovery can fall back to it if the newest is damaged.
+        region: keep the journal on this raw flash region (miniflash, FORMAT.md 6) instead
+        of in journal files; the snapshots stay in `directory`.
         """
         sm = StateManager._prepare(directory, initial, mutators, keep)
         for name, value in (("snapshot_every", snapshot_every), ("snapshot_bytes", snapshot_bytes)):
@@ -159,13 +161,18 @@ class StateManager(LogBrick):
                 raise ValueError("%s must be None or an int >= 1" % name)
         sm.snapshot_every = snapshot_every
         sm.snapshot_bytes = snapshot_bytes
-        log = SegmentedLog.open(sm.directory, start=sm._load_snapshot, apply=sm._replay_one, sync=sync)
-        sm._log = log
+        if region is not None:
+            from miniflashlog import RegionLog
+            log = RegionLog.open(sm.directory, region, start=sm._load_snapshot, apply=sm._replay_one, sync=sync,
+                                 covered=sm._snaps.oldest_seq)
+        else:
+            log = SegmentedLog.open(sm.directory, start=sm._load_snapshot, apply=sm._replay_one, sync=sync)
+        sm._log = log  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog has what ministate uses of a SegmentedLog)
         sm._since_snapshot = log.seq - sm.snapshot_seq
         return sm
 
     @staticmethod
-    def load(directory, initial=None, mutators=()):
+    def load(directory, initial=None, mutators=(), region=None):
         """Read-only recovery (no lock, no writes): a Loaded result, with `.state`,
         `.seq` and `.snapshot_seq` (it also unpacks as (state, seq, snapshot_seq)).
 
@@ -173,7 +180,11 @@ class StateManager(LogBrick):
         """
         sm = StateManager._prepare(directory, initial, mutators, 1)
         sm._load_snapshot()
-        seq = read_segments(sm.directory, sm.snapshot_seq, sm._replay_one)
+        if region is not None:
+            from miniflashlog import read_region
+            seq = read_region(region, sm.snapshot_seq, sm._replay_one)
+        else:
+            seq = read_segments(sm.directory, sm.snapshot_seq, sm._replay_one)
         return Loaded((sm._state, seq, sm.snapshot_seq))
 
     @staticmethod

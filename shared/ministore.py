@@ -774,6 +774,8 @@ class MiniStore:
         recovery costs one read of the journal.
         """
         path = shim.fspath(path)
+        if not isinstance(path, str):  # a raw flash region (miniflash, FORMAT.md 6)
+            return _flash().FlashStore.open(path, sync, base_seq, replay)
         sync_every = _check_sync(sync)
         if not is_int(base_seq) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
@@ -804,16 +806,18 @@ class MiniStore:
 
     @staticmethod
     def stream(path, from_seq=0):
-        """A JournalReader over `path`: iterate it for (seq, record), records with seq
-        >= from_seq, in constant memory. Use `with MiniStore.stream(p) as r:` to close
-        it whatever happens (a for loop left early closes it too). Read-only: no lock."""
-        return JournalReader(path, from_seq)
+        """A JournalReader over `path` (or a FlashReader over a raw flash region): iterate
+        it for (seq, record), records with seq >= from_seq, in constant memory. Use
+        `with MiniStore.stream(p) as r:` to close it whatever happens (a for loop left
+        early closes it too). Read-only: no lock."""
+        path = shim.fspath(path)
+        return JournalReader(path, from_seq) if isinstance(path, str) else _flash().FlashReader(path, from_seq)
 
     @staticmethod
     def replay(path, from_seq=0):
         """Every record of `path` (from from_seq on) as a list, with `.torn` (a TornTail
         or None) and `.seq` (the last seq) set. Read-only: no lock."""
-        reader = JournalReader(path, from_seq)
+        reader = MiniStore.stream(path, from_seq)
         out = Replay()
         for _, record in reader:
             out.append(record)
@@ -951,6 +955,11 @@ class MiniStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _flash():
+    import miniflash  # only when a region is used: the file bricks never load it
+    return miniflash
 
 
 def _check_sync(sync):

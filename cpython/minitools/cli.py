@@ -16,6 +16,7 @@ from minilog import segment_files, read_segments
 
 from minitools import scan as scanning
 from minitools import device
+from minitools import flashregion
 
 
 class UsageError(Exception):
@@ -48,6 +49,8 @@ def _journals(path):
 # ------------------------------------------------------------------ commands
 
 def cmd_cat(args):
+    if flashregion.is_dump(args):  # a miniflash region in a raw flash dump (FORMAT.md 6)
+        return flashregion.cat(args)
     out = sys.stdout
     for journal in _journals(args.journal):
         reader = MiniStore.stream(journal, from_seq=args.from_seq)
@@ -215,6 +218,7 @@ def build_parser():
     p.add_argument("journal", help="a journal file, or a state/queue directory")
     p.add_argument("--from-seq", type=int, default=0, metavar="N", help="start at seq N")
     p.add_argument("--raw", action="store_true", help="print only the records, without their seq")
+    flashregion.add_cat_args(p)
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("verify", help="check headers, CRCs, seqs, batches and tails; exit 1 if anything is wrong")
@@ -249,7 +253,7 @@ def main(argv=None):
         return args.func(args)
     except BrokenPipeError:  # the reader went away (mini cat J | head): not an error
         return 0
-    except (UsageError, MiniError, OSError) as exc:  # OSError after BrokenPipeError, which is one too
+    except (UsageError, MiniError, flashregion.RegionError, OSError) as exc:  # OSError after BrokenPipeError
         sys.stderr.write("mini %s: %s\n" % (args.command, exc))
         return 2
 

@@ -544,10 +544,12 @@ def register(sub):
     image_sub.required = True
     e = image_sub.add_parser("extract", help="extract every file of a LittleFS flash image")
     e.add_argument("image", metavar="FLASH.BIN")
-    e.add_argument("--board", choices=sorted(PROG_SIZE), required=True, help="flash geometry of the board")
+    e.add_argument("--board", choices=sorted(PROG_SIZE), help="flash geometry of the board (LittleFS images)")
     e.add_argument("out_dir", metavar="OUT_DIR")
     e.add_argument("--offset", type=lambda s: int(s, 0), default=0,
                    help="where the filesystem starts in the dump (bytes; 0x... accepted)")
     e.add_argument("--block-count", type=int, default=None, help="filesystem size in 4096-byte blocks")
     e.add_argument("--force", action="store_true", help="extract into a non-empty OUT_DIR")
     e.set_defaults(func=cmd_image_extract)
+    from minitools import flashregion
+    flashregion.add_extract_args(e, cmd_image_extract)  # --region: a miniflash journal (FORMAT.md 6)

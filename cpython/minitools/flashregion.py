@@ -1,0 +1,169 @@
+"""A miniflash journal (FORMAT.md 6) read out of a raw flash dump, for `mini cat` and
+`mini image extract --region`:
+
+    mini cat FLASH.BIN --offset 0x310000 [--size 0x100000] [--from-seq N] [--raw]
+    mini image extract FLASH.BIN --region --offset 0x310000 [--size 0x100000] OUT_DIR
+
+Without --size the region's size comes from its sector headers (they record the
+geometry). extract writes OUT_DIR/journal.jsonl, a ministore journal (FORMAT.md 2)
+holding the region's records as the exact lines that were on flash, so `mini verify`,
+`mini cat` and `mini stats` read it; OUT_DIR/region.bin, the region's raw bytes; and
+OUT_DIR/sectors.json, each sector in use with its number, base seq and erase count.
+"""
+import errno
+import json
+import os
+import sys
+
+import miniflash
+from ministore import MiniStore, header_line, parse_line, HEADER
+
+SECTOR_SIZE = 4096
+
+
+class RegionError(Exception):
+    """A dump, offset or size that holds no readable region: one line, exit 2."""
+
+
+class DumpDevice:
+    """A read-only block device over the bytes of a flash dump."""
+
+    def __init__(self, data, block_size):
+        self.data = data
+        self.block_size = block_size
+
+    def readblocks(self, block, buf, offset=0):
+        start = block * self.block_size + offset
+        buf[:] = self.data[start:start + len(buf)]
+
+    def writeblocks(self, block, buf, offset=None):
+        raise OSError(errno.EROFS, "a flash dump is read-only")
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return len(self.data) // self.block_size
+        if op == 5:
+            return self.block_size
+        if op == 6:
+            raise OSError(errno.EROFS, "a flash dump is read-only")
+        return 0
+
+
+def _geometry(data, sector_size):
+    """The region size its first intact sector header records, or None."""
+    for at in range(0, len(data) - sector_size + 1, sector_size):
+        head = data[at:at + miniflash.HEADER_MAX]
+        kind, header = parse_line(head[:head.find(b"\n") + 1])
+        if (kind == HEADER and isinstance(header, dict) and header.get("format") == miniflash.FORMAT_NAME
+                and header.get("sector_size") == sector_size and is_count(header.get("sectors"))):
+            return header["sectors"] * sector_size
+    return None
+
+
+def is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
+
+
+def open_region(path, offset, size, sector_size=SECTOR_SIZE):
+    """A miniflash.Region over bytes offset..offset+size of the dump at `path`."""
+    if not os.path.isfile(path):
+        raise RegionError("%s: no such file" % path)
+    if offset is None:
+        offset = 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read() if size is None else f.read(size)
+    if offset % sector_size:
+        raise RegionError("--offset %d is not a multiple of the sector size %d" % (offset, sector_size))
+    if size is None:
+        size = _geometry(data, sector_size)
+        if size is None:
+            raise RegionError("%s: no miniflash sector header after offset %d (0x%x): give --offset, or --size "
+                              "for a region with no journal yet" % (path, offset, offset))
+        data = data[:size]
+    if len(data) < size:
+        raise RegionError("%s: the dump ends %d bytes into the %d-byte region at offset %d" % (
+            path, len(data), size, offset))
+    if size % sector_size or size < 2 * sector_size:
+        raise RegionError("--size %d is not 2 or more sectors of %d bytes" % (size, sector_size))
+    return miniflash.Region(DumpDevice(data, sector_size), name="%s@0x%x" % (path, offset))
+
+
+def cat(args, out=None):
+    out = out or sys.stdout
+    region = open_region(args.journal, args.offset, args.size, args.sector_size)
+    reader = MiniStore.stream(region, from_seq=args.from_seq)
+    for seq, record in reader:
+        obj = record if args.raw else {"seq": seq, "rec": record}
+        out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+    if reader.torn is not None:
+        sys.stderr.write("mini cat: %s: torn tail skipped at byte %d (%s)\n" % (
+            region.name, reader.torn.offset, reader.torn.reason))
+    return 0
+
+
+def extract(path, offset, size, out_dir, sector_size=SECTOR_SIZE, force=False):
+    """Write journal.jsonl, region.bin and sectors.json into out_dir; return (records, last seq, torn)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise RegionError("%s exists and is not a directory" % out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
+        raise RegionError("%s is not empty (extract into a new directory, or --force)" % out_dir)
+    region = open_region(path, offset, size, sector_size)
+    reader = miniflash.FlashReader(region)
+    lines = []
+    for seq, record in reader:
+        lines.append(reader.line)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "journal.jsonl"), "wb") as f:
+        f.write(header_line(reader.base_seq or 0))
+        for line in lines:
+            f.write(line)
+    with open(os.path.join(out_dir, "region.bin"), "wb") as f:
+        f.write(region.device.data)
+    sectors = [{"sector": index, "number": number, "base_seq": base, "record_bytes": used,
+                "erases": reader.erases[index]} for index, number, base, used in reader.ring]
+    with open(os.path.join(out_dir, "sectors.json"), "w") as f:
+        json.dump({"sector_size": region.sector_size, "sectors": region.sectors, "in_use": sectors,
+                   "erases": reader.erases}, f, indent=1)
+        f.write("\n")
+    return len(lines), reader.seq, reader.torn
+
+
+def add_cat_args(parser):
+    parser.add_argument("--offset", type=lambda s: int(s, 0), default=None,
+                        help="JOURNAL is a raw flash dump: the miniflash region starts here (bytes; 0x... accepted)")
+    parser.add_argument("--size", type=lambda s: int(s, 0), default=None,
+                        help="the region's size in bytes (default: what its sector headers record)")
+    parser.add_argument("--sector-size", type=int, default=SECTOR_SIZE, help="erase sector size (default 4096)")
+
+
+def is_dump(args):
+    return getattr(args, "offset", None) is not None or getattr(args, "size", None) is not None
+
+
+def add_extract_args(parser, littlefs_extract):
+    """--region for `mini image extract`; without it the LittleFS extract runs (it needs --board)."""
+    parser.add_argument("--region", action="store_true",
+                        help="the dump holds a miniflash journal region (FORMAT.md 6), not a LittleFS")
+    parser.add_argument("--size", type=lambda s: int(s, 0), default=None,
+                        help="with --region: the region's size in bytes (default: from its sector headers)")
+    parser.add_argument("--sector-size", type=int, default=SECTOR_SIZE, help="with --region: default 4096")
+
+    def run(args):
+        if not args.region:
+            if args.board is None:
+                sys.stderr.write("mini image extract: --board is required for a LittleFS image\n")
+                return 2
+            return littlefs_extract(args)
+        try:
+            records, last, torn = extract(args.image, args.offset, args.size, args.out_dir, args.sector_size,
+                                          args.force)
+        except (RegionError, miniflash.MiniError, OSError) as exc:
+            sys.stderr.write("mini image extract: %s\n" % exc)
+            return 2
+        print("extracted %d records (last seq %s) from the region at offset %d of %s to %s" % (
+            records, last, args.offset, args.image, os.path.join(args.out_dir, "journal.jsonl")))
+        if torn is not None:
+            print("torn tail (never acknowledged) left out at region byte %d: %s" % (torn.offset, torn.reason))
+        return 0
+    parser.set_defaults(func=run)

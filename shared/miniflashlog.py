@@ -1,0 +1,138 @@
+"""miniflashlog: the journal of ministate and miniqueue (the interface of
+minilog.SegmentedLog) on a raw flash region (miniflash, FORMAT.md 6), the snapshots
+staying in files."""
+#
+# Where SegmentedLog starts a new segment file and removes the old ones, a region
+# keeps one journal whose seqs run on: roll() only marks where the records since the
+# last snapshot begin, and compact(seq) releases the records up to seq, so that their
+# sectors may be erased and reused once the ring comes round to them. Nothing is
+# released before the snapshot that covers it is durable (ministate's order).
+import minishim as shim
+from ministore import LockedError, encode_json
+from minilog import CompactionGap, Segment
+from miniflash import FlashStore, FlashReader, as_region
+
+_LINE_OVERHEAD = 40  # bytes of a record line around its JSON, about (for active_bytes)
+
+
+def _check(region):
+    region = as_region(region)
+    if region.retain is not None:
+        raise ValueError("a state's journal region releases sectors through snapshots: give it no retain= policy")
+    return region
+
+
+def _gap_check(name, tail_base, after_seq, last):
+    if tail_base is not None and tail_base > after_seq:
+        raise CompactionGap("%s starts after seq %d, but the newest valid snapshot covers only up to seq %d: "
+                            "records %d..%d are gone" % (name, tail_base, after_seq, after_seq + 1, tail_base))
+    if last < after_seq:
+        raise CompactionGap("the snapshot is at seq %d but the journal ends at seq %d" % (after_seq, last))
+
+
+class RegionLog:
+    """A journal on a flash region, with the interface ministate uses of a SegmentedLog."""
+
+    def __init__(self, directory, store, lock, since):
+        self.directory = directory
+        self.lock = lock
+        self.store = store
+        self.segments = [Segment(1, store.path, store.seq)]  # one: base_seq is the seq of the last roll
+        self._since = since  # bytes of records appended since the last roll, about
+
+    @staticmethod
+    def open(directory, region, after_seq=0, apply=None, sync: "str | int" = "always", covered=None, start=None):
+        """Lock `directory` (where the snapshots are), open the journal in `region`, call
+        apply(seq, record) for every record after `after_seq` (or after what start(),
+        called under the lock, returns), then release what `covered()` says is covered
+        by snapshots."""
+        region = _check(region)
+        shim.makedirs(directory)
+        lock = None
+        try:
+            lock = shim.DirLock(directory)
+        except shim.Locked:
+            pass  # raised below, where no other exception is chained to it
+        if lock is None:
+            raise LockedError("%s is already open for writing (one writer at a time)" % directory)
+        try:
+            after = start() if start is not None else after_seq
+            since = [0]
+
+            def replay(seq, record):
+                if seq > after:
+                    since[0] += len(shim.dumps(record)) + _LINE_OVERHEAD
+                    if apply is not None:
+                        apply(seq, record)
+            store = FlashStore.open(region, sync=sync, base_seq=after, replay=replay)
+            try:
+                _gap_check(region.name, store._ring[0][2] if store._ring else None, after, store.seq)
+                done = covered() if covered is not None else None
+                if done is not None:
+                    store.release(done)
+            except BaseException:
+                store.close()
+                raise
+            return RegionLog(directory, store, lock, since[0])
+        except BaseException:
+            lock.release()
+            raise
+
+    @property
+    def seq(self):
+        return self.store.seq
+
+    def append(self, record):
+        return self.append_encoded([encode_json(record)])
+
+    def append_many(self, records):
+        return self.append_encoded([encode_json(r) for r in records])
+
+    def append_encoded(self, bodies):
+        seq = self.store.append_encoded(bodies)
+        for body in bodies:
+            self._since += len(body) + _LINE_OVERHEAD
+        return seq
+
+    def sync(self):
+        self.store.sync()
+
+    def close(self):
+        try:
+            self.store.close()
+        finally:
+            self.lock.release()
+
+    def replay(self, after_seq, apply):
+        """Read the journal again; call apply(seq, record) for the records after `after_seq`."""
+        self.store.sync()
+        for seq, record in FlashReader(self.store.region):
+            if seq > after_seq:
+                apply(seq, record)
+
+    def active_bytes(self):
+        """Bytes of records since the last roll(), about (what triggers snapshot_bytes)."""
+        return self._since
+
+    def roll(self):
+        """Where a segmented log starts a new segment: here only the count restarts."""
+        self.store.sync()
+        self.segments = [Segment(1, self.store.path, self.store.seq)]
+        self._since = 0
+
+    def compact(self, upto_seq):
+        """Records up to `upto_seq` are covered (by the oldest snapshot kept): release them."""
+        if upto_seq is not None:
+            self.store.release(upto_seq)
+        return 0
+
+
+def read_region(region, after_seq=0, apply=None):
+    """Read-only (no lock, no writes): replay the journal in `region` after `after_seq`; return the last seq."""
+    reader = FlashReader(_check(region))
+    for seq, record in reader:
+        if seq > after_seq and apply is not None:
+            apply(seq, record)
+    last = 0 if reader.seq is None else reader.seq
+    _gap_check(reader.path, reader.base_seq, after_seq, last)
+    return last

@@ -1,0 +1,253 @@
+# miniflash tests: the journal on a raw flash region (FORMAT.md 6), on the
+# flash-faithful NOR block device of tests/mp/blockdev.py. They run under pytest on
+# CPython and under tests/mp/runner.py on the MicroPython unix port; they touch no
+# filesystem, so the power-cut sweep runs once per runtime (posix on MicroPython).
+import os
+
+try:
+    import blockdev
+except ImportError:  # CPython: pytest puts tests/core on the path, not tests/mp
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mp"))
+    import blockdev
+
+import support
+from support import raises
+import flashsweep
+import minishim
+import miniflash
+from miniflash import Region, RegionFull, FlashStore
+from ministore import MiniStore, CorruptRecord, FormatError, LockedError, ClosedError, seal
+
+SECTOR = 4096
+
+
+def flash(sectors=8, prog=256):
+    device = flashsweep.WatchedFlash(SECTOR, sectors)
+    device.prog = prog
+    return device
+
+
+def rec(i, size=100):
+    return {"i": i, "fill": "x" * size}
+
+
+def test_round_trip_and_a_raw_dump_is_jsonl():
+    dev = flash()
+    with MiniStore.open(dev) as store:
+        assert store.seq == 0
+        assert store.append({"Set": {"value": 42}}) == 1
+        assert store.append_many([1, 2, 3]) == 4
+        assert store.durable_seq == 4
+    assert MiniStore.replay(dev) == [{"Set": {"value": 42}}, 1, 2, 3]
+    assert list(MiniStore.stream(dev, from_seq=3)) == [(3, 2), (4, 3)]
+    lines = bytes(dev.data[:SECTOR]).rstrip(b"\xff").split(b"\n")
+    head = minishim.loads(lines[0])
+    assert head["format"] == "miniflash" and head["version"] == 1 and head["base_seq"] == 0
+    assert head["erases"] == 1 and head["number"] == 1 and head["sector_size"] == SECTOR
+    assert lines[1].startswith(b'{"seq":1,"rec":{"Set":{"value":42}},"crc":"')
+    assert lines[2].startswith(b'{"seq":2,"batch":3,"rec":1,')
+    assert dev.violations == 0
+
+
+def test_reopen_continues_the_seqs_and_replays():
+    dev = flash()
+    with MiniStore.open(dev) as store:
+        for i in range(50):
+            store.append(rec(i))
+    got = []
+    with MiniStore.open(dev, replay=lambda seq, r: got.append(seq)) as store:
+        assert store.seq == 50 and got == list(range(1, 51))
+        assert store.append("more") == 51
+    back = MiniStore.replay(dev)
+    assert back.seq == 51 and back[-1] == "more" and back.torn is None
+
+
+def test_appends_program_erased_space_and_erase_once_per_sector():
+    for geometry in ("esp32", "rp2040"):
+        prog = blockdev.GEOMETRY[geometry][1]
+        dev = flash(16, prog)
+        store = MiniStore.open(Region(dev, prog=prog))
+        store.append(rec(0, 83))
+        line = len(bytes(dev.data[:SECTOR]).rstrip(b"\xff").split(b"\n")[1]) + 1
+        assert line == 134
+        for i in range(1, 400):
+            store.append(rec(i, 83))
+        store.close()
+        used = (400 * 136) // (SECTOR - miniflash.HEADER_MAX) + 1
+        assert dev.erases <= used + 1, (geometry, dev.erases)
+        assert dev.erases / 400.0 <= 0.05
+        assert dev.violations == 0  # whole aligned units, 0xFF over what is written
+        assert len(MiniStore.replay(dev)) == 400
+
+
+def test_retain_reuses_the_oldest_sectors_and_spreads_the_wear():
+    dev = flash(8)
+    region = Region(dev, retain=10000)
+    with MiniStore.open(region) as store:
+        for i in range(3000):
+            store.append(rec(i))
+        top, mean, ratio = store.wear()
+    assert dev.erases > 8 * 5
+    assert max(dev.block_erases) - min(dev.block_erases) <= 1
+    assert ratio <= 1.2
+    back = MiniStore.replay(region)
+    assert back.seq == 3000 and back[-1] == rec(2999)
+    assert len(back) * 134 >= 10000
+    assert dev.violations == 0
+
+
+def test_region_full_until_released_and_nothing_written_by_a_refused_append():
+    dev = flash(3)
+    store = MiniStore.open(dev)
+    seq = 0
+    try:
+        while True:
+            store.append(rec(seq))
+            seq += 1
+    except RegionFull:
+        pass
+    ops = dev.ops
+    assert store.seq == seq and store.durable_seq == seq
+    raises(RegionFull, store.append, rec(seq))
+    assert dev.ops == ops and store.seq == seq
+    store.release(10)  # the oldest sector holds more than 10 records: still full
+    raises(RegionFull, store.append, rec(seq))
+    store.release(seq)
+    assert store.append(rec(seq)) == seq + 1
+    store.close()
+    back = MiniStore.replay(dev)
+    assert back[-1] == rec(seq) and back.seq == seq + 1
+    # A reopen forgets release(): it is the owner's to say again.
+    store = MiniStore.open(dev)
+    while True:
+        try:
+            store.append(rec(0))
+        except RegionFull:
+            break
+    store.close()
+
+
+def test_a_record_larger_than_a_sector_is_refused_before_writing():
+    dev = flash(4)
+    with MiniStore.open(dev) as store:
+        raises(ValueError, store.append, "y" * SECTOR)
+        raises(ValueError, store.append_many, ["y" * 2000, "z" * 2000])
+        assert store.seq == 0 and dev.ops == 0
+        raises(TypeError, store.append, b"bytes")
+        assert store.append("fits") == 1
+
+
+def test_a_region_with_foreign_data_is_refused_unless_reformat():
+    dev = flash(4)
+    dev.data[SECTOR * 2 + 100] = 0x12
+    raises(FormatError, MiniStore.open, dev)
+    assert not minishim._held
+    with MiniStore.open(Region(dev, reformat=True)) as store:
+        store.append("mine")
+    with MiniStore.open(dev) as store:  # a journal now: no flag needed
+        assert store.seq == 1
+
+
+def test_other_versions_and_geometries_are_refused():
+    dev = flash(4)
+    with MiniStore.open(dev) as store:
+        store.append(1)
+    raises(FormatError, MiniStore.open, Region(dev, sectors=3))
+    dev2 = flash(4)
+    dev2.data[:200] = b"\xff" * 200
+    line = seal(b'{"format":"miniflash","version":2,"sector_size":4096,"sectors":4,"number":1,"erases":1,"base_seq":0')
+    dev2.data[:len(line)] = line
+    raises(FormatError, MiniStore.open, dev2)
+    raises(FormatError, MiniStore.replay, dev2)
+    raises(TypeError, MiniStore.open, 42)  # neither a path nor a block device
+
+
+def test_one_writer_at_a_time():
+    dev = flash(4)
+    store = MiniStore.open(dev)
+    raises(LockedError, MiniStore.open, dev)
+    store.close()
+    raises(ClosedError, store.append, 1)
+    MiniStore.open(dev).close()
+
+
+def test_a_sub_range_leaves_the_rest_of_the_device_alone():
+    dev = flash(8)
+    dev.data[0:4] = b"fs!!"  # someone else's data before the region
+    region = Region(dev, start=2, sectors=4, retain=0)
+    with MiniStore.open(region) as store:
+        for i in range(400):
+            store.append(rec(i))
+    assert dev.block_erases[:2] == [0, 0] and dev.block_erases[6:] == [0, 0]
+    assert bytes(dev.data[0:4]) == b"fs!!" and bytes(dev.data[6 * SECTOR:]) == b"\xff" * (2 * SECTOR)
+    assert MiniStore.replay(region)[-1] == rec(399)
+
+
+def test_base_seq_and_sync_n():
+    dev = flash(4)
+    store = MiniStore.open(dev, sync=3, base_seq=100)
+    assert store.append(1) == 101 and store.append(2) == 102
+    assert store.durable_seq == 100 and dev.ops == 0
+    assert store.append(3) == 103 and store.durable_seq == 103
+    store.append(4)
+    store.close()
+    assert MiniStore.replay(dev) == [1, 2, 3, 4]
+    assert MiniStore.replay(dev).seq == 104
+
+
+def test_a_torn_head_is_reported_then_closed_by_the_next_open():
+    dev = flash(4)
+    with MiniStore.open(dev) as store:
+        for i in range(5):
+            store.append(rec(i))
+    end = len(bytes(dev.data[:SECTOR]).rstrip(b"\xff"))
+    dev.data[end:end + 40] = b'{"seq":6,"rec":{"i":5,"fill":"xxxxxxxxxx'  # a program cut short
+    back = MiniStore.replay(dev)
+    assert len(back) == 5 and back.torn is not None and back.torn.offset == end and back.torn.length == 40
+    with MiniStore.open(dev) as store:
+        assert store.seq == 5
+        assert store.append("next") == 6  # goes to a new sector: the torn bytes stay as they are
+    back = MiniStore.replay(dev)
+    assert back[-1] == "next" and back.seq == 6 and back.torn is None
+    assert dev.data[SECTOR:SECTOR + 1] == b"{"
+
+
+def test_damage_with_records_after_it_is_corruption():
+    dev = flash(4)
+    with MiniStore.open(dev) as store:
+        for i in range(80):  # about 2.7 sectors
+            store.append(rec(i))
+    good = bytes(dev.data)
+    dev.data[300] ^= 0x01  # a record in the middle of sector 0
+    err = raises(CorruptRecord, MiniStore.replay, dev)
+    assert "intact lines follow" in err.reason
+    dev.data[:] = good
+    last = len(good[:SECTOR].rstrip(b"\xff")) - 5  # the last record of sector 0: the next sector tells
+    dev.data[last] ^= 0x01
+    err = raises(CorruptRecord, MiniStore.replay, dev)
+    assert "sequence gap" in err.reason
+    dev.data[:] = good
+    dev.data[SECTOR + 3] ^= 0x01  # sector 1's header: the ring has a hole
+    raises(CorruptRecord, MiniStore.replay, dev)
+
+
+def test_powercut_sweep_every_program_and_erase_in_five_modes():
+    if support.FS not in ("host", "posix"):
+        return  # no filesystem involved: once per runtime is enough
+    long = os.getenv("MINI_TORTURE") == "long"
+    configs = [
+        flashsweep.Config("rp2040", "always", ("retain", 3000), long=long),
+        flashsweep.Config("esp32", "always", ("release", 5), sectors=6, long=long),
+        flashsweep.Config("rp2040", 4, ("retain", 3000), long=long),
+    ]
+    if long:
+        configs.append(flashsweep.Config("esp32", 3, ("release", 8), sectors=8, long=True))
+    fractions = (0.05, 0.25, 0.5, 0.75, 0.95) if long else (0.5, 0.1, 0.9)
+    failures = []
+    for config in configs:
+        checks, failed, acked, ops = flashsweep.sweep(config, fractions, failures.append)
+        print("miniflash sweep %s: %d ops, %d checks, %d acked records seen, %d failed" % (
+            config.label(), ops, checks, acked, failed))
+        assert checks > ops * 4
+    assert not failures, "\n".join(failures[:20])

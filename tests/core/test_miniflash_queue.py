@@ -1,0 +1,213 @@
+# miniqueue with its journal on a raw flash region (miniflashlog, FORMAT.md 6.5).
+# Runs under pytest on CPython and tests/mp/runner.py on the MicroPython unix port.
+# The queue's directory only holds its lock, so the power-cut sweep (on the region's
+# flash) runs on both runtimes, once each ("host" and "posix").
+import os
+
+try:
+    import blockdev
+except ImportError:  # CPython: pytest puts tests/core on the path, not tests/mp
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mp"))
+    import blockdev
+
+import support
+from support import scratch
+import flashsweep
+import minishim
+import miniflash
+from miniqueue import MiniQueue
+
+SECTOR = 4096
+
+
+def body(i, pad=40):
+    return {"i": i, "pad": "m" * pad}
+
+
+def test_a_queue_on_a_region_goes_round_the_ring_and_reopens():
+    d = scratch()
+    flash = blockdev.RAMFlash(SECTOR, 6)
+    q = MiniQueue.open(d, max_bytes=3000, region=flash)
+    live = []
+    for i in range(2000):
+        q.put(body(i))
+        live.append(i)
+        if len(live) > 30:
+            mid, msg = q.get()
+            assert msg == body(live.pop(0))
+            q.ack(mid)
+    mid, msg = q.get()  # in flight at the restart: delivered again, first
+    q.close()
+    assert max(flash.block_erases) - min(flash.block_erases) <= 1 and min(flash.block_erases) >= 5
+    q = MiniQueue.open(d, max_bytes=3000, region=flash)
+    assert len(q) == len(live) and q.deliveries(mid) == 1
+    got = []
+    while len(q):
+        mid, msg = q.get()
+        got.append(msg["i"])
+        q.ack(mid)
+    assert got == live
+    q.close()
+    assert len(MiniQueue.inspect(d, region=flash)) == 0
+
+
+def _first_checkpoint_is_partial(flash):
+    """Whether the region's oldest sector begins inside a checkpoint."""
+    reader = miniflash.FlashReader(flash)
+    entries = 0
+    for seq, event in reader:
+        if "ckpt" in event:
+            entries += 1
+        elif "ckpt_end" in event:
+            return event["ckpt_end"]["messages"] > entries
+        else:
+            return False
+    return False
+
+
+def test_a_region_whose_oldest_sector_begins_inside_a_checkpoint():
+    d = scratch()
+    flash = blockdev.RAMFlash(SECTOR, 6)
+    q = MiniQueue.open(d, max_bytes=8000, compact_bytes=2500, region=flash)
+    live = []
+    partial = 0
+    n = 0
+    for rounds in range(40):
+        for _ in range(12):
+            q.put(body(n, 90))
+            live.append(n)
+            n += 1
+        while len(live) > 40:
+            mid, msg = q.get()
+            assert msg["i"] == live.pop(0)
+            q.ack(mid)
+        q.close()
+        partial += _first_checkpoint_is_partial(flash)
+        q = MiniQueue.open(d, max_bytes=8000, compact_bytes=2500, region=flash)
+        assert len(q) == len(live)
+    q.close()
+    assert partial > 0, "the test never made the case it is about"
+
+
+# ---------------------------------------------------------------- power cuts
+
+def _workload(long):
+    steps = []
+    for i in range(90 if long else 36):
+        steps.append(("put", i))
+        if i % 3 == 2:
+            steps.append(("take", 2 if i < 36 else 3))
+        if i == 20:
+            steps.append(("reopen", 0))
+    return steps
+
+
+def _open(flash):
+    region = miniflash.Region(flash, prog=256)
+    return MiniQueue.open(_DIR[0], max_bytes=4000, compact_bytes=1500, region=region)
+
+
+_DIR = [None]
+
+
+def _run(flash, steps):
+    """Returns (puts acknowledged, acks acknowledged, puts attempted, error)."""
+    put_acked, ack_acked, attempted, ack_tried = set(), set(), set(), set()
+    q = None
+    error = None
+    try:
+        q = _open(flash)
+        for kind, arg in steps:
+            if kind == "put":
+                attempted.add(arg)
+                q.put(body(arg, 150))
+                if not flash.dead:
+                    put_acked.add(arg)
+            elif kind == "take":
+                for _ in range(arg):
+                    item = q.get()
+                    if item is None:
+                        break
+                    ack_tried.add(item[1]["i"])  # an ack the cut stops may still have landed whole
+                    q.ack(item[0])
+                    if not flash.dead:
+                        ack_acked.add(item[1]["i"])
+            else:
+                q.close()
+                q = _open(flash)
+        q.close()
+    except OSError:
+        pass
+    except Exception as exc:
+        error = exc
+    if q is not None and q._log is not None:
+        q._log.store._abandon()
+        q._log.lock.release()
+    for key in list(minishim._held):
+        del minishim._held[key]
+    return put_acked, (ack_acked, ack_tried), attempted, error
+
+
+def _verify(flash, put_acked, acks, attempted):
+    ack_acked, ack_tried = acks
+    image = flash.copy()
+    q = None
+    try:
+        q = _open(image)
+        got = []
+        while len(q):
+            mid, msg = q.get()
+            got.append(msg["i"])
+            q.ack(mid)
+        q.close()
+        q = None
+        if got != sorted(got) or not set(got) <= attempted:
+            return "not FIFO, or not attempted: %r" % (got,)
+        if set(got) & ack_acked:
+            return "acknowledged acks came back: %r" % (sorted(set(got) & ack_acked),)
+        missing = put_acked - ack_tried - set(got)
+        if missing:
+            return "acknowledged puts lost: %r" % (sorted(missing),)
+        if len(MiniQueue.inspect(_DIR[0], region=image)) != 0:
+            return "not empty after every message was acked"
+    except Exception as exc:
+        return "recovery failed: %r" % (exc,)
+    finally:
+        if q is not None and q._log is not None:
+            q._log.store._abandon()
+            q._log.lock.release()
+        for key in list(minishim._held):
+            del minishim._held[key]
+    return None
+
+
+def test_queue_on_a_region_power_cut_at_every_program_and_erase():
+    if support.FS not in ("host", "posix"):
+        return  # the region is on its own flash: once per runtime is enough
+    _DIR[0] = scratch()
+    long = os.getenv("MINI_TORTURE") == "long"
+    steps = _workload(long)
+    flash = flashsweep.WatchedFlash(SECTOR, 5)
+    put_acked, ack_acked, attempted, error = _run(flash, steps)
+    assert error is None and put_acked == attempted and flash.violations == 0
+    assert _verify(flash, put_acked, ack_acked, attempted) is None
+    assert max(flash.block_erases) >= 2  # the journal went round the ring
+    total = flash.ops
+    failures = []
+    for k in range(total):
+        for mode in flashsweep.MODES:
+            flash = flashsweep.WatchedFlash(SECTOR, 5)
+            flash.mode = mode
+            flash.after_cut = "lost"
+            flash.cut_at = k
+            put_acked, ack_acked, attempted, error = _run(flash, steps)
+            if error is not None and mode != "drop":
+                problem = "workload raised %r" % (error,)
+            else:
+                problem = _verify(flash, put_acked, ack_acked, attempted)
+            if problem is not None:
+                failures.append("cut_at=%d mode=%s: %s" % (k, mode, problem))
+    print("miniqueue on a region: %d ops, %d checks, %d failed" % (total, total * len(flashsweep.MODES),
+                                                                   len(failures)))
+    assert not failures, "\n".join(failures[:10])
