@@ -468,7 +468,7 @@ class JournalReader:
                 if self._done:
                     return
                 line = read_line(f)
-                if self._quick and line.__class__ is bytes:
+                if self._quick and type(line) is bytes:
                     # The fast path, for what writers write: a sealed single record
                     # {"seq":<the next seq>,"rec":<value>,"crc":"<8 hex>"}. It takes only lines
                     # that _step takes, and reads them the same; any other line goes to _step.
@@ -649,10 +649,12 @@ class JournalReader:
         if region is not None and not region[3]:  # sealed data after damage: corruption, not a torn tail
             region = self._region = (region[0], region[1], region[2], True)
         damage = _damage(self, kind, obj)
-        if damage is not None:
+        if damage is not None or not isinstance(obj, dict):
             if region is None:
-                self._region = (offset, number, damage, True)
+                self._region = (offset, number, damage or str(obj), True)
             return
+        reporter = self.reporter
+        assert reporter is not None  # this method runs only with one (see __init__)
         if kind == PAD:
             self.pads += 1
             lost = obj.get("lost")
@@ -675,8 +677,8 @@ class JournalReader:
                          start[2] + " (inside the batch at seq %d)" % first_lost, True)
                 self._batch = []
                 self._batch_left = 0
-            self.reporter.report("corrupt", start[1], start[0], offset - start[0], start[2],
-                                 (first_lost, seq - 1) if seq > first_lost else None)
+            reporter.report("corrupt", start[1], start[0], offset - start[0], start[2],
+                            (first_lost, seq - 1) if seq > first_lost else None)
             self._region = None
             self._expect = seq
         self._record(obj, offset)
@@ -684,21 +686,24 @@ class JournalReader:
     def _finish_reporting(self):
         self._done = True
         self.close()
+        reporter = self.reporter
+        assert reporter is not None
         start = self._region
         if self._batch_left:
             reason = "incomplete batch at seq %d" % self._batch[0][0]
-            sealed = start is not None and start[3]
-            if sealed:
+            sealed = False
+            if start is not None and start[3]:
+                sealed = True
                 reason = "%s (inside the batch at seq %d)" % (start[2], self._batch[0][0])
             start = (self._batch_at[0], self._batch_at[1], reason, sealed)
         if start is not None:
-            self.reporter.report("corrupt" if start[3] else "torn", start[1], start[0],
+            reporter.report("corrupt" if start[3] else "torn", start[1], start[0],
                                  self.size - start[0], start[2], None)
             if not start[3]:
                 self.torn = TornTail(start[0], self.size - start[0], start[1], start[2])
         if self._line_no == 0:
             self.torn = TornTail(0, 0, 1, "empty file (no header)")
-            self.reporter.report("torn", 1, 0, 0, "empty file (no header)", None)
+            reporter.report("torn", 1, 0, 0, "empty file (no header)", None)
 
 
 def _damage(reader, kind, obj):
