@@ -35,15 +35,15 @@ def report(**fields):
     print("RESULT " + json.dumps(fields))
 
 
-def wear(geometry, sync, count):
+def wear(geometry, sync, count, durability="puts"):
     """put + get + ack of `count` messages; counted after the queue exists, up to and
     including close()."""
     flash, fs = blockdev.make_fs("lfs2", geometry, blocks=512)
     vfs.mount(fs, MOUNT)
     try:
-        q = MiniQueue.open(DIR, sync=sync)  # defaults: max_bytes = compact_bytes = 64 KiB
+        q = MiniQueue.open(DIR, sync=sync, durability=durability)  # defaults: max_bytes = compact_bytes = 64 KiB
         compacting = [0, 0, 0]  # calls, erases, bytes programmed inside compact()
-        inner = q.compact
+        inner = q._compact  # what compact() and the automatic trigger both call
 
         def compact():
             e0, p0 = flash.erases, flash.programmed
@@ -52,7 +52,7 @@ def wear(geometry, sync, count):
             compacting[1] += flash.erases - e0
             compacting[2] += flash.programmed - p0
             return out
-        q.compact = compact  # an instance attribute: _maybe_compact() calls it
+        q._compact = compact  # an instance attribute: _maybe_compact() calls it
         flash.erases = flash.programmed = flash.ops = 0
         for i in range(count):
             q.put(message(i))
@@ -63,7 +63,8 @@ def wear(geometry, sync, count):
         events = q.seq
         q.close()
         report(kind="wear", fs="lfs2", geometry=geometry, block_size=flash.block_size,
-               prog_size=blockdev.GEOMETRY[geometry][1], sync=sync, messages=count, events=events,
+               prog_size=blockdev.GEOMETRY[geometry][1], sync=sync, durability=durability, messages=count,
+               events=events,
                erases=flash.erases, programmed=flash.programmed, compactions=compacting[0],
                compact_erases=compacting[1], compact_programmed=compacting[2],
                compact_bytes=q.compact_bytes, segments=segments, disk_bytes=disk)
@@ -74,8 +75,8 @@ def wear(geometry, sync, count):
 def main():
     count = int(ARGS[0]) if ARGS else 2000
     for geometry in ("esp32", "rp2040"):
-        for sync in ("always", 16):
-            wear(geometry, sync, count)
+        for sync, durability in (("always", "puts"), ("always", "all"), (16, "puts")):
+            wear(geometry, sync, count, durability)
             gc.collect()
     print("DONE")
 

@@ -331,7 +331,7 @@ class FlashStore:
         """Append records as one atomic batch with one program; return the last seq."""
         return self.append_encoded([encode_json(r) for r in records])
 
-    def append_encoded(self, bodies):
+    def append_encoded(self, bodies, durable=True):
         if not self._live:
             raise ClosedError("%s is closed" % self.path)
         count = len(bodies)
@@ -350,7 +350,7 @@ class FlashStore:
         self.seq += count
         self._pending.append((data, self.seq))
         self._unsynced += count
-        if self.sync_every is None or self._unsynced >= self.sync_every:
+        if durable and (self.sync_every is None or self._unsynced >= self.sync_every):
             self.sync()
         return self.seq
 

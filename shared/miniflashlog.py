@@ -88,8 +88,12 @@ class RegionLog:
     def append_many(self, records):
         return self.append_encoded([encode_json(r) for r in records])
 
-    def append_encoded(self, bodies):
-        seq = self.store.append_encoded(bodies)
+    @property
+    def durable_seq(self):
+        return self.store.durable_seq
+
+    def append_encoded(self, bodies, durable=True):
+        seq = self.store.append_encoded(bodies, durable)
         for body in bodies:
             self._since += len(body) + _LINE_OVERHEAD
         return seq

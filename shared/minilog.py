@@ -113,8 +113,12 @@ class SegmentedLog:
     def append_many(self, records):
         return self.store.append_many(records)
 
-    def append_encoded(self, bodies):
-        return self.store.append_encoded(bodies)
+    def append_encoded(self, bodies, durable=True):
+        return self.store.append_encoded(bodies, durable)
+
+    @property
+    def durable_seq(self):
+        return self.store.durable_seq
 
     def sync(self):
         self.store.sync()

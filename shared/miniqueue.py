@@ -60,6 +60,8 @@ class MiniQueue(LogBrick):
         self.on_full = "reject"
         self.max_deliveries = None
         self.compact_bytes = 0
+        self.durability = "puts"
+        self.unsynced_events = 32
         self.last_seq = 0
         self._start = 0
         self._complete = False
@@ -69,7 +71,8 @@ class MiniQueue(LogBrick):
 
     @staticmethod
     def open(directory, max_bytes=64 * 1024, on_full="reject", max_deliveries=None,
-             sync: "str | int" = "always", compact_bytes=None, region=None):
+             sync: "str | int" = "always", compact_bytes=None, region=None, durability="puts",
+             unsynced_events=32):
         """Open (creating if needed) the queue in `directory`.
 
         max_bytes bounds the live messages (ready, in flight and dead, as stored
@@ -79,7 +82,16 @@ class MiniQueue(LogBrick):
         written since the last checkpoint that trigger the next (default max_bytes).
         region: keep the journal on this raw flash region (miniflash, FORMAT.md 6) instead of
         in journal files; it must hold compact_bytes plus a checkpoint, plus 2 sectors.
+        durability: "puts" (the default) syncs puts (under `sync`) and checkpoints; a get,
+        ack, nack, dead letter or purge is written at once and becomes durable with the
+        next put, sync(), close() or checkpoint, or once `unsynced_events` of them wait.
+        A crash can then only redeliver messages whose ack was not durable yet, and count
+        fewer deliveries (FORMAT.md 5.2). "all": every event is synced (under `sync`).
         """
+        if durability not in ("puts", "all"):
+            raise ValueError('durability must be "puts" or "all"')
+        if not is_int(unsynced_events) or unsynced_events < 1:
+            raise ValueError("unsynced_events must be an int >= 1")
         if on_full not in ("reject", "drop_oldest"):
             raise ValueError('on_full must be "reject" or "drop_oldest"')
         for name, value in (("max_bytes", max_bytes), ("max_deliveries", max_deliveries),
@@ -93,6 +105,8 @@ class MiniQueue(LogBrick):
         q.on_full = on_full
         q.max_deliveries = max_deliveries
         q.compact_bytes = compact_bytes or max_bytes
+        q.durability = durability
+        q.unsynced_events = unsynced_events
         if region is not None:
             from miniflashlog import RegionLog
             log = RegionLog.open(q.directory, region, start=q._find_start, apply=q._replay, sync=sync)
@@ -350,11 +364,11 @@ class MiniQueue(LogBrick):
                 mid = self._ready[self._head]
                 entry = self._msgs[mid]
                 if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
-                    self._write([{"dead": mid}])
+                    self._write([{"dead": mid}], durable=False)
                     entry[_STATUS] = DEAD
                     self._pop_ready()
                     continue
-                self._write([{"get": mid}])
+                self._write([{"get": mid}], durable=False)
                 self._pop_ready()
                 entry[_DELIVERIES] += 1
                 entry[_STATUS] = IN_FLIGHT
@@ -366,7 +380,7 @@ class MiniQueue(LogBrick):
         """The message was handled: durable (under sync="always"); it is never delivered again."""
         with self._lock:
             self._in_flight(mid)
-            self._write([{"ack": mid}])
+            self._write([{"ack": mid}], durable=False)
             self._forget(mid)
             self._maybe_compact()
 
@@ -374,7 +388,7 @@ class MiniQueue(LogBrick):
         """Put a delivered message back in its place in the queue, for a later get()."""
         with self._lock:
             entry = self._in_flight(mid)
-            self._write([{"nack": mid}])
+            self._write([{"nack": mid}], durable=False)
             entry[_STATUS] = READY
             self._insert_ready(mid)
             self._maybe_compact()
@@ -385,7 +399,7 @@ class MiniQueue(LogBrick):
             self._open_log()
             ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][_STATUS] == DEAD]
             if ids:
-                self._write([{"purge": mid} for mid in ids])
+                self._write([{"purge": mid} for mid in ids], durable=False)
                 for mid in ids:
                     self._forget(mid)
                 self._maybe_compact()
@@ -415,15 +429,15 @@ class MiniQueue(LogBrick):
                 hi = mid_index
         self._ready.insert(lo, mid)
 
-    def _write(self, events, encoded=False):
+    def _write(self, events, encoded=False, durable=True):
+        """Journal events (one atomic batch). durable=False: written now, synced with the
+        next durable write, or here once `unsynced_events` wait (FORMAT.md 5.2)."""
         log = self._open_log()
+        durable = durable or self.durability == "all"
         try:
-            if encoded:
-                log.append_encoded(events)
-            elif len(events) == 1:
-                log.append(events[0])
-            else:
-                log.append_many(events)
+            seq = log.append_encoded(events if encoded else [encode_json(event) for event in events], durable)
+            if not durable and seq - log.durable_seq >= self.unsynced_events:
+                log.sync()
         except OSError:
             self._close_quietly()  # memory and journal may now disagree: only a reopen is trusted
             raise
@@ -450,14 +464,14 @@ class MiniQueue(LogBrick):
         for mid in mids:
             body, deliveries, status = self._msgs[mid]
             if len(chunk) == _CKPT_CHUNK or (chunk and limit is not None and size + len(body) > limit):
-                self._write(chunk)
+                self._write(chunk, durable=False)  # the sync below makes the checkpoint durable
                 chunk = []
                 size = 0
             chunk.append({"ckpt": [mid, shim.loads(body), deliveries, status]})
             size += len(body) + MESSAGE_OVERHEAD
         if chunk:
-            self._write(chunk)
-        self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
+            self._write(chunk, durable=False)
+        self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}], durable=False)
         log.sync()
         log.compact(log.segments[-1].base_seq)
         self._ckpt_size = log.active_bytes()

@@ -844,13 +844,14 @@ class MiniStore:
         """Append records as one atomic batch with one sync; return the last seq."""
         return self.append_encoded([encode_json(r) for r in records])  # validate all before writing any
 
-    def append_encoded(self, bodies):
+    def append_encoded(self, bodies, durable=True):
         """Append records encoded by encode_json() (nothing else: they are not checked again):
         one, or an atomic batch. Returns the last seq.
 
         For the bricks that must know a record is storable before they act on it
         (ministate applies a mutator only once its record has encoded), without
-        encoding it twice.
+        encoding it twice. durable=False writes without syncing whatever the policy:
+        the records become durable with the next sync (miniqueue's gets and acks).
         """
         count = len(bodies)
         with self._lock:
@@ -860,7 +861,8 @@ class MiniStore:
             for i in range(1, count):
                 lines.append(record_line(self.seq + 1 + i, bodies[i]))
             seq = self._write(b"".join(lines), count)
-        self._sync_if_due(seq)
+        if durable:
+            self._sync_if_due(seq)
         return seq
 
     def _write(self, data, count):

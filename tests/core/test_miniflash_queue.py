@@ -111,9 +111,18 @@ def _open(flash):
 _DIR = [None]
 
 
+def _durable_acks(pending, durable_seq, ack_acked):
+    """Move the acks up to durable_seq (None: all of them) from `pending` to `ack_acked`."""
+    for item in list(pending):
+        if durable_seq is None or item[1] <= durable_seq:
+            ack_acked.add(item[0])
+            pending.remove(item)
+
+
 def _run(flash, steps):
     """Returns (puts acknowledged, acks acknowledged, puts attempted, error)."""
     put_acked, ack_acked, attempted, ack_tried = set(), set(), set(), set()
+    pending = []  # (message, seq of its ack) of acks returned but not yet durable
     q = None
     error = None
     try:
@@ -132,11 +141,19 @@ def _run(flash, steps):
                     ack_tried.add(item[1]["i"])  # an ack the cut stops may still have landed whole
                     q.ack(item[0])
                     if not flash.dead:
-                        ack_acked.add(item[1]["i"])
+                        pending.append((item[1]["i"], q.seq))
             else:
                 q.close()
+                if not flash.dead:
+                    _durable_acks(pending, None, ack_acked)
                 q = _open(flash)
+            if not flash.dead:
+                # An ack is durable (so must never come back) once the journal is synced past
+                # it: the next put, sync or close (durability="puts", FORMAT.md 5.2).
+                _durable_acks(pending, q._log.durable_seq, ack_acked)
         q.close()
+        if not flash.dead:
+            _durable_acks(pending, None, ack_acked)
     except OSError:
         pass
     except Exception as exc:

@@ -216,6 +216,7 @@ def test_inspect_reads_without_locking_or_writing():
     poison = q.get()[0]
     q.nack(poison)
     q.get()  # poison is ready with 1 delivery: moved to dead, "d" delivered
+    q.sync()  # gets and acks are durable (and on MicroPython, in the file) from here
     view = MiniQueue.inspect(d)  # while the writer still holds the queue
     assert len(view) == 0 and view.in_flight() == 2
     assert [mid for mid, _, _ in view.dead()] == [poison]
@@ -251,6 +252,7 @@ def test_cut_while_removing_old_segments_after_an_unfinished_checkpoint():
     q.put("later")  # step 2
     q.ack(q.get()[0])
     middle = segment_files(d)[1][1]
+    q.sync()  # as compact() does before anything else: the cut comes after it
     saved = read_bytes(middle)
     q.compact()  # step 3 ...
     q.close()

@@ -54,14 +54,14 @@ def open_queue(directory, max_bytes, compact_bytes, rng):
             time.sleep(rng.uniform(0.0005, 0.003))
             continue
         emit("open")
-        compact = q.compact
+        compact = q._compact  # what compact() and the automatic trigger both call, under the lock
 
         def marked_compact():
             emit("ckpt-begin")
             count = compact()
             emit("ckpt-end")
             return count
-        q.compact = marked_compact  # also when put/get/ack call it: it is looked up on the instance
+        q._compact = marked_compact  # also when put/get/ack call it: it is looked up on the instance
         return q
 
 
