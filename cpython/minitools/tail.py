@@ -6,6 +6,7 @@ main.py: after each poll, tail soft-resets the board (Ctrl-B to leave the raw
 REPL, then Ctrl-D at the REPL), so main.py runs again and recovers from its
 journal: the app keeps running between polls instead of stopping at the first one.
 """
+import signal
 import sys
 import time
 
@@ -31,16 +32,47 @@ def resume_app(port):
         line.close()
 
 
+class AppResumer:
+    """--resume: knows whether a poll has stopped the app since the last restart.
+
+    Ctrl-D is sent only then, when the board sits at its REPL: typed into a running
+    app, it would wait in a real board's UART buffer and reboot it later.
+    """
+
+    def __init__(self, port):
+        self.port = port
+        self.stopped = False
+
+    def poll(self, follower):
+        self.stopped = True  # the poll's mpremote session interrupts the app
+        return follower.poll()
+
+    def resume(self):
+        if self.stopped:
+            resume_app(self.port)
+            self.stopped = False
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops tail as Ctrl-C does: --resume restarts the app first
+
+
 def cmd_tail(args):
+    app = AppResumer(args.port) if args.resume else None
+    if app is not None:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         check_port(args.port)
         follower = Follower(args.port, args.journal, args.lines, args.raw)
+        if args.follow and app is None:
+            sys.stderr.write("mini tail: each poll stops a program running on the board (main.py), as any "
+                             "mpremote command does; --resume restarts it after each poll\n")
         lost = waiting = False
         while True:
             try:
-                more = follower.poll()
-                if args.resume and not more:
-                    resume_app(args.port)
+                more = app.poll(follower) if app is not None else follower.poll()
+                if app is not None and not more:
+                    app.resume()
                 if lost:
                     sys.stderr.write("mini tail: %s is back\n" % args.port)
                     lost = False
@@ -50,6 +82,8 @@ def cmd_tail(args):
                 if not waiting:
                     sys.stderr.write("mini tail: waiting for %s to appear\n" % follower.journal)
                     waiting = True
+                if app is not None:
+                    app.resume()  # the app may be what creates it
                 more = False
             except DeviceError as exc:
                 if not args.follow or follower.first:
@@ -68,3 +102,9 @@ def cmd_tail(args):
         return fail("tail", exc)
     except KeyboardInterrupt:
         return 0
+    finally:
+        if app is not None:
+            try:
+                app.resume()  # a poll stopped it: never leave the app stopped
+            except (DeviceError, KeyboardInterrupt):
+                pass
