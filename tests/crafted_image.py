@@ -9,7 +9,9 @@
 # 4-byte slot after the name until the patched image mounts and lists the name.
 import struct
 
-BLOCK = 4096
+from miniboard.flashgeometry import GEOMETRY
+
+BLOCK, PROG = GEOMETRY["esp32"]
 
 
 def _crc0(data):
@@ -21,7 +23,7 @@ def _crc0(data):
     return crc
 
 
-def mount(buf, blocks, prog=32):
+def mount(buf, blocks, prog=PROG):
     from littlefs import LittleFS, UserContext
     fs = LittleFS(context=UserContext(buffer=bytearray(buf)), mount=False, block_size=BLOCK, block_count=blocks,
                   read_size=prog, prog_size=prog, lookahead_size=32)
@@ -68,7 +70,7 @@ def crafted_image(names, blocks=16):
     """An image with, at its root, one file per name (bytes); a name ending in '/' is a
     directory holding one file, 'inside.txt'. Each file holds b'data of ' + its name."""
     from littlefs import LittleFS
-    fs = LittleFS(block_size=BLOCK, block_count=blocks, read_size=32, prog_size=32, lookahead_size=32)
+    fs = LittleFS(block_size=BLOCK, block_count=blocks, read_size=PROG, prog_size=PROG, lookahead_size=32)
     fs.makedirs("/logs", exist_ok=True)
     with fs.open("/logs/good.txt", "wb") as f:
         f.write(b"a good file")

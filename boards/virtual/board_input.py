@@ -46,6 +46,7 @@ class InputPump(InterpreterWatch):
     injected: bool
     eof: bool
     phase: str
+    reset_typed: bool
 
     def log(self, message):
         raise NotImplementedError
@@ -159,6 +160,8 @@ class InputPump(InterpreterWatch):
                     and not self.reading_stdin():
                 return
             written = self.write_board(item, partial=True)
+            if not running and b"\x04" in item[:written]:
+                self.reset_typed = True  # Ctrl-D typed at the REPL: a soft reset someone asked for
             self.last_write = now
             if written < len(item):
                 self.held[0] = (at, item[written:])

@@ -81,7 +81,8 @@ class Supervisor(InputPump):
         self.stop_deadline = None
         self.stop_sent = False
         self.resetting = False
-        self.boots = []            # boot times in the last 10 s
+        self.boots = []            # boot times in the last 10 s, but for soft resets typed at the REPL
+        self.reset_typed = False   # a Ctrl-D was typed at the REPL since the last boot
         self.boot_count = 0
         self.eof = False
         self.console = open(self.files["console"], "ab", buffering=0)
@@ -143,7 +144,9 @@ class Supervisor(InputPump):
 
     def boot(self, mode):
         now = time.monotonic()
-        self.boots = [t for t in self.boots if now - t < 10] + [now]
+        # boots that nobody typed a Ctrl-D for (main.py calling sys.exit(), a crash), in the last 10 s
+        self.boots = [t for t in self.boots if now - t < 10] + ([] if self.reset_typed else [now])
+        self.reset_typed = False
         self.boot_count += 1
         master, slave = pty.openpty()
         tty.setraw(slave)
@@ -328,7 +331,7 @@ class Supervisor(InputPump):
         if code == -signal.SIGKILL:
             self.log("power cut: micropython was killed (SIGKILL); the board is off")
             return False
-        if len(self.boots) >= 5:  # a boot loop (say main.py calls sys.exit()): slow it down
+        if len(self.boots) >= 5:  # a boot loop (say main.py calls sys.exit()): slow it down (not typed resets)
             self.log("%d boots in 10 s: waiting 1 s before the next" % len(self.boots))
             time.sleep(1)
         if code < 0:
