@@ -118,6 +118,15 @@ class InputPump(InterpreterWatch):
         running = self.running()
         while self.held:
             at, item = self.held[0]
+            if item is not None and running and any(queued is INTR for _, queued in self.held) \
+                    and not self.reading_stdin():
+                # A Ctrl-C goes ahead of what was typed before it while code runs: that input
+                # waits for the REPL anyway (on a board it sits in the UART buffer, which the
+                # REPL reads after the KeyboardInterrupt). mpremote's "\r\x03" then interrupts
+                # at once instead of after HOLD_INPUT.
+                first = [queued is INTR for _, queued in self.held].index(True)
+                self.held.insert(0, self.held.pop(first))
+                continue
             if item is None:  # INTR (spelled "is None": the checker narrows item to bytes below)
                 if self.intr_since is None:
                     self.intr_since = now
