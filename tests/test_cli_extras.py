@@ -54,6 +54,9 @@ def test_state_mutators_from_a_file_path(tmp_path):
     (elsewhere / "broken.py").write_text("import no_such_module_xyz\n")
     code, _, err = mini("state", d, "--mutators", str(elsewhere / "broken.py"))
     assert code == 2 and "no_such_module_xyz" in err and len(err.strip().splitlines()) == 1
+    (elsewhere / "typo.py").write_text("class Inc(:\n")
+    code, _, err = mini("state", d, "--mutators", str(elsewhere / "typo.py"))
+    assert code == 2 and "typo.py" in err and len(err.strip().splitlines()) == 1, err
 
 
 # ------------------------------------------------------------------ plot

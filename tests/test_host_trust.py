@@ -83,6 +83,7 @@ def test_a_listing_is_checked_whole_and_refuses_duplicates(tmp_path):
 @pytest.mark.parametrize("name,why", [
     (b"../x", "'..' component"), (b"../d/", "'..' component"), (b"/tmp/mini-evil-%d" % os.getpid(), "absolute"),
     (b"a\x01b", "U+0001"), (b"..\\..\\x", "backslash"), (b"\xff\xfe", "not UTF-8"),
+    (b"x/yy", "a '/' inside one entry's name"),
 ])
 def test_image_extract_refuses_a_crafted_name_and_writes_nothing(tmp_path, name, why):
     image = tmp_path / "evil.bin"

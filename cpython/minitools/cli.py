@@ -175,7 +175,7 @@ def load_mutators(name):
         sys.path.insert(0, os.path.dirname(os.path.abspath(name)))  # its own imports of its neighbours
         try:
             spec.loader.exec_module(module)
-        except ImportError as exc:
+        except (ImportError, SyntaxError) as exc:
             raise UsageError("cannot import mutators file %s: %s" % (name, exc))
         return module
     sys.path.insert(0, os.getcwd())

@@ -71,6 +71,9 @@ def list_image(fs, source):
         for name, kind in entries:
             full = rel + "/" + name if rel else name
             safenames.check_name(full, source)  # before it is opened, or walked into
+            if "/" in name:  # one entry whose name holds a separator: it would land (and read) elsewhere
+                raise safenames.UnsafeName("%s reported the file name %s in /%s: a '/' inside one entry's name; "
+                                           "refusing it, nothing was written" % (source, ascii(name), rel))
             if kind == 2:
                 dirs.append(full)
                 pending.append(full)
