@@ -1,6 +1,6 @@
 """The mini demo: data that survives power cuts, on a laptop and on a (virtual) board.
 
-    ./run demo
+    ./run demo [--keep] [--workdir DIR]
 
 1. CPython: a logger writes a journal and is killed (SIGKILL) mid-run; reopening it
    recovers every reading it acknowledged.
@@ -8,7 +8,12 @@
    app counts readings (ministate) and queues them for upload (miniqueue). We cut its
    power twice at random moments; it reboots and carries on. Then the host pulls the
    data over the serial line (mpremote), verifies it, and shows it.
+
+Its files (the CPython journal, the flash image, the board's console log, the pulled
+data) go to a temporary folder that is removed at the end, unless --keep (or
+--workdir DIR, or MINI_DEMO_KEEP=1 in the environment).
 """
+import argparse
 import json
 import os
 import random
@@ -98,7 +103,13 @@ def board_part(work):
         counts = re.findall(r"ack count (\d+) (\d+)", text)
         acked_counts.append(int(counts[-1][1]))
         say("  power cut %d: the app had acknowledged count = %d" % (cut, acked_counts[-1]))
+        old_address = address
         address = run([sys.executable, BOARD, "start", "--image", image]).strip()
+        say("    power back on at %s: the board booted again from the same flash" % time.strftime("%H:%M:%S"))
+        if address != old_address:
+            say("    its serial line is now %s: a new port, because the board's process died with the power and"
+                % address)
+            say("    the new one listens on a free TCP port (a real board's USB port can come back under another name)")
         wait_for(image, r"sensor_app: up", cut + 1)
         up = re.findall(r"sensor_app: up, count (\d+), seq (\d+), outbox (\d+)", console(image))[-1]
         say("    rebooted and recovered: count = %s, journal seq %s, %s messages waiting in the outbox" % up)
@@ -138,10 +149,30 @@ def board_part(work):
     return lost
 
 
-def main():
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="demo.py", description=(__doc__ or "").split("\n\n")[0].strip(),
+        epilog="1. a logger on CPython is killed (SIGKILL) and recovers; 2. a virtual ESP32 running a sensor app "
+               "loses power twice; 3. the host pulls, verifies and shows its data. About 10 s.")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the output folder (journal, flash image, console log, pulled data) and say where")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="put the output in DIR (a new or empty folder) and keep it")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.workdir:
+        work = os.path.abspath(args.workdir)
+        if os.path.isdir(work) and os.listdir(work):
+            raise SystemExit("demo.py: %s is not empty: give a new or empty folder" % work)
+        os.makedirs(work, exist_ok=True)
+    else:
+        work = tempfile.mkdtemp(prefix="mini-demo-")
+    keep = bool(args.keep or args.workdir or os.environ.get("MINI_DEMO_KEEP"))
     say(__doc__.split("\n\n")[0].strip())
     say()
-    work = tempfile.mkdtemp(prefix="mini-demo-")
     try:
         lost = cpython_part(work)
         lost += board_part(work)
@@ -151,7 +182,9 @@ def main():
     finally:
         subprocess.run([sys.executable, BOARD, "stop", "--image", os.path.join(work, "esp32-flash.bin"),
                         "--power-cut"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-        if os.environ.get("MINI_DEMO_KEEP") is None:
+        if keep:
+            say("kept the output in %s (the CPython journal, the flash image and its console log, pulled/)" % work)
+        else:
             shutil.rmtree(work, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ import pytest
 from ministore import MiniStore, record_line, encode_json
 from ministate import StateManager, Mutator
 from minitools import device as device_cli
+from minitools import follower as follower_module
 
 from test_virtual_board import TOP, VirtualBoard, mini, mpremote, BRICKS
 
@@ -189,7 +190,7 @@ def test_tail_logic_on_a_local_journal(tmp_path, monkeypatch):
         line = [x for x in out.getvalue().splitlines() if x.startswith(device_cli.PREFIX + " ")][0]
         return json.loads(line[len(device_cli.PREFIX) + 1:])
 
-    monkeypatch.setattr(device_cli, "device_eval", local_eval)
+    monkeypatch.setattr(follower_module, "device_eval", local_eval)  # where Follower looks it up
     path = str(tmp_path / "j.jsonl")
     with MiniStore.open(path) as store:
         store.append("a")

@@ -12,7 +12,8 @@ Checks:
   core on rp2     shared/ and the RP2040 board files, typeshed = the rp2 stubs
   virtual board   boards/virtual/vboot.py and flashfile.py (they run on the unix
                   port), against the esp32 stubs
-  host (CPython)  shared/, cpython/, boards/virtual/board.py and tools/, CPython typeshed
+  host (CPython)  shared/, cpython/, boards/virtual/board*.py (the package miniboard) and
+                  tools/, CPython typeshed
 Where a stub is wrong or missing something the code uses only on another runtime,
 the line carries `# pyright: ignore[rule] (stub gap)` and the gap is listed in
 micropython/README.md; the runtime tests decide what works.
@@ -26,6 +27,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = "<packages>"  # in extraPaths: a folder where boards/virtual is the package miniboard, as installed
 STUBS = {"esp32": "micropython-esp32-stubs", "rp2": "micropython-rp2-stubs"}
 
 
@@ -54,10 +56,12 @@ def checks():
          dict(board, typeshedPath=esp32, extraPaths=[esp32, ROOT + "/shared", ROOT + "/boards"])),
         ("core on rp2", core + files("boards/sensor_logger.py", "boards/rp2040/*.py"),
          dict(board, typeshedPath=rp2, extraPaths=[rp2, ROOT + "/shared", ROOT + "/boards"])),
-        ("virtual board (unix port)", files("boards/virtual/vboot.py", "boards/virtual/flashfile.py"),
+        ("virtual board (unix port)", files("boards/virtual/vboot.py", "boards/virtual/flashfile.py",
+                                                   "boards/virtual/flashgeometry.py"),
          dict(board, typeshedPath=esp32, extraPaths=[esp32, ROOT + "/shared", ROOT + "/boards/virtual"])),
-        ("host tools (CPython)", core + files("cpython/minitools/*.py", "boards/virtual/board.py", "tools/*.py"),
-         {"extraPaths": [ROOT + "/shared", ROOT + "/cpython"]}),
+        ("host tools (CPython)", core + files("cpython/minitools/*.py", "boards/virtual/board*.py",
+                                                           "boards/virtual/interpreter_watch.py", "tools/*.py"),
+         {"extraPaths": [ROOT + "/shared", ROOT + "/cpython", ROOT + "/boards/virtual", PACKAGES]}),
     ]
 
 
@@ -71,6 +75,9 @@ def main():
     for name, paths, config in checks():
         config = dict(config, pythonVersion="3.11", typeCheckingMode="basic")
         with tempfile.TemporaryDirectory() as tmp:
+            if PACKAGES in config.get("extraPaths", []):
+                os.symlink(os.path.join(ROOT, "boards", "virtual"), os.path.join(tmp, "miniboard"))
+                config = dict(config, extraPaths=[tmp if p == PACKAGES else p for p in config["extraPaths"]])
             path = os.path.join(tmp, "pyrightconfig.json")
             with open(path, "w") as f:
                 json.dump(config, f)

@@ -1,15 +1,15 @@
 # A block device for the MicroPython unix port whose flash is an image file.
 # Every program and erase is written through to the file at once, so the flash
 # survives a SIGKILL of the interpreter the way real flash survives a power cut.
-# Geometry follows the boards: 4096-byte blocks; LittleFS program size 32 on
-# ESP32 and 256 on RP2040.
+# Geometry follows the boards (flashgeometry.py): 4096-byte blocks; LittleFS
+# program size 32 on ESP32 and 256 on RP2040.
 import os
 
-GEOMETRY = {"esp32": (4096, 32), "rp2040": (4096, 256)}
+from flashgeometry import BLOCK_SIZE, GEOMETRY
 
 
 class FlashFile:
-    def __init__(self, path, block_size=4096, blocks=None, sync=True):
+    def __init__(self, path, block_size=BLOCK_SIZE, blocks=None, sync=True):
         """sync=True: fsync after every program and erase (survives a host crash too);
         sync=False: a plain write(), which survives a kill of the process."""
         self.path = path
@@ -23,7 +23,7 @@ class FlashFile:
         self.sync = sync
 
     @staticmethod
-    def create(path, blocks, block_size=4096):
+    def create(path, blocks, block_size=BLOCK_SIZE):
         """A new image of erased (0xFF) blocks."""
         with open(path, "wb") as f:
             blank = b"\xff" * block_size

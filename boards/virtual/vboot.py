@@ -29,7 +29,8 @@ def _vboot():
     sys.path.insert(0, here)
     import flashfile
     sys.path.pop(0)
-    del sys.modules["flashfile"]  # the board's own imports do not see it
+    del sys.modules["flashfile"]  # the board's own imports do not see them
+    del sys.modules["flashgeometry"]
     image, board, mode, sync = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
     flash = flashfile.FlashFile(image, flashfile.GEOMETRY[board][0], sync=sync)
     try:

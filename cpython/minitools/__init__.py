@@ -1,6 +1,8 @@
 """Host-side (CPython-only) tools for the mini bricks: the `mini` command, and
 verify(path) for the same check from Python."""
 
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (dynamic version), `mini --version` prints it
+
 
 class Report:
     """What verify() found: `ok`, `kind` ("journal", "snapshot", "state" or "queue")

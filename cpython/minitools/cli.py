@@ -14,9 +14,11 @@ from ministore import MiniStore, MiniError
 from minisnap import SnapStore, NotFound, read_snapshot
 from minilog import segment_files, read_segments
 
+import minitools
 from minitools import scan as scanning
 from minitools import device
 from minitools import flashregion
+from minitools import plot
 
 
 class UsageError(Exception):
@@ -172,17 +174,37 @@ def cmd_repair(args):
     return 0
 
 
+def load_mutators(name):
+    """The module with the Mutator classes: a module name (from the cwd or sys.path), or a .py file's path."""
+    if name.endswith(".py") or os.sep in name or (os.altsep and os.altsep in name):
+        if not os.path.isfile(name):
+            raise UsageError("%s: no such mutators file" % name)
+        from importlib import util as import_util
+        stem = os.path.splitext(os.path.basename(name))[0]
+        spec = import_util.spec_from_file_location("mini_mutators_" + stem, name)
+        if spec is None or spec.loader is None:
+            raise UsageError("%s: cannot load it as a Python module" % name)
+        module = import_util.module_from_spec(spec)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(name)))  # its own imports of its neighbours
+        try:
+            spec.loader.exec_module(module)
+        except (ImportError, SyntaxError) as exc:
+            raise UsageError("cannot import mutators file %s: %s" % (name, exc))
+        return module
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise UsageError("cannot import mutators module %r: %s" % (name, exc))
+
+
 def cmd_state(args):
     directory = args.directory
     if not os.path.isdir(directory):
         raise UsageError("%s: no such directory" % directory)
     if args.mutators:
         from ministate import StateManager, Mutator
-        sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(args.mutators)
-        except ImportError as exc:
-            raise UsageError("cannot import mutators module %r: %s" % (args.mutators, exc))
+        module = load_mutators(args.mutators)
         mutators = [v for v in vars(module).values()
                     if isinstance(v, type) and issubclass(v, Mutator) and v is not Mutator]
         initial = getattr(module, "INITIAL", None)
@@ -211,6 +233,7 @@ def cmd_state(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="mini", description=(__doc__ or "").split("\n")[0])  # None under -OO
+    parser.add_argument("--version", action="version", version="mini %s" % minitools.__version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -238,11 +261,13 @@ def build_parser():
 
     p = sub.add_parser("state", help="recover and print the state of a ministate directory")
     p.add_argument("directory")
-    p.add_argument("--mutators", metavar="MODULE", help="module with the Mutator classes (and optionally INITIAL)")
+    p.add_argument("--mutators", metavar="MODULE|FILE.py",
+                   help="module name, or path of a .py file, with the Mutator classes (and optionally INITIAL)")
     p.add_argument("--initial", metavar="JSON", help="initial state, if the module has no INITIAL")
     p.set_defaults(func=cmd_state)
 
     device.register(sub)  # pull, tail, image (minitools/device.py)
+    plot.register(sub)    # plot (minitools/plot.py; matplotlib: pip install mini-bricks[plot])
     return parser
 
 

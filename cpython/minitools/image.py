@@ -1,0 +1,123 @@
+"""`mini image extract`: the files of a raw LittleFS flash dump (littlefs-python).
+
+For logs from a board that no longer boots. The names in the image are checked
+(minitools/safenames.py) before the first file is written: a crafted dump cannot
+make the host write outside OUT_DIR.
+"""
+import os
+
+from miniboard.flashgeometry import BLOCK_SIZE, GEOMETRY
+
+from minitools import safenames
+from minitools.mpremote_link import DeviceError, fail
+from minitools.pull import size_text
+
+PROG_SIZE = dict((board, GEOMETRY[board][1]) for board in GEOMETRY)
+
+
+def open_image(path, board, offset=0, block_count=None):
+    """Mount (read-only, in memory) the LittleFS in a flash dump; return the littlefs.LittleFS."""
+    try:
+        from littlefs import LittleFS, UserContext, LittleFSError
+    except ImportError:
+        raise DeviceError("reading flash images needs littlefs-python (pip install littlefs-python)")
+    if not os.path.isfile(path):
+        raise DeviceError("%s: no such file" % path)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = bytearray(f.read())
+    if len(data) < 2 * BLOCK_SIZE:
+        raise DeviceError("%s: %d bytes after offset %d is too small for a LittleFS" % (path, len(data), offset))
+    prog = PROG_SIZE[board]
+    for count in ([block_count] if block_count else [0, len(data) // BLOCK_SIZE]):
+        fs = LittleFS(context=UserContext(buffer=bytearray(data)), mount=False, block_size=BLOCK_SIZE,
+                      block_count=count, read_size=prog, prog_size=prog, cache_size=min(BLOCK_SIZE, 4 * prog),
+                      lookahead_size=32)
+        try:
+            fs.mount()
+            return fs
+        except LittleFSError:
+            continue
+    hint = ""
+    found = _find_superblock(data)
+    if found is not None:
+        hint = "; a LittleFS superblock is at offset %d (0x%x): try --offset %d" % (
+            offset + found, offset + found, offset + found)
+    raise DeviceError("%s: no LittleFS at offset %d (block size %d)%s" % (path, offset, BLOCK_SIZE, hint))
+
+
+def _find_superblock(data):
+    for at in range(0, len(data) - BLOCK_SIZE + 1, BLOCK_SIZE):
+        if data[at + 8:at + 16] == b"littlefs":
+            return at
+    return None
+
+
+def list_image(fs, source):
+    """([directory], [file]) of the image, as relative '/'-separated names, every name checked.
+
+    Walks with scandir, checking each name before descending into it (littlefs-python's
+    own walk would join a name like '../x' into a path and follow it).
+    """
+    dirs, files = [], []
+    pending = [""]
+    while pending:
+        rel = pending.pop(0)
+        try:
+            entries = sorted(((entry.name, entry.type) for entry in fs.scandir("/" + rel)), key=lambda e: e[0])
+        except UnicodeDecodeError as exc:
+            raise safenames.UnsafeName("%s holds a file name in /%s that is not UTF-8 (%s); refusing it, "
+                                       "nothing was written" % (source, rel, exc.reason))
+        for name, kind in entries:
+            full = rel + "/" + name if rel else name
+            safenames.check_name(full, source)  # before it is opened, or walked into
+            if "/" in name:  # one entry whose name holds a separator: it would land (and read) elsewhere
+                raise safenames.UnsafeName("%s reported the file name %s in /%s: a '/' inside one entry's name; "
+                                           "refusing it, nothing was written" % (source, ascii(name), rel))
+            if kind == 2:
+                dirs.append(full)
+                pending.append(full)
+            else:
+                files.append(full)
+    return dirs, files
+
+
+def extract(path, board, out_dir, offset=0, block_count=None, force=False, log=None):
+    """Copy every file of the image into out_dir; returns [(path in the image, bytes)].
+
+    Every name in the image is checked before the first byte is written: one unsafe
+    name (UnsafeName) and nothing is written, not even out_dir.
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DeviceError("%s exists and is not a directory" % out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
+        raise DeviceError("%s is not empty (extract into a new directory, or --force)" % out_dir)
+    fs = open_image(path, board, offset, block_count)
+    source = "the image %s" % path
+    dirs, files = list_image(fs, source)
+    safenames.check_listing(out_dir, dirs + files, source)
+    extracted = []
+    os.makedirs(out_dir, exist_ok=True)
+    for name in dirs:
+        os.makedirs(safenames.inside(out_dir, name, source), exist_ok=True)
+    for name in files:
+        inside = "/" + name
+        with fs.open(inside, "rb") as f:
+            data = f.read()
+        with open(safenames.inside(out_dir, name, source), "wb") as f:
+            f.write(data)
+        extracted.append((inside, len(data)))
+        if log is not None:
+            log("%s  %d bytes" % (inside, len(data)))
+    return extracted
+
+
+def cmd_image_extract(args):
+    try:
+        extracted = extract(args.image, args.board, args.out_dir, args.offset, args.block_count, args.force,
+                            log=print)
+        print("extracted %d files (%s) from %s to %s" % (len(extracted), size_text(sum(n for _, n in extracted)),
+                                                         args.image, args.out_dir))
+        return 0
+    except (DeviceError, safenames.UnsafeName) as exc:
+        return fail("image extract", exc)

@@ -1,0 +1,215 @@
+"""`mini pull`: copy a directory (or a file) off a device through mpremote, then verify it.
+
+The names in the device's listing are checked (minitools/safenames.py) before the
+first file is copied: a tampered device cannot make the host write outside LOCAL_DIR.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from minitools import scan as scanning
+from minitools import safenames
+from minitools.mpremote_link import (DeviceError, PREFIX, check_port, device_eval, error_line, fail,
+                                     mpremote_command, remote_path)
+
+LARGE_PULL = 64 * 1024
+
+
+_LIST_CODE = """
+import os, json
+def _mini_walk(d, rel, out):
+    for e in os.ilistdir(d):
+        p = d.rstrip('/') + '/' + e[0]
+        if e[1] & 0x4000:
+            out.append([rel + e[0] + '/', -1])
+            _mini_walk(p, rel + e[0] + '/', out)
+        else:
+            out.append([rel + e[0], os.stat(p)[6]])
+def _mini_list(d):
+    try:
+        st = os.stat(d)
+    except OSError:
+        return None
+    if not st[0] & 0x4000:
+        return st[6]
+    out = []
+    _mini_walk(d, '', out)
+    return out
+print('%s', json.dumps(_mini_list('%s')))
+"""
+
+
+class Progress:
+    """A one-line text progress bar on stderr: files and bytes."""
+
+    def __init__(self, total_files, total_bytes, enabled):
+        self.files, self.bytes = total_files, total_bytes
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.shown = 0
+
+    def update(self, done_files, done_bytes, name=""):
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * done_bytes // self.bytes if self.bytes else width
+        line = "[%s%s] %d/%d files, %s/%s %s" % ("#" * filled, "-" * (width - filled), done_files, self.files,
+                                                  size_text(done_bytes), size_text(self.bytes), name)
+        if self.tty:
+            sys.stderr.write("\r" + line[:100].ljust(self.shown))
+            self.shown = len(line[:100])
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def done(self):
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def size_text(n):
+    return "%d B" % n if n < 1024 else "%.1f KiB" % (n / 1024.0)
+
+
+def pull(port, remote, local, force=False, progress=None, batch=64):
+    """Copy the device's REMOTE (a directory or a file) to the new directory LOCAL.
+
+    Returns (files, bytes). LOCAL is created whole or not at all: the copy goes to a
+    temporary directory beside it first.
+    """
+    remote = remote_path(remote)
+    if os.path.exists(local) and not os.path.isdir(local):
+        raise DeviceError("%s exists and is not a directory" % local)
+    if os.path.isdir(local) and os.listdir(local) and not force:
+        raise DeviceError("%s is not empty (pull into a new directory, or --force to replace it)" % local)
+    parent = os.path.dirname(os.path.abspath(local))
+    if not os.path.isdir(parent):
+        raise DeviceError("%s: no such directory" % parent)
+    check_port(port)
+    listing = device_eval(port, _LIST_CODE % (PREFIX, remote))
+    if listing is None:
+        raise DeviceError("%s: no such file or directory on the device" % remote)
+    files, dirs, source = _parse_listing(listing, remote, local, port)
+    total = sum(size for _, size in files)
+    if progress is None:
+        progress = total >= LARGE_PULL or len(files) > 16
+    bar = Progress(len(files), total, progress == "always" or (progress and sys.stderr.isatty()))
+    tmp = tempfile.mkdtemp(prefix=".mini-pull-", dir=parent)
+    try:
+        for name in dirs:
+            os.makedirs(safenames.inside(tmp, name, port), exist_ok=True)
+        done_files = done_bytes = 0
+        bar.update(0, 0)
+        for start in range(0, len(files), batch):
+            chunk = files[start:start + batch]
+            args = []
+            for name, _ in chunk:
+                target = safenames.inside(tmp, name, port)  # checked again where it lands
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if args:
+                    args.append("+")
+                args += ["fs", "cp", ":" + (source + "/" + name if source else name), target]
+            done_files, done_bytes = _copy_batch(port, args, chunk, bar, done_files, done_bytes)
+        bar.done()
+        for name, size in files:
+            got = os.path.getsize(safenames.inside(tmp, name, port))
+            if got != size:
+                raise DeviceError("%s: copied %d bytes of %d" % (name, got, size))
+        if os.path.isdir(local):
+            shutil.rmtree(local)
+        os.rename(tmp, local)
+    except BaseException:
+        bar.done()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return len(files), total
+
+
+def _parse_listing(listing, remote, local, port):
+    """(files [(name, size)], dirs [name], device folder they are in) from the device's answer.
+
+    Every name is checked before anything is written: a listing that is not what the
+    listing code prints, or that holds one unsafe name, is refused whole.
+    """
+    if isinstance(listing, int) and not isinstance(listing, bool) and listing >= 0:  # a single file
+        base = remote.rsplit("/", 1)[-1]
+        safenames.check_listing(local, [base], "the pull of %s" % remote)
+        return [(base, listing)], [], remote.rsplit("/", 1)[0] if "/" in remote else ""
+    if not isinstance(listing, list) or not all(
+            isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+            and isinstance(entry[1], int) and not isinstance(entry[1], bool) and entry[1] >= -1
+            for entry in listing):
+        raise DeviceError("%s: the device's listing of %s is not a list of [name, size] entries; "
+                          "nothing was written" % (port, remote))
+    files, dirs = [], []
+    for name, size in listing:
+        if size < 0:
+            dirs.append(name[:-1] if name.endswith("/") else name)
+        else:
+            files.append((name, size))
+    safenames.check_listing(local, dirs + [name for name, _ in files], port)
+    return files, dirs, "" if remote == "/" else remote
+
+
+def _copy_batch(port, args, chunk, bar, done_files, done_bytes):
+    """One mpremote session for a batch of `fs cp`; its "cp ..." lines drive the progress bar."""
+    cmd = mpremote_command() + ["connect", port, "resume"] + args
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started = 0
+    for line in iter(proc.stdout.readline, b""):  # pyright: ignore[reportOptionalMemberAccess] (stdout=PIPE)
+        if line.startswith(b"cp :"):
+            if started:  # the previous file is complete
+                done_files += 1
+                done_bytes += chunk[started - 1][1]
+            name = chunk[started][0] if started < len(chunk) else ""
+            started += 1
+            bar.update(done_files, done_bytes, name)
+    err = proc.stderr.read()  # pyright: ignore[reportOptionalMemberAccess] (stderr=PIPE)
+    proc.wait()
+    if proc.returncode != 0:
+        raise DeviceError("%s: %s" % (port, error_line(subprocess.CompletedProcess(cmd, proc.returncode, b"", err))))
+    done_files += 1 if started else 0
+    done_bytes += chunk[started - 1][1] if started else 0
+    bar.update(done_files, done_bytes)
+    return done_files, done_bytes
+
+
+def verify_targets(local):
+    """What to verify in a pulled tree: state/queue directories, and loose journal files."""
+    targets = []
+    for root, dirs, names in os.walk(local):
+        dirs.sort()
+        if any(n.startswith(("journal-", "snap-")) for n in names):
+            targets.append(root)
+            continue
+        targets += [os.path.join(root, n) for n in sorted(names) if n.endswith(".jsonl")]
+    return targets
+
+
+def cmd_pull(args):
+    try:
+        files, size = pull(args.port, args.remote, args.local, args.force,
+                           "always" if args.progress else None)
+        print("pulled %d files (%s) from %s:%s to %s" % (files, size_text(size), args.port, remote_path(args.remote),
+                                                         args.local))
+        targets = verify_targets(args.local)
+        if not targets:
+            print("no journals or state directories to verify")
+            return 0
+        bad = False
+        for target in targets:
+            try:
+                problems = scanning.verify_path(target)
+            except ValueError as exc:
+                problems = [str(exc)]
+            bad = bad or bool(problems)
+            if not problems:
+                print("%s: OK" % target)
+            for problem in problems:
+                print(problem)
+        return 1 if bad else 0
+    except (DeviceError, safenames.UnsafeName) as exc:
+        return fail("pull", exc)
