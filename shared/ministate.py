@@ -248,6 +248,8 @@ class StateManager(LogBrick):
             self._open_log().replay(self.snapshot_seq, self._replay_one)
         except Exception as exc:
             self._break("a mutator raised %r, then rebuilding the state from disk failed (%r)" % (cause, exc))
+            if isinstance(exc, OSError):
+                raise  # the storage failed (a power cut, say): the I/O error, as for a failed write
             raise ClosedError("%s: %s" % (self.directory, self._broken))
 
     def _break(self, why):

@@ -17,7 +17,7 @@ import os
 import sys
 
 from ministore import MiniStore
-from minisnap import segment_files
+from minilog import segment_files
 
 
 class PlotError(Exception):
