@@ -13,7 +13,7 @@ import os
 
 import minishim
 from ministore import MiniStore, header_line, record_line, encode_json
-from minisnap import SnapStore, NotFound
+from minisnap import SnapStore, SegmentedLog, NotFound
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue, IN_FLIGHT, READY, DEAD
 
@@ -255,6 +255,62 @@ class SnapWorkload(Workload):
         pass
 
 
+class SegmentsWorkload(Workload):
+    """A journal in segments: roll() promises the old segment is synced before the new one starts."""
+
+    brick = "minisnap"
+    config = "SegmentedLog appends and roll() sync=3"
+    reorder_appends = False  # sync=N: see Workload.reorder_appends
+
+    def __init__(self):
+        self.records = []
+        self.seq_after = [0]
+        self.found = []
+
+    def initial_view(self):
+        return ()
+
+    def open(self, root):
+        self.root = root
+        self.found = []
+        return SegmentedLog.open(root + "/seg", apply=lambda seq, record: self.found.append(record), sync=3)
+
+    def steps(self):
+        def append(value):
+            def step(log):
+                log.append(value)
+                self.records.append(value)
+                return log
+            return step
+
+        def roll(log):
+            log.roll()
+            return log
+
+        def close(log):
+            log.close()
+            return log
+        return [lambda _: self.open(self.root), append(1), append(2), roll, append(3), append(4), append(5), roll,
+                append(6), close]
+
+    def live_view(self, log):
+        self.seq_after.append(len(self.records))
+        return tuple(self.records)
+
+    def acked(self, log, j):
+        if log.store.closed:
+            return j
+        durable = log.store.durable_seq
+        return max(i for i in range(j + 1) if self.seq_after[i] <= durable)
+
+    def recovered_view(self, log, root):
+        return tuple(self.found)
+
+    def cont(self, log, view):
+        log.append("after")
+        return view + ("after",)
+
+
 # ---------------------------------------------------------------- ministate
 
 class Add(Mutator):
@@ -445,6 +501,7 @@ def all_workloads():
         ("ministore-torn-header", lambda: TornStoreWorkload("torn header")),
         ("minishim-files", lambda: FilesWorkload()),
         ("minisnap-keep1", lambda: SnapWorkload(keep=1)),
+        ("minisnap-segments-sync3", lambda: SegmentsWorkload()),
         ("ministate-always-keep1", lambda: StateWorkload()),
         ("ministate-sync3-keep2", lambda: StateWorkload(sync=3, keep=2, every=4)),
         ("miniqueue-always", lambda: QueueWorkload()),
