@@ -283,9 +283,12 @@ def main(argv=None):
     parser.add_argument("ids", nargs="*", help="mutant ids or id prefixes (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per test run (a timeout counts as killed)")
+    parser.add_argument("--tests", nargs="+", help="run these tests for every mutant instead of its own")
     parser.add_argument("--out", help="write the results here (default: MUTANTS.md when the whole list runs)")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.ids or any(m[0] == i or m[0].startswith(i) for i in args.ids)]
+    if args.tests:
+        chosen = [m[:5] + (list(args.tests),) for m in chosen]
     if not chosen:
         print("no mutant matches %s" % " ".join(args.ids))
         return 2
@@ -325,7 +328,8 @@ def main(argv=None):
             (": " + ", ".join(survived)) if survived else "", len(stale))
         print("")
         print(score)
-        out = args.out or (os.path.join(ROOT, "MUTANTS.md") if len(chosen) == len(MUTANTS) else None)
+        whole = len(chosen) == len(MUTANTS) and not args.tests
+        out = args.out or (os.path.join(ROOT, "MUTANTS.md") if whole else None)
         if out:
             write_report(out, rows, score, time.time() - started)
             print("wrote %s" % out)
