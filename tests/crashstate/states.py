@@ -23,7 +23,8 @@
 # The number of states is bounded: at each crash point, all pending operations kept,
 # none, each one alone left out, each one alone kept, and each write's torn variants
 # (with all the others kept, and with none). MINI_TORTURE=long adds every pair left
-# out and seeded random subsets. Identical images are checked once (for the latest
+# out (up to 24 pending operations), 48 seeded random subsets per crash point, and
+# torn cuts every 16 bytes. Identical images are checked once (for the latest
 # crash point that produces them: the most operations acknowledged).
 import random
 
@@ -162,7 +163,8 @@ def _cuts(offset, chunk, model, is_append, long):
     if model == "ext4":
         unit = PAGE if is_append else SECTOR
         return [("prefix", c) for c in range(1, n) if (offset + c) % unit == 0]
-    cuts = {1, n // 2, n - 1}
+    # A few bytes in (a pad and a record differ from their third byte), the quarters, all but one.
+    cuts = {1, 8, n // 4, n // 2, 3 * n // 4, n - 1}
     lines = [i + 1 for i in range(n - 1) if chunk[i:i + 1] == b"\n"]
     cuts.update(lines if long else lines[:2])
     if long:
@@ -234,12 +236,12 @@ def _choices(trace, pending, model, appends, long, rng):
             yield _with(every, i, v), "op %d kept as %r" % (i, v)
             yield {i: v}, "op %d alone kept as %r" % (i, v)
     if long:
-        if len(pending) <= 16:
+        if len(pending) <= 24:
             for a in range(len(pending)):
                 for b in range(a + 1, len(pending)):
                     yield _without(_without(every, pending[a]), pending[b]), "ops %d and %d lost" % (
                         pending[a], pending[b])
-        for _ in range(8):
+        for _ in range(48):
             kept = {}
             for i in pending:
                 if rng.random() < 0.5:
