@@ -17,6 +17,8 @@ import pytest
 from reliability import pick, record
 from crashstate import explore, workloads
 from crashstate.states import apply_ops, crash_states
+from crashstate.recorder import Recorder
+import minishim
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="os.fdatasync and directory fsync: Linux")
 
@@ -89,3 +91,20 @@ def test_a_sync_makes_earlier_writes_of_that_file_durable_in_both_models():
         final = [img for img, (k, why) in states.items() if k == len(trace)]
         assert all(img.files["f"].startswith(b"abc") for img in final), model
     assert apply_ops((set(["."]), {"f": b"a"}), trace).files == {"f": b"abcd"}
+
+
+def test_the_recorder_sees_a_buffered_write_when_it_reaches_the_kernel_and_refuses_unknown_calls(tmp_path):
+    rec = Recorder(str(tmp_path))
+    with rec:
+        f = minishim.open(str(tmp_path / "f"), "wb")
+        f.write(b"abc")
+        assert [op[0] for op in rec.trace] == ["creat"]  # still in Python's buffer
+        f.flush()
+        assert rec.trace[-1] == ("write", 1, 0, b"abc")
+        minishim.os.fsync(f.fileno())
+        f.close()
+        minishim.sync_dir(str(tmp_path))
+        with pytest.raises(AssertionError, match="not modelled"):
+            minishim.os.replace(str(tmp_path / "f"), str(tmp_path / "g"))
+    assert rec.trace[-2:] == [("sync", 1, "fsync"), ("dsync", ".")]
+    assert minishim.os is __import__("os")  # uninstalled

@@ -215,7 +215,7 @@ def main(argv):
         if names and name not in names:
             continue
         for model in models:
-            result = explore(name, factory, model, long, None if long else 20)
+            result = explore(name, factory, model, long)
             print(result.summary())
             for failure in result.failures:
                 print("  FAIL " + failure)
