@@ -2,5 +2,6 @@
 #
 # recorder.py  records the file operations the core makes on CPython (in-process, through minishim)
 # states.py    builds the crash states two persistence models allow from such a trace
-# workloads.py one workload per brick, with the views an oracle compares
+# workloads.py one workload per brick, with the views an oracle compares (ministate and
+#              miniqueue in workloads_state_queue.py)
 # explore.py   runs a workload, checks every crash state (and crashes during the recovery)
