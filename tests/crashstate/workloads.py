@@ -35,9 +35,17 @@ class Workload:
     def steps(self):
         raise NotImplementedError
 
+    # The last step an explicit sync() acknowledged: the API's promise, whatever the
+    # brick's own count (durable_seq) says, so that a sync() that does nothing fails.
+    floor = 0
+
     def acked(self, obj, j):
         """After step j: the last step whose effects are acknowledged as durable."""
         return j
+
+    def by_durable_seq(self, j, durable_seq):
+        """Under sync=N: the last step whose records are all within the brick's durable seq, or the floor."""
+        return max(max(i for i in range(j + 1) if self.seq_after[i] <= durable_seq), self.floor)
 
     def open(self, root):
         raise NotImplementedError
@@ -107,6 +115,7 @@ class StoreWorkload(Workload):
 
         def sync(store):
             store.sync()
+            self.floor = len(self.seq_after)  # this step's number: everything so far is durable
             return store
 
         def close(store):
@@ -122,8 +131,7 @@ class StoreWorkload(Workload):
     def acked(self, store, j):
         if self.sync == "always" or store.closed:
             return j
-        durable = store.durable_seq
-        return max(i for i in range(j + 1) if self.seq_after[i] <= durable)
+        return self.by_durable_seq(j, store.durable_seq)
 
     def recovered_view(self, store, root):
         return tuple(MiniStore.replay(self.path(root)))
@@ -285,11 +293,16 @@ class SegmentsWorkload(Workload):
             log.roll()
             return log
 
+        def sync(log):
+            log.sync()
+            self.floor = len(self.seq_after)
+            return log
+
         def close(log):
             log.close()
             return log
-        return [lambda _: self.open(self.root), append(1), append(2), roll, append(3), append(4), append(5), roll,
-                append(6), close]
+        return [lambda _: self.open(self.root), append(1), append(2), roll, append(3), sync, append(4), append(5),
+                roll, append(6), close]
 
     def live_view(self, log):
         self.seq_after.append(len(self.records))
@@ -298,8 +311,7 @@ class SegmentsWorkload(Workload):
     def acked(self, log, j):
         if log.store.closed:
             return j
-        durable = log.store.durable_seq
-        return max(i for i in range(j + 1) if self.seq_after[i] <= durable)
+        return self.by_durable_seq(j, log.store.durable_seq)
 
     def recovered_view(self, log, root):
         return tuple(self.found)

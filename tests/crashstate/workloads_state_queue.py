@@ -49,6 +49,11 @@ class StateWorkload(Workload):
             sm.create_snapshot()
             return sm
 
+        def sync(sm):
+            sm.sync()
+            self.floor = len(self.seq_after)
+            return sm
+
         def reopen(sm):
             sm.close()
             return self.open(self.root)
@@ -57,7 +62,7 @@ class StateWorkload(Workload):
             sm.close()
             return sm
         return [lambda _: self.open(self.root), apply(1), apply(2), apply_many, apply(3), snapshot,
-                apply(4), reopen, apply(5), apply(6), close]
+                apply(4), reopen, apply(5), sync, apply(6), close]
 
     def live_view(self, sm):
         self.seq_after.append(sm.seq)
@@ -66,8 +71,7 @@ class StateWorkload(Workload):
     def acked(self, sm, j):
         if self.sync == "always" or sm.closed:
             return j
-        durable = sm._log.store.durable_seq  # the brick's own count of what is synced
-        return max(i for i in range(j + 1) if self.seq_after[i] <= durable)
+        return self.by_durable_seq(j, sm._log.store.durable_seq)  # the brick's own count of what is synced
 
     def recovered_view(self, sm, root):
         return (sm.seq, minishim.dumps(sm.state))
@@ -136,6 +140,11 @@ class QueueWorkload(Workload):
             q.purge_dead()
             return q
 
+        def sync(q):
+            q.sync()
+            self.floor = len(self.seq_after)
+            return q
+
         def close(q):
             q.close()
             return q
@@ -145,7 +154,7 @@ class QueueWorkload(Workload):
         first = [lambda _: self.open(self.root), put(1), put(2), put(3)]
         if self.on_full == "drop_oldest":
             first.append(put_big)
-        return first + [get, ack_first, get, nack_first, get, nack_first, get, get, put(4), put_many, compact,
+        return first + [get, ack_first, get, nack_first, get, nack_first, get, get, put(4), sync, put_many, compact,
                         get, ack_first, purge, close]
 
     def live_view(self, q):
@@ -155,8 +164,7 @@ class QueueWorkload(Workload):
     def acked(self, q, j):
         if self.sync == "always" or q.closed:
             return j
-        durable = q._log.store.durable_seq
-        return max(i for i in range(j + 1) if self.seq_after[i] <= durable)
+        return self.by_durable_seq(j, q._log.store.durable_seq)
 
     def recovered_view(self, q, root):
         return queue_view(q)
