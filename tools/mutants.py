@@ -18,6 +18,7 @@ unmutated copy must pass first. Exit 0 only if every mutant was killed.
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -300,6 +301,8 @@ def main(argv=None):
         for ident, name, old, new, why, tests in chosen:
             print("%-32s %-13s %s  [%s]" % (ident, name, why, ", ".join(tests)))
         return 0
+    # A kill (SIGTERM) still removes the copy: the finally below runs on SystemExit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     copy = make_copy()
     try:
         sets = sorted(set(tuple(m[5]) for m in chosen))
