@@ -2,7 +2,8 @@
 # the brick must open on it (its recovery is recorded too), show the view of a step
 # between the last acknowledged one and the last attempted one, take one more step,
 # and show that step after a clean reopen. A crash during that recovery is checked
-# the same way, from the recovery's own trace.
+# the same way, from the recovery's own trace (MINI_TORTURE=long: and a crash during
+# the recovery of that recovery).
 #
 #   python3 tests/crashstate/explore.py [WORKLOAD ...] [--model ext4|weak] [--long]
 # prints the figures and the first failures (with the crash point and what was kept).
@@ -169,14 +170,23 @@ def explore(name, factory, model, long=False, recovery_budget=None, scratch=None
         if recovery_budget is not None and len(recoveries) > recovery_budget:
             step = len(recoveries) / float(recovery_budget)
             recoveries = [recoveries[int(i * step)] for i in range(recovery_budget)]
-        for (initial, trace), acked, attempted, k, why in recoveries:
-            result.cut_points += len(trace) + 1
-            for image, (k2, why2) in crash_states(initial, trace, model, long, reorder_appends=reorder_appends).items():
-                result.recovery_states += 1
-                error, _ = check(factory, image, views, acked, attempted, where, result, False)
-                if error:
-                    result.fail("crash after op %d (%s), then during the recovery after op %d of %d (%s): %s\n"
-                                "    recovery ops: %s" % (k, why, k2, len(trace), why2, error, describe(trace, k2)))
+        # With long, a crash during the recovery of that recovery too.
+        depth = 2 if long else 1
+        while recoveries and depth:
+            depth -= 1
+            deeper = []
+            for (initial, trace), acked, attempted, k, why in recoveries:
+                result.cut_points += len(trace) + 1
+                for image, (k2, why2) in crash_states(initial, trace, model, long,
+                                                      reorder_appends=reorder_appends).items():
+                    result.recovery_states += 1
+                    error, again = check(factory, image, views, acked, attempted, where, result, depth > 0)
+                    if error:
+                        result.fail("crash after op %d (%s), then during a recovery after op %d of %d (%s): %s\n"
+                                    "    recovery ops: %s" % (k, why, k2, len(trace), why2, error, describe(trace, k2)))
+                    elif again is not None:
+                        deeper.append((again, acked, attempted, k, why))
+            recoveries = deeper
     finally:
         if own:
             shutil.rmtree(scratch, ignore_errors=True)
