@@ -33,6 +33,7 @@ TORTURE_TESTS = [
     "tests/test_crash_miniqueue.py",
     "tests/test_damage.py",
     "tests/test_fuzz.py",
+    "tests/test_crash_states.py",
 ]
 
 SUITES = [
@@ -56,6 +57,15 @@ SUITES = [
     ("fuzz", "Fuzzing with hypothesis (CPython, and MicroPython for the cross-runtime corpus)",
      "Generated records and generated file damage against the writers, the readers and "
      "`mini verify`; only documented errors may come out, and data read back is never wrong."),
+    ("crash-states", "Crash states a kernel can leave (CPython, recorded file operations)",
+     "Each workload's file operations (create, write, fsync, fdatasync, rename, unlink, mkdir, directory "
+     "fsyncs) are recorded (tests/crashstate), and every crash state that the persistence model allows "
+     "is built: under ext4 data=ordered, a prefix of the journaled metadata and appends, overwrites "
+     "lost or torn at a sector; under the weak POSIX minimum, unsynced writes lost or reordered, appends "
+     "kept in part, as zeros or as garbage, new directory entries lost without a directory fsync, "
+     "renames kept before their data. The brick must open on each state with every acknowledged step "
+     "and nothing never written, take one more step and keep it across a reopen; a crash during that "
+     "recovery is checked the same way. Unlike SIGKILL, these states see a missing sync."),
 ]
 
 
@@ -110,6 +120,19 @@ def versions():
     return out
 
 
+def mutation_summary():
+    """The score `./run mutants` last wrote to MUTANTS.md (it is not part of this run: too slow)."""
+    path = os.path.join(ROOT, "MUTANTS.md")
+    intro = ("Plausible bugs put into a copy of the core one at a time (every sync and directory sync, "
+             "every CRC check, every recovery step, every queue-state transition), each against the tests "
+             "that should catch it: `./run mutants` (tools/mutants.py), not part of this run.")
+    if not os.path.exists(path):
+        return [intro, "", "No score recorded (MUTANTS.md is missing)."]
+    with open(path, encoding="utf-8") as f:
+        score = [line.strip() for line in f if line.startswith("**Mutation score")]
+    return [intro, "", (score[0] if score else "No score line in MUTANTS.md.") + " Details: [MUTANTS.md](MUTANTS.md)."]
+
+
 def report(rows, scale, outcome, seconds, tests):
     info = versions()
     lost = total(rows, "acked_lost")
@@ -135,6 +158,8 @@ def report(rows, scale, outcome, seconds, tests):
         "| soak seeds | %s |" % number(total([r for r in rows if r["suite"] == "soak"], "seeds")),
         "| damaged files opened | %s |" % number(total([r for r in rows if r["suite"] == "damage"], "inputs")),
         "| fuzzed inputs | %s |" % number(total([r for r in rows if r["suite"] == "fuzz"], "inputs")),
+        "| crash states a kernel can leave (ext4 data=ordered and weak POSIX models) | %s |" % number(
+            total([r for r in rows if r["suite"] == "crash-states"], "checks")),
         "| acknowledged operations checked after a cut or kill | %s |" % number(total(rows, "acked_ops")),
         "| **acknowledged operations lost** | **%s** |" % number(lost),
         "| **invariant violations and unexpected exceptions** | **%s** |" % number(violations),
@@ -174,6 +199,7 @@ def report(rows, scale, outcome, seconds, tests):
                 r.get("fs"), r.get("config") or "", w.get("blocks"), w.get("max"), w.get("mean"), w.get("ratio")))
     else:
         lines.append("No wear figures were recorded.")
+    lines += ["", "## Mutation testing", ""] + mutation_summary()
     lines += [
         "",
         "## FAT on NOR flash: the torn-sector hazard",
@@ -192,7 +218,9 @@ def report(rows, scale, outcome, seconds, tests):
         "- this report: `./run reliability` (bounded) or `./run reliability --long`;",
         "- one suite: `MINI_TORTURE=long .venv/bin/python -m pytest -s tests/test_soak.py`;",
         "- a power-cut sweep: `.venv/bin/micropython -X heapsize=64M tests/mp/powercut_miniqueue.py fat-esp32 always`;",
-        "- a failing soak seed or cut point is printed with the command that reproduces it.",
+        "- a failing soak seed or cut point is printed with the command that reproduces it;",
+        "- the crash states of one workload: `.venv/bin/python tests/crashstate/explore.py miniqueue-always --model weak`;",
+        "- the mutation score: `./run mutants` (writes MUTANTS.md).",
         "",
         "Tests run: %s." % ", ".join("`%s`" % t for t in tests),
         "",

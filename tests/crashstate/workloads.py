@@ -1,0 +1,340 @@
+# One workload per brick for the crash-state explorer (explore.py).
+#
+# A workload is a list of steps, each one call of the brick's API. After step j the
+# explorer notes the live object's view (what a restart must find if steps 1..j
+# landed) and which steps are acknowledged (all of them under sync="always"; under
+# sync=N, those whose records are durable by the brick's own count). A crash state
+# passes if the brick opens on it and shows the view of some step j with
+# acked <= j <= attempted: no acknowledged step lost, nothing that was never written.
+#
+# Each workload is small on purpose (a trace of a few dozen to a few hundred kernel
+# operations): the states grow with the square of the trace.
+import os
+
+import minishim
+from ministore import MiniStore, header_line, record_line, encode_json
+from minisnap import SnapStore, SegmentedLog, NotFound
+
+
+class Workload:
+    brick = ""
+    config = ""
+    # Whether the weak model may land a later unsynced append to a file without an
+    # earlier one. Under sync="always" nothing is appended past an unsynced write, so
+    # it changes nothing. Under sync=N it leaves a hole with intact records after it,
+    # which the reader refuses as corruption (a known limit, kept as a strict xfail
+    # in tests/test_crash_states.py); those workloads are checked with in-order appends.
+    reorder_appends = True
+
+    def setup(self, root):
+        """Files that exist, durably, before the recorded steps (default: none)."""
+
+    def initial_view(self):
+        return None
+
+    def steps(self):
+        raise NotImplementedError
+
+    # The last step an explicit sync() acknowledged: the API's promise, whatever the
+    # brick's own count (durable_seq) says, so that a sync() that does nothing fails.
+    floor = 0
+
+    def acked(self, obj, j):
+        """After step j: the last step whose effects are acknowledged as durable."""
+        return j
+
+    def by_durable_seq(self, j, durable_seq):
+        """Under sync=N: the last step whose records are all within the brick's durable seq, or the floor."""
+        return max(max(i for i in range(j + 1) if self.seq_after[i] <= durable_seq), self.floor)
+
+    def open(self, root):
+        raise NotImplementedError
+
+    def recovered_view(self, obj, root):
+        raise NotImplementedError
+
+    def cont(self, obj, view):
+        """One more step on the recovered brick; return the view it must have after a reopen."""
+        raise NotImplementedError
+
+    def close(self, obj):
+        obj.close()
+
+    def allowed(self, view, views, acked, attempted):
+        return view in views[acked:attempted + 1]
+
+    @property
+    def name(self):
+        return "%s/%s" % (self.brick, self.config)
+
+
+# ---------------------------------------------------------------- ministore
+
+class StoreWorkload(Workload):
+    brick = "ministore"
+
+    def __init__(self, sync="always"):
+        self.sync = sync
+        self.reorder_appends = sync == "always"
+        self.config = "appends+batches sync=%s" % sync
+        self.records = []
+        self.seq_after = [0]
+        self.store = None
+
+    def path(self, root):
+        return root + "/a/b/journal.jsonl"  # two new directories: their entries must be durable too
+
+    def initial_view(self):
+        return ()
+
+    def open(self, root):
+        self.root = root
+        return MiniStore.open(self.path(root), sync=self.sync)
+
+    def steps(self):
+        def opened(obj):
+            return self.open(self.root)
+
+        def one(value):
+            def step(store):
+                store.append(value)
+                self.records.append(value)
+                return store
+            return step
+
+        def batch(values):
+            def step(store):
+                store.append_many(values)
+                self.records.extend(values)
+                return store
+            return step
+
+        def reopen(store):
+            store.close()
+            return self.open(self.root)
+
+        def sync(store):
+            store.sync()
+            self.floor = len(self.seq_after)  # this step's number: everything so far is durable
+            return store
+
+        def close(store):
+            store.close()
+            return store
+        return [opened, one("r1"), one({"k": [1, 2]}), batch(["b1", "b2", "b3" * 30]), one("r2" * 40),
+                sync, reopen, batch([3, 4]), one(None), close]
+
+    def live_view(self, store):
+        self.seq_after.append(len(self.records))
+        return tuple(self.records)
+
+    def acked(self, store, j):
+        if self.sync == "always" or store.closed:
+            return j
+        return self.by_durable_seq(j, store.durable_seq)
+
+    def recovered_view(self, store, root):
+        return tuple(MiniStore.replay(self.path(root)))
+
+    def cont(self, store, view):
+        store.append("after")
+        return view + ("after",)
+
+
+class TornStoreWorkload(StoreWorkload):
+    """A journal that a crash left with a torn tail: the recorded steps are its recovery."""
+
+    def __init__(self, tail):
+        StoreWorkload.__init__(self)
+        self.tail = tail
+        self.config = "recovery of a %s" % tail
+
+    def setup(self, root):
+        path = self.path(root)
+        os.makedirs(os.path.dirname(path))
+        data = header_line(0) + record_line(1, encode_json("a"))
+        if self.tail == "torn batch":   # the last of three lines cut: two intact lines to damage first
+            data += (record_line(2, encode_json("b1" * 20), 3) + record_line(3, encode_json("b2" * 20)) +
+                     record_line(4, encode_json("b3" * 20)))[:-5]
+        elif self.tail == "torn line":
+            data += record_line(2, encode_json("c" * 50))[:30]
+        elif self.tail == "torn header":
+            data = header_line(0)[:20]
+        with open(path, "wb") as f:
+            f.write(data)
+        self.records = [] if self.tail == "torn header" else ["a"]
+        self.seq_after = [len(self.records)]
+
+    def initial_view(self):
+        return tuple(self.records)
+
+    def steps(self):
+        return StoreWorkload.steps(self)[:3] + StoreWorkload.steps(self)[-1:]
+
+
+# ---------------------------------------------------------------- minishim and minisnap
+
+class FilesWorkload(Workload):
+    """The shim's durable file primitives, called directly: each must be durable on return."""
+
+    brick = "minishim"
+    config = "makedirs, write_new_file, rename_durably, remove_durably"
+    A, C = b"first file\n" * 3, b"second\n"
+
+    def initial_view(self):
+        return (False, None, None, None)
+
+    def open(self, root):
+        self.root = root
+        return None
+
+    def steps(self):
+        d = lambda name: self.root + "/d1/d2/" + name  # noqa: E731 (a path helper)
+        return [lambda _: minishim.makedirs(self.root + "/d1/d2"),
+                lambda _: minishim.write_new_file(d("a"), self.A),
+                lambda _: minishim.rename_durably(d("a"), d("b")),
+                lambda _: minishim.write_new_file(d("c"), self.C),
+                lambda _: minishim.remove_durably(d("b"))]
+
+    def live_view(self, obj):
+        return self.recovered_view(obj, self.root)
+
+    def recovered_view(self, obj, root):
+        def read(name):
+            try:
+                with open(root + "/d1/d2/" + name, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+        return (os.path.isdir(root + "/d1/d2"), read("a"), read("b"), read("c"))
+
+    def cont(self, obj, view):
+        return view
+
+    def close(self, obj):
+        pass
+
+    def allowed(self, view, views, acked, attempted):
+        if view in views[acked:attempted + 1]:
+            return True
+        # A write_new_file in progress may leave its file with any part of its data.
+        growing = {2: 1, 4: 3}.get(attempted)
+        if growing is None or attempted <= acked:
+            return False
+        masked = lambda v: v[:growing] + ("?",) + v[growing + 1:]  # noqa: E731
+        return masked(view) in (masked(views[attempted - 1]), masked(views[attempted]))
+
+
+class SnapWorkload(Workload):
+    brick = "minisnap"
+
+    def __init__(self, keep=1):
+        self.keep = keep
+        self.config = "SnapStore.create x4 keep=%d" % keep
+
+    def open(self, root):
+        self.root = root
+        return SnapStore(root + "/snaps", keep=self.keep)
+
+    def steps(self):
+        def create(seq):
+            def step(snaps):
+                snaps.create({"n": seq, "text": "s" * (seq * 30)}, seq)
+                return snaps
+            return step
+        return [lambda _: self.open(self.root), create(1), create(2), create(3), create(5)]
+
+    def live_view(self, snaps):
+        return self.recovered_view(snaps, self.root)
+
+    def recovered_view(self, snaps, root):
+        try:
+            return SnapStore(root + "/snaps").restore()
+        except NotFound:
+            return None
+
+    def cont(self, snaps, view):
+        snaps.create({"after": True}, 9)
+        return ({"after": True}, 9)
+
+    def close(self, snaps):
+        pass
+
+
+class SegmentsWorkload(Workload):
+    """A journal in segments: roll() promises the old segment is synced before the new one starts."""
+
+    brick = "minisnap"
+    config = "SegmentedLog appends and roll() sync=3"
+    reorder_appends = False  # sync=N: see Workload.reorder_appends
+
+    def __init__(self):
+        self.records = []
+        self.seq_after = [0]
+        self.found = []
+
+    def initial_view(self):
+        return ()
+
+    def open(self, root):
+        self.root = root
+        self.found = []
+        return SegmentedLog.open(root + "/seg", apply=lambda seq, record: self.found.append(record), sync=3)
+
+    def steps(self):
+        def append(value):
+            def step(log):
+                log.append(value)
+                self.records.append(value)
+                return log
+            return step
+
+        def roll(log):
+            log.roll()
+            return log
+
+        def sync(log):
+            log.sync()
+            self.floor = len(self.seq_after)
+            return log
+
+        def close(log):
+            log.close()
+            return log
+        return [lambda _: self.open(self.root), append(1), append(2), roll, append(3), sync, append(4), append(5),
+                roll, append(6), close]
+
+    def live_view(self, log):
+        self.seq_after.append(len(self.records))
+        return tuple(self.records)
+
+    def acked(self, log, j):
+        if log.store.closed:
+            return j
+        return self.by_durable_seq(j, log.store.durable_seq)
+
+    def recovered_view(self, log, root):
+        return tuple(self.found)
+
+    def cont(self, log, view):
+        log.append("after")
+        return view + ("after",)
+
+
+def all_workloads():
+    """(name, factory) of every workload the CI run explores."""
+    from crashstate.workloads_state_queue import StateWorkload, QueueWorkload
+    return [
+        ("ministore-always", lambda: StoreWorkload()),
+        ("ministore-sync3", lambda: StoreWorkload(sync=3)),
+        ("ministore-torn-batch", lambda: TornStoreWorkload("torn batch")),
+        ("ministore-torn-line", lambda: TornStoreWorkload("torn line")),
+        ("ministore-torn-header", lambda: TornStoreWorkload("torn header")),
+        ("minishim-files", lambda: FilesWorkload()),
+        ("minisnap-keep1", lambda: SnapWorkload(keep=1)),
+        ("minisnap-segments-sync3", lambda: SegmentsWorkload()),
+        ("ministate-always-keep1", lambda: StateWorkload()),
+        ("ministate-sync3-keep2", lambda: StateWorkload(sync=3, keep=2, every=4)),
+        ("miniqueue-always", lambda: QueueWorkload()),
+        ("miniqueue-sync3-drop", lambda: QueueWorkload(sync=3, on_full="drop_oldest")),
+    ]

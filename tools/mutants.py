@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Mutation testing of the core: plausible bugs, one at a time, against the tests that should catch them.
+
+    ./run mutants                 every mutant in the list (about 15 min on 2 cores); not part of CI
+    ./run mutants sync-dir ...    only these mutants (by id or id prefix)
+    ./run mutants --list          the list, without running anything
+
+A run of the whole list writes MUTANTS.md (each mutant, its tests and its fate, and
+the score line that tools/reliability.py copies into RELIABILITY.md).
+
+Each mutant replaces one exact piece of code text in a copy of the repository (in a
+temporary directory; shared/ itself is never touched) and runs its tests there. It is
+killed if a test fails. The code text is matched, not line numbers, so the list
+survives edits elsewhere in a file; a pattern that no longer matches exactly once is
+reported as STALE (and the run fails) rather than skipped. A baseline run of the
+unmutated copy must pass first. Exit 0 only if every mutant was killed.
+"""
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Test sets. "core" and "crash" are pytest paths; "mp:FS" runs tests/core on the
+# MicroPython unix port on that filesystem, with the mutated core.
+CORE = ["tests/core"]
+CRASH = ["tests/test_crash_states.py"]
+DEFAULT = CORE + CRASH
+
+# (id, file in shared/, exact old text, new text, what the bug is, tests)
+#
+# Left out as equivalent (no file a crash or a bit flip can make tells them apart):
+# - read_snapshot's "exactly one line" check: a second line breaks the CRC of the whole
+#   file (parse_line checks the CRC over everything before the last line's suffix).
+MUTANTS = [
+    # -- every sync and directory sync
+    ("sync-journal-fdatasync", "minishim.py", "_datasync(self._fd)", "None",
+     "JournalFile.sync does nothing on CPython (issue 19, bug 1)", DEFAULT),
+    ("sync-dir", "minishim.py", '    fd = os.open(path or ".", os.O_RDONLY)',
+     '    return\n    fd = os.open(path or ".", os.O_RDONLY)',
+     "sync_dir does nothing on CPython (issue 19, bug 2)", DEFAULT),
+    ("sync-dir-makedirs", "minishim.py", '            raise\n    sync_dir(dirname(path) or ".")', "            raise",
+     "makedirs does not sync the parent of a new directory", DEFAULT),
+    ("sync-new-file-flush", "minishim.py", "        f.flush()  # the sync on MicroPython", "        pass",
+     "write_new_file syncs before Python's buffer reached the kernel", DEFAULT),
+    ("sync-new-file-fsync", "minishim.py", "            os.fsync(f.fileno())", "            pass",
+     "write_new_file does not fsync the new file", DEFAULT),
+    ("sync-dir-new-file", "minishim.py", '            os.fsync(f.fileno())\n    sync_dir(dirname(path) or ".")',
+     "            os.fsync(f.fileno())", "write_new_file does not sync its directory", DEFAULT),
+    ("sync-dir-remove", "minishim.py", '    remove(path)\n    sync_dir(dirname(path) or ".")', "    remove(path)",
+     "remove_durably does not sync its directory", DEFAULT),
+    ("sync-dir-rename", "minishim.py", '    rename(src, dst)\n    sync_dir(dirname(dst) or ".")', "    rename(src, dst)",
+     "rename_durably does not sync its directory", DEFAULT),
+    ("sync-overwrite", "minishim.py", "            self.write(data)\n            self.sync()\n            return",
+     "            self.write(data)\n            return", "JournalFile.overwrite (recovery's writes) does not sync",
+     DEFAULT),
+    ("sync-header", "ministore.py", "                journal_file.sync()\n                shim.sync_dir(parent or \".\")",
+     "                shim.sync_dir(parent or \".\")", "a new journal's header is not synced", DEFAULT),
+    ("sync-dir-header", "ministore.py", "                journal_file.sync()\n                shim.sync_dir(parent or \".\")",
+     "                journal_file.sync()", "a new journal's directory entry is not synced", DEFAULT),
+    ("sync-append", "ministore.py",
+     "            if self.sync_every is None or self._unsynced >= self.sync_every:\n                self._sync(journal_file)",
+     "            if False:\n                self._sync(journal_file)", "append never syncs", DEFAULT),
+    ("sync-every-n-late", "ministore.py", "self._unsynced >= self.sync_every:", "self._unsynced > self.sync_every:",
+     "sync=N syncs after N+1 records", DEFAULT),
+    ("sync-explicit", "ministore.py", "        if self._unsynced:\n            try:\n                self._sync(journal_file)",
+     "        if False:\n            try:\n                self._sync(journal_file)", "MiniStore.sync() does nothing",
+     DEFAULT),
+    ("sync-close", "ministore.py", "        try:\n            self.sync()\n        finally:",
+     "        try:\n            pass\n        finally:", "close() does not sync", DEFAULT),
+    ("sync-durable-seq", "ministore.py", "        self.durable_seq = self.seq\n",
+     "        self.durable_seq = self.seq + 1\n", "durable_seq counts one record too many", DEFAULT),
+    ("sync-before-snapshot", "ministate.py", "        log.sync()  # a snapshot must never be ahead of the durable journal\n",
+     "", "no sync before a snapshot (issue 19 weak spot)", DEFAULT),
+    ("sync-before-compaction", "miniqueue.py", "        log.sync()\n        log.compact(log.segments[-1][2])",
+     "        log.compact(log.segments[-1][2])", "no sync of the checkpoint before old segments go (issue 19 weak spot)",
+     DEFAULT),
+    ("sync-segments", "minisnap.py", "    def sync(self):\n        self.store.sync()\n",
+     "    def sync(self):\n        pass\n", "SegmentedLog.sync() does nothing", DEFAULT),
+    ("sync-owner", "minisnap.py", "    def sync(self):\n        self._open_log().sync()\n",
+     "    def sync(self):\n        self._open_log()\n", "StateManager.sync() and MiniQueue.sync() do nothing", DEFAULT),
+    ("sync-roll", "minisnap.py", "        seq = self.store.seq\n        self.store.close()",
+     "        seq = self.store.seq\n        self.store._abandon()", "roll() leaves the old segment unsynced", DEFAULT),
+    ("sync-replay", "minisnap.py", "        self.store.sync()  # a reader must see everything appended so far",
+     "        pass", "a rebuild reads the journal before its writes are flushed (MicroPython)",
+     ["mp:lfs2-esp32", "mp:fat-esp32"]),
+    # -- a failed write
+    ("abandon-write", "ministore.py", "            self._abandon()\n            raise\n\n    def sync(self):",
+     "            raise\n\n    def sync(self):", "no _abandon after a failed write (issue 19 weak spot)", CORE),
+    ("abandon-sync", "ministore.py", "            except OSError:\n                self._abandon()\n                raise",
+     "            except OSError:\n                raise", "no _abandon after a failed sync", CORE),
+    ("state-close-on-failed-write", "ministate.py",
+     "            # The state in memory is ahead of the journal; only a reopen is trustworthy.\n            self._close_quietly()",
+     "            pass", "a StateManager goes on after a failed journal write", CORE),
+    ("queue-close-on-failed-write", "miniqueue.py", "            self._close_quietly()  # memory and journal",
+     "            pass  # memory and journal", "a MiniQueue goes on after a failed journal write", CORE),
+    # -- every CRC check
+    ("crc-line", "ministore.py", '    if shim.crc32(line[:-_SUFFIX_LEN]) & 0xFFFFFFFF != stored:',
+     "    if False:", "parse_line does not check the CRC", DEFAULT),
+    ("crc-fast-path", "ministore.py", "if int(line[-11:-3], 16) != crc32(line[:end]) & 0xFFFFFFFF:",
+     "if False:", "the reader's fast path does not check the CRC", DEFAULT),
+    ("crc-header", "ministore.py", "    if not sealed:\n", "    if False:\n",
+     "a header whose CRC fails is trusted", DEFAULT),
+    ("crc-snapshot", "minisnap.py", "    if kind is None or not isinstance(obj, dict):\n        raise SnapshotError",
+     "    if kind is None and False:\n        raise SnapshotError", "a snapshot whose CRC fails is read", DEFAULT),
+    # -- every recovery step
+    ("recover-damage-batch-first", "ministore.py",
+     '    for offset in reversed(torn.intact):\n        journal_file.overwrite(offset, b"X")\n', "",
+     "an incomplete batch is padded without first damaging its intact lines (issue 19, bug 3)", DEFAULT),
+    ("recover-damage-order", "ministore.py", "    for offset in reversed(torn.intact):",
+     "    for offset in torn.intact:", "a batch's intact lines are damaged first line first", DEFAULT),
+    ("recover-pad", "ministore.py", "    journal_file.overwrite(torn.offset, pad)\n    return last, torn.offset + len(pad)",
+     "    return last, torn.offset + torn.length", "a torn tail is not cut (appends go after it)", DEFAULT),
+    ("recover-header", "ministore.py", "        journal_file.overwrite(0, data)\n", "",
+     "a torn header is not written again", DEFAULT),
+    ("recover-incomplete-batch", "ministore.py", "        if self._batch_left:\n            offset, line = self._batch_at",
+     "        if False:\n            offset, line = self._batch_at", "an incomplete batch is not a torn tail", DEFAULT),
+    ("recover-damage-then-intact", "ministore.py",
+     "        if self._bad is not None:\n            bad_off, bad_line, reason = self._bad\n            raise CorruptRecord",
+     "        if False:\n            bad_off, bad_line, reason = self._bad\n            raise CorruptRecord",
+     "a damaged line with intact lines after it is skipped", DEFAULT),
+    ("recover-seq-gap", "ministore.py", "        if seq != self._expect:\n", "        if False:\n",
+     "a gap in the sequence numbers is not corruption", DEFAULT),
+    ("recover-snapshot-fallback", "minisnap.py", "                self.skipped.append((path, str(exc)))\n                continue",
+     "                raise", "a damaged newest snapshot is not skipped", DEFAULT),
+    ("recover-segment-gap", "minisnap.py", "        elif base != last:\n", "        elif False:\n",
+     "a segment that does not continue the one before is accepted", DEFAULT),
+    ("recover-segment-late", "minisnap.py", "            if base > after_seq:\n", "            if False:\n",
+     "a first segment that starts after the snapshot is accepted", DEFAULT),
+    ("recover-journal-short", "minisnap.py", "    if last < after_seq:\n", "    if False:\n",
+     "a journal that ends before the snapshot is accepted", DEFAULT),
+    ("compact-too-far", "minisnap.py", "self.segments[1][2] <= upto_seq:", "self.segments[1][2] <= upto_seq + 1:",
+     "compaction removes a segment with a record the snapshot does not cover", DEFAULT),
+    ("compact-newest-snapshot", "ministate.py", "        log.compact(self._snaps.oldest_seq())",
+     "        log.compact(seq)", "compaction only keeps the journal back to the newest snapshot", DEFAULT),
+    # -- every queue-state transition
+    ("queue-ckpt-deliveries", "miniqueue.py", '{"ckpt": [mid, shim.loads(body), deliveries, status]}',
+     '{"ckpt": [mid, shim.loads(body), 0, status]}', "a checkpoint writes delivery counts as 0 (issue 19 weak spot)",
+     DEFAULT),
+    ("queue-ckpt-status", "miniqueue.py", '{"ckpt": [mid, shim.loads(body), deliveries, status]}',
+     '{"ckpt": [mid, shim.loads(body), deliveries, 0]}', "a checkpoint writes every message as ready", DEFAULT),
+    ("queue-ckpt-dropped", "miniqueue.py", '"dropped": self.dropped}}', '"dropped": 0}}',
+     "a checkpoint forgets the drop count", DEFAULT),
+    ("queue-ckpt-end-reset", "miniqueue.py", "            self._reset()\n            self.dropped = arg[\"dropped\"]",
+     "            self.dropped = arg[\"dropped\"]", "a checkpoint is added to the state before it", DEFAULT),
+    ("queue-ckpt-complete", "miniqueue.py", "                self._add(mid, shim.dumps(message).encode(), deliveries, status)\n"
+     "            self._complete = True", "                self._add(mid, shim.dumps(message).encode(), deliveries, status)",
+     "a complete checkpoint does not make the history whole", DEFAULT),
+    ("queue-ckpt-restart", "miniqueue.py", "if self._ckpt is None or self._ckpt[-1][0] >= arg[0]:",
+     "if self._ckpt is None:", "a checkpoint begun again after a cut one is counted twice", DEFAULT),
+    ("queue-ckpt-cut", "miniqueue.py", "        self._ckpt = None  # events after an unfinished checkpoint",
+     "        pass  # events after an unfinished checkpoint", "events after a cut checkpoint join it", DEFAULT),
+    ("queue-redeliver", "miniqueue.py", "            if redeliver and entry[2] == IN_FLIGHT:",
+     "            if False:", "in-flight messages are not delivered again after a restart", DEFAULT),
+    ("queue-replay-get-count", "miniqueue.py", '        if kind == "get":\n            entry[1] += 1',
+     '        if kind == "get":\n            entry[1] += 0', "a replayed get does not count a delivery", DEFAULT),
+    ("queue-replay-nack", "miniqueue.py", '        elif kind == "nack":\n            entry[2] = READY',
+     '        elif kind == "nack":\n            entry[2] = DEAD', "a replayed nack makes the message dead", DEFAULT),
+    ("queue-replay-dead", "miniqueue.py", '        elif kind == "dead":\n            entry[2] = DEAD',
+     '        elif kind == "dead":\n            entry[2] = READY', "a replayed dead letter is ready again", DEFAULT),
+    ("queue-replay-ack", "miniqueue.py", "            self._forget(arg)\n            if kind == \"drop\":",
+     "            if kind == \"drop\":", "a replayed ack, drop or purge keeps the message", DEFAULT),
+    ("queue-replay-drop-count", "miniqueue.py", "            if kind == \"drop\":\n                self.dropped += 1",
+     "            if kind == \"drop\":\n                pass", "a replayed drop is not counted", DEFAULT),
+    ("queue-get-journal", "miniqueue.py", '            self._write([{"get": mid}])\n', "",
+     "get() does not journal the delivery", DEFAULT),
+    ("queue-get-in-flight", "miniqueue.py", "            entry[1] += 1\n            entry[2] = IN_FLIGHT\n            self._maybe_compact()",
+     "            entry[1] += 1\n            self._maybe_compact()", "get() leaves the message ready", DEFAULT),
+    ("queue-get-count", "miniqueue.py", "            entry[1] += 1\n            entry[2] = IN_FLIGHT\n            self._maybe_compact()",
+     "            entry[2] = IN_FLIGHT\n            self._maybe_compact()", "get() does not count the delivery", DEFAULT),
+    ("queue-dead-journal", "miniqueue.py", '                self._write([{"dead": mid}])\n', "",
+     "a message out of deliveries goes dead without a journal event", DEFAULT),
+    ("queue-ack-journal", "miniqueue.py", '        self._write([{"ack": mid}])\n', "",
+     "ack() is not journaled", DEFAULT),
+    ("queue-nack-journal", "miniqueue.py", '        self._write([{"nack": mid}])\n', "",
+     "nack() is not journaled", DEFAULT),
+    ("queue-nack-ready", "miniqueue.py", "        entry[2] = READY\n        self._insert_ready(mid)",
+     "        self._insert_ready(mid)", "nack() leaves the message in flight", DEFAULT),
+    ("queue-drop-journal", "miniqueue.py", '            events = [{"drop": mid} for mid in drops]',
+     "            events = []", "drops are not journaled", DEFAULT),
+    ("queue-purge-journal", "miniqueue.py", '            self._write([{"purge": mid} for mid in ids])\n', "",
+     "purge_dead() is not journaled", DEFAULT),
+    ("queue-fifo-after-restart", "miniqueue.py", "        self._ready = sorted(mid for mid in self._msgs if self._msgs[mid][2] == READY)",
+     "        self._ready = sorted((mid for mid in self._msgs if self._msgs[mid][2] == READY), reverse=True)",
+     "after a restart the ready messages come newest first", DEFAULT),
+]
+
+COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]
+
+
+def make_copy():
+    where = tempfile.mkdtemp(prefix="mini-mutants-")
+    for name in COPIED:
+        src = os.path.join(ROOT, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(where, name),
+                            ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".hypothesis"))
+        elif os.path.exists(src):
+            shutil.copy2(src, os.path.join(where, name))
+    return where
+
+
+def run_tests(copy, tests, timeout):
+    """(passed, seconds, last line): the tests, run in the copy against its shared/."""
+    started = time.time()
+    pytest_paths = [t for t in tests if not t.startswith("mp:")]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("MINI_RELIABILITY_DIR", None)
+    tail = ""
+    try:
+        if pytest_paths:
+            cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"] + pytest_paths
+            proc = subprocess.run(cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, timeout=timeout)
+            tail = (proc.stdout.strip().splitlines() or [""])[-1]
+            if proc.returncode != 0:
+                return False, time.time() - started, tail
+        for fs in [t[3:] for t in tests if t.startswith("mp:")]:
+            mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+            cmd = [mp, "-X", "heapsize=64M", "tests/mp/runner.py", fs]
+            proc = subprocess.run(cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, timeout=timeout)
+            tail = (proc.stdout.strip().splitlines() or [""])[-1]
+            if proc.returncode != 0:
+                return False, time.time() - started, tail
+    except subprocess.TimeoutExpired:
+        return False, time.time() - started, "timed out after %d s (counted as killed)" % timeout
+    return True, time.time() - started, tail
+
+
+def apply(copy, mutant):
+    """Put the mutant into the copy; return (original text, None) or (None, why it is stale)."""
+    ident, name, old, new = mutant[:4]
+    path = os.path.join(copy, "shared", name)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    count = text.count(old)
+    if count != 1:
+        return None, "STALE: the code text is found %d times in shared/%s (must be exactly once)" % (count, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace(old, new))
+    return text, None
+
+
+def restore(copy, mutant, text):
+    with open(os.path.join(copy, "shared", mutant[1]), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_report(path, rows, score, seconds):
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    lines = [
+        "# Mutation testing of the core",
+        "",
+        "Written by `./run mutants` (tools/mutants.py) on %s UTC, commit %s, %.0f s on %d cores." % (
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime()), commit, seconds, os.cpu_count() or 0),
+        "",
+        "**Mutation score: %s.**" % score[len("mutation score: "):],
+        "",
+        "Each mutant is one plausible bug: an exact piece of code text in `shared/` replaced in a copy of the "
+        "repository, then the tests listed run there (`tests/core` on CPython, `tests/test_crash_states.py`, "
+        "`mp:FS` the core tests on the MicroPython unix port). Killed means a test failed. The list covers "
+        "every sync and directory sync, every CRC check, every recovery step and every queue-state transition "
+        "in the core. It is not part of CI (too slow).",
+        "",
+        "| mutant | file | the bug | tests | result | s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mutant, fate, took, tail in rows:
+        lines.append("| `%s` | %s | %s | %s | %s | %.0f |" % (
+            mutant[0], mutant[1], mutant[4], ", ".join(mutant[5]), fate, took))
+    lines.append("")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("ids", nargs="*", help="mutant ids or id prefixes (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per test run (a timeout counts as killed)")
+    parser.add_argument("--tests", nargs="+", help="run these tests for every mutant instead of its own")
+    parser.add_argument("--out", help="write the results here (default: MUTANTS.md when the whole list runs)")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.ids or any(m[0] == i or m[0].startswith(i) for i in args.ids)]
+    if args.tests:
+        chosen = [m[:5] + (list(args.tests),) for m in chosen]
+    if not chosen:
+        print("no mutant matches %s" % " ".join(args.ids))
+        return 2
+    if args.list:
+        for ident, name, old, new, why, tests in chosen:
+            print("%-32s %-13s %s  [%s]" % (ident, name, why, ", ".join(tests)))
+        return 0
+    # A kill (SIGTERM) still removes the copy: the finally below runs on SystemExit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    copy = make_copy()
+    try:
+        sets = sorted(set(tuple(m[5]) for m in chosen))
+        for tests in sets:
+            ok, seconds, tail = run_tests(copy, list(tests), args.timeout)
+            print("baseline %-40s %s in %.0f s: %s" % (", ".join(tests), "passes" if ok else "FAILS", seconds, tail))
+            if not ok:
+                print("the unmutated core must pass its tests first")
+                return 2
+        started = time.time()
+        killed, survived, stale, rows = [], [], [], []
+        for mutant in chosen:
+            text, why_stale = apply(copy, mutant)
+            if why_stale:
+                stale.append(mutant[0])
+                rows.append((mutant, "STALE", 0.0, why_stale))
+                print("%-32s %s" % (mutant[0], why_stale))
+                continue
+            try:
+                ok, seconds, tail = run_tests(copy, mutant[5], args.timeout)
+            finally:
+                restore(copy, mutant, text)
+            (survived if ok else killed).append(mutant[0])
+            rows.append((mutant, "SURVIVED" if ok else "killed", seconds, tail))
+            print("%-32s %-8s %4.0f s  %s: %s" % (mutant[0], "SURVIVED" if ok else "killed", seconds, mutant[4], tail))
+            sys.stdout.flush()
+        ran = len(killed) + len(survived)
+        score = "mutation score: %d/%d killed (%.0f%%); %d survived%s; %d stale" % (
+            len(killed), ran, 100.0 * len(killed) / ran if ran else 0, len(survived),
+            (": " + ", ".join(survived)) if survived else "", len(stale))
+        print("")
+        print(score)
+        whole = len(chosen) == len(MUTANTS) and not args.tests
+        out = args.out or (os.path.join(ROOT, "MUTANTS.md") if whole else None)
+        if out:
+            write_report(out, rows, score, time.time() - started)
+            print("wrote %s" % out)
+        return 0 if not survived and not stale else 1
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
