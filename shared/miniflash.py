@@ -331,7 +331,18 @@ class FlashStore:
         """Append records as one atomic batch with one program; return the last seq."""
         return self.append_encoded([encode_json(r) for r in records])
 
-    def append_encoded(self, bodies, durable=True):
+    def append_encoded(self, bodies, durable=True, lead=()):
+        """As MiniStore.append_encoded: `lead` are groups of records (each a batch) before
+        the batch. Here every record waits in RAM until the sync programs them, in order."""
+        for group in lead:
+            self._append_batch(group, False)
+        if bodies or not durable:
+            return self._append_batch(bodies, durable)
+        if self.sync_every is None or self._unsynced >= self.sync_every:
+            self.sync()
+        return self.seq
+
+    def _append_batch(self, bodies, durable):
         if not self._live:
             raise ClosedError("%s is closed" % self.path)
         count = len(bodies)

@@ -92,8 +92,11 @@ class RegionLog:
     def durable_seq(self):
         return self.store.durable_seq
 
-    def append_encoded(self, bodies, durable=True):
-        seq = self.store.append_encoded(bodies, durable)
+    def append_encoded(self, bodies, durable=True, lead=()):
+        seq = self.store.append_encoded(bodies, durable, lead)
+        for group in lead:
+            for body in group:
+                self._since += len(body) + _LINE_OVERHEAD
         for body in bodies:
             self._since += len(body) + _LINE_OVERHEAD
         return seq

@@ -113,8 +113,8 @@ class SegmentedLog:
     def append_many(self, records):
         return self.store.append_many(records)
 
-    def append_encoded(self, bodies, durable=True):
-        return self.store.append_encoded(bodies, durable)
+    def append_encoded(self, bodies, durable=True, lead=()):
+        return self.store.append_encoded(bodies, durable, lead)
 
     @property
     def durable_seq(self):

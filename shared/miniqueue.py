@@ -62,6 +62,8 @@ class MiniQueue(LogBrick):
         self.compact_bytes = 0
         self.durability = "puts"
         self.unsynced_events = 32
+        self._deferred = []     # [[encoded event, ...] of one call] not yet written (durability="puts")
+        self._deferred_events = 0
         self.last_seq = 0
         self._start = 0
         self._complete = False
@@ -341,7 +343,7 @@ class MiniQueue(LogBrick):
                 if self._bytes - freed + need > self.max_bytes:
                     raise QueueFull("queue %s is full of in-flight and dead messages" % self.directory)
                 events = [{"drop": mid} for mid in drops]
-            first = log.seq + len(events) + 1
+            first = log.seq + self._deferred_events + len(events) + 1  # deferred events go first
             self._write([encode_json(event) for event in events] + [b'{"put":%s}' % body for body in bodies], True)
             for mid in drops:
                 self._forget(mid)
@@ -360,27 +362,39 @@ class MiniQueue(LogBrick):
         """Deliver the oldest ready message as (id, message), or None when there is none. Never blocks."""
         with self._lock:
             self._open_log()
+            # The dead letters it passes over and the delivery: one atomic batch.
+            events = []
+            dead = []
+            found = None
             while self._head < len(self._ready):
                 mid = self._ready[self._head]
                 entry = self._msgs[mid]
-                if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
-                    self._write([{"dead": mid}], durable=False)
-                    entry[_STATUS] = DEAD
-                    self._pop_ready()
-                    continue
-                self._write([{"get": mid}], durable=False)
                 self._pop_ready()
-                entry[_DELIVERIES] += 1
-                entry[_STATUS] = IN_FLIGHT
-                self._maybe_compact()
-                return mid, shim.loads(entry[_BODY])
-            return None
+                if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
+                    events.append({"dead": mid})
+                    dead.append(entry)
+                    continue
+                events.append({"get": mid})
+                found = mid
+                break
+            if not events:
+                return None
+            self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
+            for entry in dead:
+                entry[_STATUS] = DEAD
+            if found is None:
+                return None
+            entry = self._msgs[found]
+            entry[_DELIVERIES] += 1
+            entry[_STATUS] = IN_FLIGHT
+            self._maybe_compact()
+            return found, shim.loads(entry[_BODY])
 
     def ack(self, mid):
         """The message was handled: durable (under sync="always"); it is never delivered again."""
         with self._lock:
             self._in_flight(mid)
-            self._write([{"ack": mid}], durable=False)
+            self._write([{"ack": mid}], defer=True)
             self._forget(mid)
             self._maybe_compact()
 
@@ -388,7 +402,7 @@ class MiniQueue(LogBrick):
         """Put a delivered message back in its place in the queue, for a later get()."""
         with self._lock:
             entry = self._in_flight(mid)
-            self._write([{"nack": mid}], durable=False)
+            self._write([{"nack": mid}], defer=True)
             entry[_STATUS] = READY
             self._insert_ready(mid)
             self._maybe_compact()
@@ -399,7 +413,7 @@ class MiniQueue(LogBrick):
             self._open_log()
             ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][_STATUS] == DEAD]
             if ids:
-                self._write([{"purge": mid} for mid in ids], durable=False)
+                self._write([{"purge": mid} for mid in ids])  # an atomic batch: not deferred
                 for mid in ids:
                     self._forget(mid)
                 self._maybe_compact()
@@ -429,18 +443,63 @@ class MiniQueue(LogBrick):
                 hi = mid_index
         self._ready.insert(lo, mid)
 
-    def _write(self, events, encoded=False, durable=True):
-        """Journal events (one atomic batch). durable=False: written now, synced with the
-        next durable write, or here once `unsynced_events` wait (FORMAT.md 5.2)."""
+    def _write(self, events, encoded=False, defer=False, sync=True):
+        """Journal events (one atomic batch), synced under the store's policy.
+
+        defer=True (a get, ack, nack or dead letter; durability="puts"): the event is
+        kept in RAM and written ahead of the next durable write, in the same write() and
+        sync, or on its own once `unsynced_events` wait (FORMAT.md 5.2). It is never
+        written without a sync after it, so no crash can leave it as a hole with later
+        lines intact (a file system may persist unsynced appends out of order)."""
         log = self._open_log()
-        durable = durable or self.durability == "all"
+        bodies = events if encoded else [encode_json(event) for event in events]
+        if defer and self.durability == "puts":
+            if self._region is not None:
+                # A region's store keeps unsynced records in RAM and programs them in
+                # order at its next sync: nothing to hold back here.
+                sync = log.seq + len(bodies) - log.durable_seq >= self.unsynced_events
+            else:
+                self._deferred.append(bodies)  # one call's events stay one atomic batch
+                self._deferred_events += len(bodies)
+                if self._deferred_events < self.unsynced_events:
+                    return
+                bodies = []
+        lead, self._deferred = self._deferred, []
+        self._deferred_events = 0
         try:
-            seq = log.append_encoded(events if encoded else [encode_json(event) for event in events], durable)
-            if not durable and seq - log.durable_seq >= self.unsynced_events:
-                log.sync()
+            log.append_encoded(bodies, sync, lead)
         except OSError:
             self._close_quietly()  # memory and journal may now disagree: only a reopen is trusted
             raise
+
+    def _flush_deferred(self):
+        if self._deferred:
+            self._write([], True)
+
+    @property
+    def seq(self):
+        """The seq of the last event, deferred ones included (an id is a put's seq)."""
+        log = self._log
+        return self._closed_seq if log is None else log.seq + self._deferred_events
+
+    def sync(self):
+        """Make every event so far durable: deferred gets and acks included."""
+        with self._lock:
+            self._flush_deferred()
+            self._open_log().sync()
+
+    def close(self):
+        """Write and sync what is deferred, then release the directory. Closing twice is fine."""
+        with self._lock:
+            if self._log is not None:
+                try:
+                    self._flush_deferred()
+                except BaseException:
+                    self._close_quietly()
+                    raise
+                log, self._log = self._log, None
+                self._closed_seq = log.seq
+                log.close()
 
     # -- space
 
@@ -455,23 +514,28 @@ class MiniQueue(LogBrick):
 
     def _compact(self):
         log = self._open_log()
+        self._flush_deferred()  # into the old segment, which roll() then syncs and closes
         log.roll()
         mids = sorted(self._msgs)
         # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
         limit = None if self._region is None else 2048
+        # A file system may persist unsynced appends out of order, so on files each chunk
+        # is synced (under the store's policy); a region keeps them in RAM and programs
+        # them in order at the sync below.
+        unordered = self._region is None
         chunk = []
         size = 0
         for mid in mids:
             body, deliveries, status = self._msgs[mid]
             if len(chunk) == _CKPT_CHUNK or (chunk and limit is not None and size + len(body) > limit):
-                self._write(chunk, durable=False)  # the sync below makes the checkpoint durable
+                self._write(chunk, sync=unordered)
                 chunk = []
                 size = 0
             chunk.append({"ckpt": [mid, shim.loads(body), deliveries, status]})
             size += len(body) + MESSAGE_OVERHEAD
         if chunk:
-            self._write(chunk, durable=False)
-        self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}], durable=False)
+            self._write(chunk, sync=unordered)
+        self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}], sync=unordered)
         log.sync()
         log.compact(log.segments[-1].base_seq)
         self._ckpt_size = log.active_bytes()

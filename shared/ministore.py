@@ -844,23 +844,33 @@ class MiniStore:
         """Append records as one atomic batch with one sync; return the last seq."""
         return self.append_encoded([encode_json(r) for r in records])  # validate all before writing any
 
-    def append_encoded(self, bodies, durable=True):
+    def append_encoded(self, bodies, durable=True, lead=()):
         """Append records encoded by encode_json() (nothing else: they are not checked again):
         one, or an atomic batch. Returns the last seq.
 
         For the bricks that must know a record is storable before they act on it
         (ministate applies a mutator only once its record has encoded), without
         encoding it twice. durable=False writes without syncing whatever the policy:
-        the records become durable with the next sync (miniqueue's gets and acks).
+        the records become durable with the next sync. lead: groups of records written
+        first, each an atomic batch (or a single record), in the same write (miniqueue's
+        deferred gets and acks, ahead of the put that makes them durable): one write, so
+        a crash keeps a prefix of it, and of each group all or nothing.
         """
         count = len(bodies)
         with self._lock:
-            if count == 0:
+            if count == 0 and not lead:
                 return self.seq
-            lines = [record_line(self.seq + 1, bodies[0], count)]
-            for i in range(1, count):
-                lines.append(record_line(self.seq + 1 + i, bodies[i]))
-            seq = self._write(b"".join(lines), count)
+            seq = self.seq
+            lines = []
+            for group in lead:
+                for i in range(len(group)):
+                    lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
+                seq += len(group)
+            if count:
+                lines.append(record_line(seq + 1, bodies[0], count))
+                for i in range(1, count):
+                    lines.append(record_line(seq + 1 + i, bodies[i]))
+            seq = self._write(b"".join(lines), seq + count - self.seq)
         if durable:
             self._sync_if_due(seq)
         return seq

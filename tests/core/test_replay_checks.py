@@ -3,7 +3,7 @@
 import os
 
 from support import scratch, raises, read_bytes, write_bytes, lines
-from minisnap import SegmentedLog, CompactionGap, read_segments, segment_files
+from minilog import SegmentedLog, CompactionGap, read_segments, segment_files
 from miniqueue import MiniQueue
 
 
@@ -63,9 +63,11 @@ def test_a_nack_is_journaled_so_inspect_sees_the_message_ready():
     mid = q.put("m")
     q.get()
     q.nack(mid)
+    q.sync()  # a get or nack reaches the file with the next put, sync or close (FORMAT.md 5.2)
     seen = MiniQueue.inspect(directory)     # read-only, as `mini stats` reads it
     assert seen.in_flight() == 0 and len(seen) == 1
     q.get()
+    q.sync()
     seen = MiniQueue.inspect(directory)
     assert seen.in_flight() == 1 and len(seen) == 0
     q.close()

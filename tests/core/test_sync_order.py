@@ -7,7 +7,7 @@ from support import scratch, raises
 from ministore import MiniStore, ClosedError
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue, UnknownMessage
-from minisnap import segment_files
+from minilog import segment_files
 
 
 class Add(Mutator):

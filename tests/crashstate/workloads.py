@@ -13,7 +13,8 @@ import os
 
 import minishim
 from ministore import MiniStore, header_line, record_line, encode_json
-from minisnap import SnapStore, SegmentedLog, NotFound
+from minisnap import SnapStore, NotFound
+from minilog import SegmentedLog
 
 
 class Workload:
@@ -336,5 +337,6 @@ def all_workloads():
         ("ministate-always-keep1", lambda: StateWorkload()),
         ("ministate-sync3-keep2", lambda: StateWorkload(sync=3, keep=2, every=4)),
         ("miniqueue-always", lambda: QueueWorkload()),
+        ("miniqueue-strict", lambda: QueueWorkload(durability="all")),
         ("miniqueue-sync3-drop", lambda: QueueWorkload(sync=3, on_full="drop_oldest")),
     ]
