@@ -15,6 +15,7 @@ from minisnap import SnapStore, NotFound, read_snapshot, segment_files, read_seg
 
 from minitools import scan as scanning
 from minitools import device
+from minitools import ingest
 
 
 class UsageError(Exception):
@@ -229,6 +230,7 @@ def build_parser():
     p.set_defaults(func=cmd_state)
 
     device.register(sub)  # pull, tail, image (minitools/device.py)
+    ingest.register(sub)  # ingest (minitools/ingest.py)
     return parser
 
 
