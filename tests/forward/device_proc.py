@@ -2,7 +2,7 @@
 (miniforward + PahoTransport), printing "put ID RUN N" for every put that returned.
 
     python device_proc.py --queue DIR --device ID --port PORT --count N [--run R] [--batch B]
-It ends (printing "idle") when it has put N readings and all are confirmed."""
+It ends (printing "idle") when it has put N readings (or --stop-file exists) and all are confirmed."""
 import argparse
 import os
 import sys
@@ -31,6 +31,7 @@ def main():
     p.add_argument("--password")
     p.add_argument("--tls-ca")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--stop-file", help="when this file exists: stop putting, forward the rest, exit")
     args = p.parse_args()
     q = MiniQueue.open(args.queue, max_bytes=4 << 20)
     transport = PahoTransport("127.0.0.1", args.port, client_id=args.device, username=args.username,
@@ -38,14 +39,16 @@ def main():
     fw = Forwarder(q, transport, args.device, batch=args.batch, window=args.window,
                    resend_ms=args.resend_ms, retry_ms=50, max_retry_ms=500)
     out = sys.stdout
-    deadline = time.monotonic() + args.timeout
     for n in range(args.count):
+        if args.stop_file and n % 16 == 0 and os.path.exists(args.stop_file):
+            break
         mid = q.put({"n": n, "r": args.run, "t": time.time()})
         out.write("put %d %d %d\n" % (mid, args.run, n))
         out.flush()
         fw.pump()
         if args.every_ms:
             time.sleep(args.every_ms / 1000)
+    deadline = time.monotonic() + args.timeout
     while not fw.idle() and time.monotonic() < deadline:
         if not fw.pump():
             time.sleep(0.005)
