@@ -127,8 +127,8 @@ class Forwarder:
         self._backoff = retry_ms
         self._retry_at = _ticks_ms()
         # counters, for the app's own telemetry
-        self.sent = 0           # messages published for the first time
-        self.resent = 0         # messages published again (no ack in time, or a reconnect)
+        self.sent = 0           # messages taken from the queue and published (or tried) once
+        self.resent = 0         # messages published again (no ack in time, a reconnect, a failed try)
         self.confirmed = 0      # messages the ingester acked, now acked in the queue
         self.connects = 0
         self.failures = 0       # connection attempts that failed, and connections lost
@@ -175,9 +175,9 @@ class Forwarder:
             self._batches.append(batch)
             for mid in batch[0]:
                 self._waiting[mid] = batch
+            self.sent += len(batch[0])
             if not self._send(batch, now):
                 break
-            self.sent += len(batch[0])
         return confirmed
 
     def flush(self, timeout_ms=30000, step_ms=5):

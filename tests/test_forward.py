@@ -120,3 +120,27 @@ def test_bad_input_is_rejected_counted_and_blocks_nobody(tmp_path):
     for word in ("not JSON", "shape", "huge", "'evil' in the payload is not 'other'"):
         assert word in reasons, reasons
     assert con.execute("SELECT COUNT(*) FROM messages WHERE device != 'dev1'").fetchone()[0] == 0
+
+
+def test_through_a_mosquitto_bridge_edge_to_central(tmp_path):
+    central = mqttkit.Broker(tmp_path / "central")
+    edge = mqttkit.Broker(tmp_path / "edge", extra=(
+        "connection central\naddress 127.0.0.1:%d\ncleansession true\n"
+        "topic mini/+/up out 1\ntopic mini/+/ack in 1\n" % central.port))
+    db = tmp_path / "readings.db"
+    ing = mqttkit.ingester(db, central.port)
+    try:
+        returned = {}
+        procs = {"dev1": device(tmp_path, "dev1", edge.port, 150, "--batch", 8),
+                 "dev2": device(tmp_path, "dev2", edge.port, 150)}
+        time.sleep(0.5)
+        central.kill()   # the bridge goes down mid-stream, and comes back
+        time.sleep(0.5)
+        central.start()
+        for name in procs:
+            assert "idle True" in finish(procs[name], returned, name)
+        assert mqttkit.check_exactly_once(db, returned) == 300
+    finally:
+        mqttkit.stop(ing)
+        edge.stop()
+        central.stop()

@@ -78,7 +78,12 @@ class PahoTransport:
             if time.monotonic() > deadline:
                 self.close()
                 raise LinkDown("%s: no answer in %.1f s" % (what, self.timeout))
-            self._loop(0.05)
+            try:
+                self._loop(0.05)
+            except LinkDown:
+                if self._state is not None and self._state[0] == what:
+                    break  # refused: paho drops the connection right after the CONNACK
+                raise
         code = self._state[1]
         if code is None or code.is_failure:
             self.close()
@@ -94,7 +99,7 @@ class PahoTransport:
             rc = exc
         if rc != mqtt.MQTT_ERR_SUCCESS:
             self.close()
-            raise LinkDown("connection lost: %s" % (rc,))
+            raise LinkDown("connection lost: %s" % (mqtt.error_string(rc) if isinstance(rc, int) else rc,))
 
     def subscribe(self, topic):
         self._state = None

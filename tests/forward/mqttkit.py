@@ -70,6 +70,8 @@ class Broker:
             f.write("persistence true\npersistence_location %s/\n" % self.dir)
             f.write("log_dest file %s/mosquitto.log\n" % self.dir)
             f.write("max_queued_messages 100000\nmax_inflight_messages 0\n")
+            if os.geteuid() == 0:  # as root, mosquitto would switch to user "mosquitto", who cannot read the test's files
+                f.write("user root\n")
             if "allow_anonymous" not in extra and "password_file" not in extra:
                 f.write("allow_anonymous true\n")
             f.write(extra + "\n")
