@@ -125,14 +125,14 @@ def test_bad_input_is_rejected_counted_and_blocks_nobody(tmp_path):
 def test_through_a_mosquitto_bridge_edge_to_central(tmp_path):
     central = mqttkit.Broker(tmp_path / "central")
     edge = mqttkit.Broker(tmp_path / "edge", extra=(
-        "connection central\naddress 127.0.0.1:%d\ncleansession true\n"
+        "connection central\naddress 127.0.0.1:%d\ncleansession true\nrestart_timeout 1\n"
         "topic mini/+/up out 1\ntopic mini/+/ack in 1\n" % central.port))
     db = tmp_path / "readings.db"
     ing = mqttkit.ingester(db, central.port)
     try:
         returned = {}
-        procs = {"dev1": device(tmp_path, "dev1", edge.port, 150, "--batch", 8),
-                 "dev2": device(tmp_path, "dev2", edge.port, 150)}
+        procs = {"dev1": device(tmp_path, "dev1", edge.port, 150, "--batch", 8, "--resend-ms", 500),
+                 "dev2": device(tmp_path, "dev2", edge.port, 150, "--resend-ms", 500)}
         time.sleep(0.5)
         central.kill()   # the bridge goes down mid-stream, and comes back
         time.sleep(0.5)

@@ -32,12 +32,13 @@ from miniforward import WIRE_VERSION, check_device
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL, incarnation TEXT NOT NULL, id INTEGER NOT NULL,
     received_at REAL NOT NULL, payload TEXT NOT NULL,
-    PRIMARY KEY (device, incarnation, id)) WITHOUT ROWID;
+    UNIQUE (device, incarnation, id));
 CREATE TABLE IF NOT EXISTS incarnations(
     device TEXT NOT NULL, incarnation TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-    backlog INTEGER NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0,
+    last_id INTEGER NOT NULL, backlog INTEGER NOT NULL, duplicates INTEGER NOT NULL,
     PRIMARY KEY (device, incarnation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected(
     topic TEXT NOT NULL, digest TEXT NOT NULL, reason TEXT NOT NULL, size INTEGER NOT NULL,
@@ -136,13 +137,17 @@ class Store:
                     self._reject(topic, payload, str(exc), now)
                     continue
                 before = db.total_changes
-                db.executemany("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?)",
+                db.executemany("INSERT OR IGNORE INTO messages (device, incarnation, id, received_at, payload) "
+                               "VALUES (?,?,?,?,?)",
                                [(device, inc, mid, now, text) for mid, text in items])
                 new = db.total_changes - before
                 dups = len(items) - new
-                db.execute("INSERT INTO incarnations VALUES (?,?,?,?,?,?) ON CONFLICT (device, incarnation) DO UPDATE "
-                           "SET last_seen=excluded.last_seen, backlog=excluded.backlog, "
-                           "duplicates=duplicates+excluded.duplicates", (device, inc, now, now, backlog, dups))
+                # backlog: from the batch with the highest ids (ingesters commit batches out of order)
+                db.execute("INSERT INTO incarnations VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, incarnation) DO UPDATE "
+                           "SET last_seen=excluded.last_seen, duplicates=duplicates+excluded.duplicates, "
+                           "backlog=CASE WHEN excluded.last_id > last_id THEN excluded.backlog ELSE backlog END, "
+                           "last_id=MAX(last_id, excluded.last_id)",
+                           (device, inc, now, now, items[-1][0], backlog, dups))
                 self.stored += new
                 self.duplicates += dups
                 acks.append((device, inc, [mid for mid, _ in items]))
