@@ -1,0 +1,275 @@
+"""Store and forward at fleet scale: end-to-end messages/s and latency, as ratios to plain
+paho publish -> subscribe measured in the same run on the same broker setup.
+
+    python3 bench/bench_forward.py [--devices 50] [--ingesters 3] [--messages 200] [--batch 32] [--quick]
+
+Each part starts its own mosquitto (Debian's) on a free loopback port.
+- baseline: D publisher processes (paho, QoS 1, one message per publish, no queue, no
+  disk) -> I subscriber processes on an MQTT 5 shared subscription that only count;
+- forward: D device processes (MiniQueue with sync="always" in /dev/shm, so the device's
+  flash is not what is measured + miniforward + PahoTransport, batch B, window 4) -> I
+  `mini ingest` processes on one SQLite file on the real disk (WAL, synchronous=FULL);
+  again with batch 1;
+- dedup: the ingester's INSERT OR IGNORE into the keyed table against a plain INSERT into
+  the same table without the UNIQUE key (in process, same disk).
+Every process waits at a start barrier after it has connected; messages/s is all messages
+over (last arrival - start); latency is from the put (or publish) to the commit (or the
+subscriber's callback), on one host clock.
+"""
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path[:0] = [TOP + "/shared", TOP + "/cpython", TOP + "/tests/forward", HERE]
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([TOP + "/shared", TOP + "/cpython"]))
+
+
+def record(i):
+    return {"t": 0.0, "sensor": "temp-%02d" % (i % 16), "value": 21.5 + (i % 100) / 10, "n": i}
+
+
+def wait_start(path):
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while not os.path.exists(path):
+        time.sleep(0.002)
+
+
+# ------------------------------------------------------------------ workers (run as subprocesses)
+
+def worker_pub(port, name, count, start):
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+    c.max_inflight_messages_set(100)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    wait_start(start)
+    infos = []
+    for i in range(count):
+        body = record(i)
+        body["t"] = time.time()
+        infos.append(c.publish("bench/%s/up" % name, json.dumps(body), qos=1))
+    for info in infos:
+        info.wait_for_publish(60)
+    c.disconnect()
+    c.loop_stop()
+
+
+def worker_sub(port, out):
+    import paho.mqtt.client as mqtt
+    lat = []
+    state = {"last": 0.0}
+
+    def on_message(c, u, msg):
+        now = time.time()
+        lat.append(now - json.loads(msg.payload)["t"])
+        state["last"] = now
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    c.on_connect = lambda c, u, f, rc, p: c.subscribe("$share/base/bench/+/up", qos=1)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while not stop:
+        with open(out + ".tmp", "w") as f:
+            f.write("%d %f" % (len(lat), state["last"]))
+        os.replace(out + ".tmp", out)
+        time.sleep(0.1)
+    c.loop_stop()
+    with open(out + ".tmp", "w") as f:
+        json.dump({"count": len(lat), "last": state["last"], "lat": lat}, f)
+    os.replace(out + ".tmp", out)
+
+
+def worker_device(port, name, count, batch, queue_dir, start):
+    from miniqueue import MiniQueue
+    from miniforward import Forwarder
+    from minitools.forward_paho import PahoTransport
+    q = MiniQueue.open(queue_dir, max_bytes=8 << 20)
+    fw = Forwarder(q, PahoTransport("127.0.0.1", port, client_id=name), name, batch=batch, window=4,
+                   resend_ms=10000)
+    while not fw.connected:
+        fw.pump()
+        time.sleep(0.01)
+    wait_start(start)
+    for i in range(count):
+        body = record(i)
+        body["t"] = time.time()
+        q.put(body)
+        fw.pump()
+    fw.flush(300000, step_ms=1)
+    fw.close()
+    q.close()
+
+
+# ------------------------------------------------------------------ the parts
+
+def spawn(*args):
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__)] + [str(a) for a in args],
+                            stdout=subprocess.PIPE, env=ENV, text=True)
+
+
+def wait_ready(procs):
+    for p in procs:
+        line = p.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError("a worker did not start: %r" % line)
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100.0 * len(values)))]
+
+
+def run_baseline(work, args):
+    import mqttkit
+    broker = mqttkit.Broker(os.path.join(work, "broker-base"))
+    start = os.path.join(work, "start-base")
+    outs = [os.path.join(work, "sub%d.json" % i) for i in range(args.ingesters)]
+    subs = [spawn("_sub", broker.port, out) for out in outs]
+    wait_ready(subs)
+    pubs = [spawn("_pub", broker.port, "d%03d" % i, args.messages, start) for i in range(args.devices)]
+    wait_ready(pubs)
+    t0 = time.time()
+    open(start, "w").close()
+    total = args.devices * args.messages
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        got = 0
+        for out in outs:
+            try:
+                with open(out) as f:
+                    got += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        if got >= total:
+            break
+        time.sleep(0.05)
+    for p in pubs:
+        p.wait()
+    for p in subs:
+        p.send_signal(signal.SIGTERM)
+    for p in subs:
+        p.wait()
+    broker.stop()
+    lat, last, count = [], 0.0, 0
+    for out in outs:
+        with open(out) as f:
+            result = json.load(f)
+        lat += result["lat"]
+        last = max(last, result["last"])
+        count += result["count"]
+    return {"messages": count, "rate": count / (last - t0), "p50": percentile(lat, 50), "p99": percentile(lat, 99)}
+
+
+def run_forward(work, args, batch):
+    import mqttkit
+    tag = "b%d" % batch
+    broker = mqttkit.Broker(os.path.join(work, "broker-" + tag))
+    db = os.path.join(work, "readings-%s.db" % tag)
+    ingesters = [mqttkit.ingester(db, broker.port) for _ in range(args.ingesters)]
+    start = os.path.join(work, "start-" + tag)
+    shm = tempfile.mkdtemp(prefix="mini-bench-forward-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    devices = [spawn("_device", broker.port, "d%03d" % i, args.messages, batch, os.path.join(shm, "q%d" % i), start)
+               for i in range(args.devices)]
+    wait_ready(devices)
+    t0 = time.time()
+    open(start, "w").close()
+    for p in devices:
+        p.wait()
+    for p in ingesters:
+        mqttkit.stop(p)
+    broker.stop()
+    subprocess.run(["rm", "-rf", shm])
+    con = sqlite3.connect(db)
+    count, last = con.execute("SELECT COUNT(*), MAX(received_at) FROM messages").fetchone()
+    lat = [r[0] for r in con.execute("SELECT received_at - json_extract(payload, '$.t') FROM messages")]
+    dups = con.execute("SELECT SUM(duplicates) FROM incarnations").fetchone()[0]
+    con.close()
+    return {"messages": count, "rate": count / (last - t0), "p50": percentile(lat, 50), "p99": percentile(lat, 99),
+            "duplicates": dups}
+
+
+def run_dedup(work, rows=20000, batch=256):
+    """Rows per second into the keyed table (INSERT OR IGNORE) vs without the key (INSERT)."""
+    from minitools.ingest import open_db
+    payload = json.dumps(record(1))
+    results = {}
+    for kind in ("plain", "keyed", "keyed-duplicates"):
+        path = os.path.join(work, "dedup-%s.db" % kind)
+        db = open_db(path)
+        if kind == "plain":
+            db.execute("CREATE TABLE plain(device TEXT, incarnation TEXT, id INTEGER, received_at REAL, payload TEXT)")
+            sql = "INSERT INTO plain VALUES (?,?,?,?,?)"
+        else:
+            sql = "INSERT OR IGNORE INTO messages (device, incarnation, id, received_at, payload) VALUES (?,?,?,?,?)"
+        if kind == "keyed-duplicates":  # every row is already there: the resend case
+            db.executemany(sql, [("d%03d" % (i % 50), "inc", i, 0.0, payload) for i in range(rows)])
+        t = time.perf_counter()
+        for s in range(0, rows, batch):
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(sql, [("d%03d" % (i % 50), "inc", i, time.time(), payload) for i in range(s, s + batch)])
+            db.execute("COMMIT")
+        results[kind] = rows / (time.perf_counter() - t)
+        db.close()
+    return results
+
+
+def main(argv):
+    if argv[:1] == ["_pub"]:
+        return worker_pub(int(argv[1]), argv[2], int(argv[3]), argv[4])
+    if argv[:1] == ["_sub"]:
+        return worker_sub(int(argv[1]), argv[2])
+    if argv[:1] == ["_device"]:
+        return worker_device(int(argv[1]), argv[2], int(argv[3]), int(argv[4]), argv[5], argv[6])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--devices", type=int, default=50)
+    p.add_argument("--ingesters", type=int, default=3)
+    p.add_argument("--messages", type=int, default=200, help="per device")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--quick", action="store_true", help="10 devices x 50 messages")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.devices, args.messages = 10, 50
+    work = tempfile.mkdtemp(prefix="mini-bench-forward-")
+    print("store and forward: %d devices x %d messages, %d ingesters, one mosquitto; load average %.1f" % (
+        args.devices, args.messages, args.ingesters, os.getloadavg()[0]))
+    base = run_baseline(work, args)
+    fwd = run_forward(work, args, args.batch)
+    one = run_forward(work, args, 1)
+    dedup = run_dedup(work)
+    subprocess.run(["rm", "-rf", work])
+    print("%-44s %10s %9s %9s %10s %10s" % ("", "msg/s", "p50 ms", "p99 ms", "x base/s", "x base p50"))
+    for name, r in (("baseline: paho QoS 1 publish -> subscribe", base),
+                    ("miniforward batch %d -> mini ingest" % args.batch, fwd),
+                    ("miniforward batch 1 -> mini ingest", one)):
+        print("%-44s %10.0f %9.1f %9.1f %10.2f %10.2f" % (name, r["rate"], r["p50"] * 1000, r["p99"] * 1000,
+                                                         r["rate"] / base["rate"], r["p50"] / base["p50"]))
+    for name, r in (("forward batch %d" % args.batch, fwd), ("forward batch 1", one)):
+        print("%s: %d messages stored, %d duplicates dropped by the key" % (name, r["messages"], r["duplicates"] or 0))
+    print("dedup (SQLite, WAL, synchronous=FULL, 256 rows per commit): plain INSERT %.0f rows/s, "
+          "INSERT OR IGNORE keyed %.0f rows/s (%.2fx), all duplicates %.0f rows/s (%.2fx)" % (
+              dedup["plain"], dedup["keyed"], dedup["keyed"] / dedup["plain"], dedup["keyed-duplicates"],
+              dedup["keyed-duplicates"] / dedup["plain"]))
+    expected = args.devices * args.messages
+    ok = base["messages"] == expected and fwd["messages"] == expected and one["messages"] == expected
+    if not ok:
+        print("MISSING MESSAGES: expected %d each, got %d / %d / %d" % (
+            expected, base["messages"], fwd["messages"], one["messages"]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
