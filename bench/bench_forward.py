@@ -45,7 +45,18 @@ def wait_start(path):
 
 # ------------------------------------------------------------------ workers (run as subprocesses)
 
-def worker_pub(port, name, count, start):
+def pace(t0, i, every, step=None):
+    """Wait until message i is due (t0 + i * every), running step() meanwhile."""
+    due = t0 + i * every
+    while True:
+        now = time.time()
+        if now >= due:
+            return
+        if step is None or not step():
+            time.sleep(min(0.002, due - now))
+
+
+def worker_pub(port, name, count, start, every):
     import paho.mqtt.client as mqtt
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
     c.max_inflight_messages_set(100)
@@ -53,7 +64,9 @@ def worker_pub(port, name, count, start):
     c.loop_start()
     wait_start(start)
     infos = []
+    t0 = time.time()
     for i in range(count):
+        pace(t0, i, every)
         body = record(i)
         body["t"] = time.time()
         infos.append(c.publish("bench/%s/up" % name, json.dumps(body), qos=1))
@@ -93,7 +106,7 @@ def worker_sub(port, out):
     os.replace(out + ".tmp", out)
 
 
-def worker_device(port, name, count, batch, queue_dir, start):
+def worker_device(port, name, count, batch, queue_dir, start, every):
     from miniqueue import MiniQueue
     from miniforward import Forwarder
     from minitools.forward_paho import PahoTransport
@@ -104,7 +117,9 @@ def worker_device(port, name, count, batch, queue_dir, start):
         fw.pump()
         time.sleep(0.01)
     wait_start(start)
+    t0 = time.time()
     for i in range(count):
+        pace(t0, i, every, fw.pump)
         body = record(i)
         body["t"] = time.time()
         q.put(body)
@@ -133,14 +148,15 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(p / 100.0 * len(values)))]
 
 
-def run_baseline(work, args):
+def run_baseline(work, args, every=0.0):
     import mqttkit
-    broker = mqttkit.Broker(os.path.join(work, "broker-base"))
-    start = os.path.join(work, "start-base")
-    outs = [os.path.join(work, "sub%d.json" % i) for i in range(args.ingesters)]
+    tag = "base-%g" % every
+    broker = mqttkit.Broker(os.path.join(work, "broker-" + tag))
+    start = os.path.join(work, "start-" + tag)
+    outs = [os.path.join(work, "sub%d-%s.json" % (i, tag)) for i in range(args.ingesters)]
     subs = [spawn("_sub", broker.port, out) for out in outs]
     wait_ready(subs)
-    pubs = [spawn("_pub", broker.port, "d%03d" % i, args.messages, start) for i in range(args.devices)]
+    pubs = [spawn("_pub", broker.port, "d%03d" % i, args.messages, start, every) for i in range(args.devices)]
     wait_ready(pubs)
     t0 = time.time()
     open(start, "w").close()
@@ -174,16 +190,16 @@ def run_baseline(work, args):
     return {"messages": count, "rate": count / (last - t0), "p50": percentile(lat, 50), "p99": percentile(lat, 99)}
 
 
-def run_forward(work, args, batch):
+def run_forward(work, args, batch, every=0.0):
     import mqttkit
-    tag = "b%d" % batch
+    tag = "b%d-%g" % (batch, every)
     broker = mqttkit.Broker(os.path.join(work, "broker-" + tag))
     db = os.path.join(work, "readings-%s.db" % tag)
     ingesters = [mqttkit.ingester(db, broker.port) for _ in range(args.ingesters)]
     start = os.path.join(work, "start-" + tag)
     shm = tempfile.mkdtemp(prefix="mini-bench-forward-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    devices = [spawn("_device", broker.port, "d%03d" % i, args.messages, batch, os.path.join(shm, "q%d" % i), start)
-               for i in range(args.devices)]
+    devices = [spawn("_device", broker.port, "d%03d" % i, args.messages, batch, os.path.join(shm, "q%d" % i), start,
+                     every) for i in range(args.devices)]
     wait_ready(devices)
     t0 = time.time()
     open(start, "w").close()
@@ -229,16 +245,17 @@ def run_dedup(work, rows=20000, batch=256):
 
 def main(argv):
     if argv[:1] == ["_pub"]:
-        return worker_pub(int(argv[1]), argv[2], int(argv[3]), argv[4])
+        return worker_pub(int(argv[1]), argv[2], int(argv[3]), argv[4], float(argv[5]))
     if argv[:1] == ["_sub"]:
         return worker_sub(int(argv[1]), argv[2])
     if argv[:1] == ["_device"]:
-        return worker_device(int(argv[1]), argv[2], int(argv[3]), int(argv[4]), argv[5], argv[6])
+        return worker_device(int(argv[1]), argv[2], int(argv[3]), int(argv[4]), argv[5], argv[6], float(argv[7]))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--devices", type=int, default=50)
     p.add_argument("--ingesters", type=int, default=3)
     p.add_argument("--messages", type=int, default=200, help="per device")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--paced-rate", type=int, default=1000, help="msg/s offered in total in the paced runs")
     p.add_argument("--quick", action="store_true", help="10 devices x 50 messages")
     args = p.parse_args(argv)
     if args.quick:
@@ -249,25 +266,34 @@ def main(argv):
     base = run_baseline(work, args)
     fwd = run_forward(work, args, args.batch)
     one = run_forward(work, args, 1)
+    every = args.devices / float(args.paced_rate)
+    base_paced = run_baseline(work, args, every)
+    fwd_paced = run_forward(work, args, args.batch, every)
     dedup = run_dedup(work)
     subprocess.run(["rm", "-rf", work])
-    print("%-44s %10s %9s %9s %10s %10s" % ("", "msg/s", "p50 ms", "p99 ms", "x base/s", "x base p50"))
-    for name, r in (("baseline: paho QoS 1 publish -> subscribe", base),
-                    ("miniforward batch %d -> mini ingest" % args.batch, fwd),
-                    ("miniforward batch 1 -> mini ingest", one)):
-        print("%-44s %10.0f %9.1f %9.1f %10.2f %10.2f" % (name, r["rate"], r["p50"] * 1000, r["p99"] * 1000,
-                                                         r["rate"] / base["rate"], r["p50"] / base["p50"]))
-    for name, r in (("forward batch %d" % args.batch, fwd), ("forward batch 1", one)):
+    print("%-52s %9s %9s %9s %9s %10s" % ("", "msg/s", "p50 ms", "p99 ms", "x base/s", "x base p50"))
+
+    def table(title, base, rows):
+        print(title)
+        for name, r in [("baseline: paho QoS 1 publish -> subscribe", base)] + rows:
+            print("  %-50s %9.0f %9.1f %9.1f %9.2f %10.2f" % (name, r["rate"], r["p50"] * 1000, r["p99"] * 1000,
+                                                            r["rate"] / base["rate"], r["p50"] / base["p50"]))
+    table("flat out (every device puts as fast as it can):", base,
+          [("miniforward batch %d -> mini ingest" % args.batch, fwd), ("miniforward batch 1 -> mini ingest", one)])
+    table("paced: %d msg/s offered in total (%.0f per device):" % (args.paced_rate, 1 / every), base_paced,
+          [("miniforward batch %d -> mini ingest" % args.batch, fwd_paced)])
+    runs = (base, fwd, one, base_paced, fwd_paced)
+    for name, r in (("forward batch %d" % args.batch, fwd), ("forward batch 1", one),
+                    ("forward paced", fwd_paced)):
         print("%s: %d messages stored, %d duplicates dropped by the key" % (name, r["messages"], r["duplicates"] or 0))
     print("dedup (SQLite, WAL, synchronous=FULL, 256 rows per commit): plain INSERT %.0f rows/s, "
           "INSERT OR IGNORE keyed %.0f rows/s (%.2fx), all duplicates %.0f rows/s (%.2fx)" % (
               dedup["plain"], dedup["keyed"], dedup["keyed"] / dedup["plain"], dedup["keyed-duplicates"],
               dedup["keyed-duplicates"] / dedup["plain"]))
     expected = args.devices * args.messages
-    ok = base["messages"] == expected and fwd["messages"] == expected and one["messages"] == expected
+    ok = all(r["messages"] == expected for r in runs)
     if not ok:
-        print("MISSING MESSAGES: expected %d each, got %d / %d / %d" % (
-            expected, base["messages"], fwd["messages"], one["messages"]))
+        print("MISSING MESSAGES: expected %d each, got %s" % (expected, [r["messages"] for r in runs]))
     return 0 if ok else 1
 
 

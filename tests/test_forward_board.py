@@ -2,14 +2,11 @@
 # image): umqtt.simple installed with `mpremote mip install` from micropython-lib, the
 # board forwarding through a loopback proxy that cuts its connections at random bytes
 # to mosquitto and `mini ingest`, with power cuts (SIGKILL) while it forwards.
-import glob
-import json
 import os
 import random
 import re
 import subprocess
 import sys
-import tarfile
 import time
 
 import pytest
@@ -21,27 +18,7 @@ import reliability  # noqa: E402
 TOP = mqttkit.TOP
 BOARD = os.path.join(TOP, "boards", "virtual", "board.py")
 APP = os.path.join(TOP, "tests", "forward", "board_app.py")
-UMQTT = "micropython/lib/micropython-lib/micropython/umqtt.simple/umqtt/simple.py"
 POWER_CUTS = reliability.pick(ci=2, long=12)
-
-
-def micropython_lib_umqtt(into):
-    """umqtt/simple.py from the MicroPython source tarball (../shared/micropython), and a
-    package.json for mip that installs it; skip if the tarball is not there."""
-    where = os.environ.get("MINI_MICROPYTHON_SRC", os.path.join(os.path.dirname(TOP), "shared", "micropython"))
-    tarballs = sorted(glob.glob(os.path.join(where, "micropython-*-with-lib.tar.gz")))
-    if not tarballs:
-        pytest.skip("no MicroPython source tarball with micropython-lib in %s (MINI_MICROPYTHON_SRC)" % where)
-    with tarfile.open(tarballs[-1]) as tar:
-        source = tar.extractfile(UMQTT)
-        assert source is not None
-        data = source.read()
-    os.makedirs(os.path.join(into, "umqtt"), exist_ok=True)
-    with open(os.path.join(into, "umqtt", "simple.py"), "wb") as f:
-        f.write(data)
-    with open(os.path.join(into, "package.json"), "w") as f:
-        json.dump({"urls": [["umqtt/simple.py", "umqtt/simple.py"]], "version": "1.8.0"}, f)
-    return os.path.join(into, "package.json")
 
 
 def sh(*cmd, timeout=120):
@@ -63,7 +40,9 @@ def console(image):
 def test_virtual_board_forwards_exactly_once_through_power_cuts_and_cut_connections(tmp_path):
     started = time.time()
     rng = random.Random(int(os.environ.get("MINI_FORWARD_SEED", "16")))
-    package = micropython_lib_umqtt(str(tmp_path / "mip"))
+    package = mqttkit.umqtt_package(str(tmp_path / "mip"))
+    if package is None:
+        pytest.skip("no MicroPython source tarball with micropython-lib in ../shared/micropython (MINI_MICROPYTHON_SRC)")
     broker = mqttkit.Broker(tmp_path / "broker")
     proxy = mqttkit.Proxy(broker.port, cut_after=(100, 6000), seed=rng.randrange(1 << 30))
     db = tmp_path / "readings.db"

@@ -1,6 +1,8 @@
 """Real parts for the store-and-forward tests: a mosquitto broker per test (Debian's,
 installed here when missing), a loopback TCP proxy that cuts connections, and
 `mini ingest` processes. Everything listens on 127.0.0.1, on free ports."""
+import glob
+import json
 import os
 import random
 import shutil
@@ -9,10 +11,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 
-import pytest
+try:
+    import pytest
+except ImportError:  # the demo uses this module outside pytest
+    pytest = None
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _apt_tried = []
@@ -24,7 +30,10 @@ def ensure_mosquitto():
     if found:
         return found
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        pytest.skip("mosquitto is not installed and apt-get (as root) is not available to install it")
+        reason = "mosquitto is not installed and apt-get (as root) is not available to install it"
+        if pytest is None:
+            raise RuntimeError(reason)
+        pytest.skip(reason)
     if not _apt_tried:
         _apt_tried.append(1)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -33,8 +42,31 @@ def ensure_mosquitto():
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if not found:
-        pytest.fail("apt-get install mosquitto did not give a mosquitto binary")
+        raise RuntimeError("apt-get install mosquitto did not give a mosquitto binary")
     return found
+
+
+UMQTT = "micropython/lib/micropython-lib/micropython/umqtt.simple/umqtt/simple.py"
+
+
+def umqtt_package(into):
+    """umqtt/simple.py from the MicroPython source tarball with micropython-lib
+    (../shared/micropython, or MINI_MICROPYTHON_SRC), and a package.json for
+    `mpremote mip install` that installs it; None if the tarball is not there."""
+    where = os.environ.get("MINI_MICROPYTHON_SRC", os.path.join(os.path.dirname(TOP), "shared", "micropython"))
+    tarballs = sorted(glob.glob(os.path.join(where, "micropython-*-with-lib.tar.gz")))
+    if not tarballs:
+        return None
+    with tarfile.open(tarballs[-1]) as tar:
+        source = tar.extractfile(UMQTT)
+        assert source is not None
+        data = source.read()
+    os.makedirs(os.path.join(into, "umqtt"), exist_ok=True)
+    with open(os.path.join(into, "umqtt", "simple.py"), "wb") as f:
+        f.write(data)
+    with open(os.path.join(into, "package.json"), "w") as f:
+        json.dump({"urls": [["umqtt/simple.py", "umqtt/simple.py"]], "version": "1.8.0"}, f)
+    return os.path.join(into, "package.json")
 
 
 def free_port():
