@@ -61,7 +61,7 @@ def main():
     say("  mosquitto on 127.0.0.1:%d; the board's network goes through a proxy on :%d that cuts "
         "every connection after 200..4000 bytes" % (broker.port, proxy.port))
     try:
-        address = sh(sys.executable, BOARD, "start", "--image", image, "--board", "esp32", "--preload").strip()
+        address = sh(sys.executable, BOARD, "start", "--image", image, "--board", "esp32").strip()
         mpremote = [sys.executable, "-m", "mpremote", "connect", address, "resume"]
         sh(*mpremote, "mip", "install", "--target", "/lib", package)
         with open(APP) as f:
@@ -69,7 +69,8 @@ def main():
                 'DEVICE = "board"', 'DEVICE = "esp32-demo"').replace("COUNT = 0", "COUNT = %d" % COUNT)
         with open(os.path.join(work, "main.py"), "w") as f:
             f.write(app)
-        sh(*mpremote, "fs", "cp", os.path.join(TOP, "shared", "miniforward.py"), ":lib/miniforward.py", "+",
+        sh(*mpremote, "mip", "install", "--target", "/lib",
+           os.path.join(TOP, "micropython", "miniforward", "package.json"), "+",
            "fs", "cp", os.path.join(work, "main.py"), ":main.py")
         say("  the board has umqtt.simple (mpremote mip install) and miniforward; main.py logs %d readings "
             "per boot and forwards them" % COUNT)

@@ -50,7 +50,7 @@ def test_virtual_board_forwards_exactly_once_through_power_cuts_and_cut_connecti
     image = str(tmp_path / "flash.bin")
     count = 150
     try:
-        address = sh(sys.executable, BOARD, "start", "--image", image, "--board", "esp32", "--preload").strip()
+        address = sh(sys.executable, BOARD, "start", "--image", image, "--board", "esp32").strip()
         mpremote = [sys.executable, "-m", "mpremote", "connect", address, "resume"]
         out = sh(*mpremote, "mip", "install", "--target", "/lib", package)
         assert "Done" in out, out
@@ -59,7 +59,8 @@ def test_virtual_board_forwards_exactly_once_through_power_cuts_and_cut_connecti
                 'DEVICE = "board"', 'DEVICE = "vboard1"').replace("COUNT = 0", "COUNT = %d" % count)
         with open(str(tmp_path / "main.py"), "w") as f:
             f.write(app)
-        sh(*mpremote, "fs", "cp", os.path.join(TOP, "shared", "miniforward.py"), ":lib/miniforward.py", "+",
+        sh(*mpremote, "mip", "install", "--target", "/lib",
+           os.path.join(TOP, "micropython", "miniforward", "package.json"), "+",
            "fs", "cp", str(tmp_path / "main.py"), ":main.py")
         assert "umqtt" in sh(*mpremote, "fs", "ls", ":lib")
         sh(sys.executable, BOARD, "stop", "--image", image, "--power-cut")
