@@ -16,26 +16,35 @@
 import minishim as shim
 from ministore import MiniStore, MiniError
 
-try:
-    import time
-    _ticks_ms = time.ticks_ms  # pyright: ignore[reportAttributeAccessIssue] (MicroPython only)
-    _ticks_diff = time.ticks_diff  # pyright: ignore[reportAttributeAccessIssue]
-    _ticks_add = time.ticks_add  # pyright: ignore[reportAttributeAccessIssue]
-    _sleep_ms = time.sleep_ms  # pyright: ignore[reportAttributeAccessIssue]
-except AttributeError:  # CPython
-    import time
+import time
 
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)
+_MICROPYTHON_TICKS = hasattr(time, "ticks_ms")
 
-    def _ticks_diff(a, b):
-        return a - b
 
-    def _ticks_add(a, b):
-        return a + b
+def _ticks_ms():
+    if _MICROPYTHON_TICKS:
+        return time.ticks_ms()  # pyright: ignore[reportAttributeAccessIssue] (MicroPython only)
+    return int(time.monotonic() * 1000)  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
 
-    def _sleep_ms(ms):
+
+def _ticks_diff(a, b):
+    if _MICROPYTHON_TICKS:
+        return time.ticks_diff(a, b)  # pyright: ignore[reportAttributeAccessIssue]
+    return a - b
+
+
+def _ticks_add(a, b):
+    if _MICROPYTHON_TICKS:
+        return time.ticks_add(a, b)  # pyright: ignore[reportAttributeAccessIssue]
+    return a + b
+
+
+def _sleep_ms(ms):
+    if _MICROPYTHON_TICKS:
+        time.sleep_ms(ms)  # pyright: ignore[reportAttributeAccessIssue]
+    else:
         time.sleep(ms / 1000)
+
 
 IDENTITY_FILE = "forward.jsonl"
 WIRE_VERSION = 1

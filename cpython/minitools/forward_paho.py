@@ -15,6 +15,7 @@ import ssl
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from miniforward import LinkDown
 
@@ -47,7 +48,7 @@ class PahoTransport:
         kwargs = {"client_id": self.client_id, "protocol": self.protocol}
         if self.protocol != mqtt.MQTTv5:
             kwargs["clean_session"] = True
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
         client.max_inflight_messages_set(1000)  # the Forwarder's window is the limit
         if self.username is not None:
             client.username_pw_set(self.username, self.password)

@@ -204,12 +204,12 @@ def _broker(text):
 
 def run(args):
     import paho.mqtt.client as mqtt
-    from paho.mqtt.properties import Properties  # noqa: F401 (MQTT 5 support is required)
+    from paho.mqtt.enums import CallbackAPIVersion
 
     db = open_db(args.db)
     store = Store(db, args.prefix, args.max_payload)
     inbox = queue.Queue()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id or "",
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id or "",
                          protocol=mqtt.MQTTv5, manual_ack=True)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -221,7 +221,7 @@ def run(args):
                        cert_reqs=ssl.CERT_REQUIRED)
         client.tls_insecure_set(args.tls_insecure)
     topic = "$share/%s/%s/+/up" % (args.group, args.prefix)
-    state = {"refused": None}
+    state: dict = {"refused": None}
 
     def on_connect(c, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
@@ -240,7 +240,7 @@ def run(args):
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = lambda c, u, msg: inbox.put((msg.topic, msg.payload, msg.mid, msg.qos))
-    client.reconnect_delay_set(0.1, 2)
+    client.reconnect_delay_set(0.1, 2)  # pyright: ignore[reportArgumentType] (paho takes float seconds)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     host, port = args.broker
