@@ -85,13 +85,13 @@ def main():
         say("  power cut after %d readings were put (acknowledged by the queue on flash)" % log.count("\nput "))
         sh(sys.executable, BOARD, "start", "--image", image)
         deadline = time.monotonic() + 240
-        while not re.search(r"\n(not )?idle ", console(image)) and time.monotonic() < deadline:
+        while not re.search(r"\n(not )?idle: ", console(image)) and time.monotonic() < deadline:
             time.sleep(0.2)
         log = console(image)
         sh(sys.executable, BOARD, "stop", "--image", image)
         boots = re.findall(r"\nboot (\d+) incarnation (\w+) backlog (\d+)", log)
         say("  it booted again (incarnation %s kept, %s readings were waiting) and finished: %s" % (
-            boots[-1][1], boots[-1][2], re.search(r"\n((not )?idle [^\r\n]*)", log).group(1)))
+            boots[-1][1], boots[-1][2], re.search(r"\n((not )?idle:[^\r\n]*)", log).group(1)))
     finally:
         subprocess.run([sys.executable, BOARD, "stop", "--image", image, "--power-cut"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -74,7 +74,7 @@ def test_virtual_board_forwards_exactly_once_through_power_cuts_and_cut_connecti
             sh(sys.executable, BOARD, "stop", "--image", image, "--power-cut")
         sh(sys.executable, BOARD, "start", "--image", image)  # the last boot runs to the end
         deadline = time.monotonic() + 240
-        while not re.search(r"\n(not )?idle ", console(image)) and time.monotonic() < deadline:
+        while not re.search(r"\n(not )?idle: ", console(image)) and time.monotonic() < deadline:
             time.sleep(0.2)
         log = console(image)
         sh(sys.executable, BOARD, "stop", "--image", image, "--power-cut")
@@ -84,7 +84,7 @@ def test_virtual_board_forwards_exactly_once_through_power_cuts_and_cut_connecti
         mqttkit.stop(ing)
         proxy.close()
         broker.stop()
-    assert re.search(r"\nidle ", log), log[-3000:]
+    assert re.search(r"\nidle: ", log), log[-3000:]
     returned = {}
     for mid, boot, n in re.findall(r"\nput (\d+) (\d+) (\d+)", log):
         returned.setdefault("vboard1", []).append((int(mid), int(boot), int(n)))
@@ -98,3 +98,14 @@ def test_virtual_board_forwards_exactly_once_through_power_cuts_and_cut_connecti
     print("board: puts", puts, "rows", rows, "proxy cuts", proxy.cuts, "power cuts", POWER_CUTS)
     assert puts >= count and rows >= puts
     assert len(set(re.findall(r"incarnation (\w+)", log))) == 1  # power cuts keep the incarnation
+
+
+def test_demo_forward_runs_and_loses_nothing():
+    """`./run demo forward` (examples/demo_forward.py) must keep working."""
+    if mqttkit.umqtt_package(os.path.join(os.environ.get("TMPDIR", "/tmp"), "mini-umqtt-probe")) is None:
+        pytest.skip("no MicroPython source tarball with micropython-lib in ../shared/micropython")
+    proc = subprocess.run([sys.executable, os.path.join(TOP, "examples", "demo_forward.py")], cwd=TOP,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    out = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode == 0, out
+    assert "(0 lost, 0 duplicates)" in out and "idle: sent" in out, out

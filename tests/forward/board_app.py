@@ -22,4 +22,6 @@ for n in range(COUNT):
     print("put %d %d %d" % (mid, boot, n))
     fw.pump()
     time.sleep_ms(5)
-print("idle" if fw.flush(120000) else "not idle", fw.sent, fw.resent, fw.confirmed, fw.connects, fw.failures)
+done = fw.flush(120000)
+print("%s: sent %d, resent %d, confirmed %d, connections %d, link failures %d" % (
+    "idle" if done else "not idle", fw.sent, fw.resent, fw.confirmed, fw.connects, fw.failures))
