@@ -114,7 +114,8 @@ def make_certificates(directory):
         f.write("subjectAltName=IP:127.0.0.1\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
-    return dict((name, os.path.join(d, name)) for name in ("ca.crt", "server.crt", "server.key"))
+    run("x509", "-in", "ca.crt", "-outform", "DER", "-out", "ca.der")  # MicroPython's ssl takes DER cadata
+    return dict((name, os.path.join(d, name)) for name in ("ca.crt", "ca.der", "server.crt", "server.key"))
 
 
 def test_tls_on_loopback_with_a_certificate_made_here(tmp_path):
@@ -133,6 +134,64 @@ def test_tls_on_loopback_with_a_certificate_made_here(tmp_path):
         plain = device(tmp_path, "dev2", broker.port, 2, "--timeout", 3, *creds("dev2"))
         out, _ = plain.communicate(timeout=60)
         assert plain.returncode == 1 and "connects=0" in out, out
+    finally:
+        mqttkit.stop(ing)
+        broker.stop()
+
+
+MP_DEVICE = """
+import sys
+sys.path[:0] = [%(shared)r, %(umqtt)r]
+import ssl
+from miniqueue import MiniQueue
+from miniforward import Forwarder, UmqttTransport
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = ssl.CERT_REQUIRED
+with open(%(ca)r, "rb") as f:
+    ctx.load_verify_locations(cadata=f.read())
+q = MiniQueue.open(%(queue)r)
+fw = Forwarder(q, UmqttTransport("127.0.0.1", %(port)d, client_id="dev1", user="dev1", password=%(password)r,
+                                 ssl=ctx, timeout=5), "dev1", batch=4, retry_ms=100, max_retry_ms=500)
+for n in range(%(count)d):
+    print("put %%d 0 %%d" %% (q.put({"n": n}), n))
+print("idle" if fw.flush(%(flush_ms)d) else "not idle", fw.confirmed, fw.connects, fw.failures, repr(fw.last_error))
+"""
+
+
+def test_tls_and_credentials_from_micropython_with_umqtt(tmp_path):
+    """The device brick on the MicroPython unix port: umqtt.simple with the port's ssl
+    (mbedtls), verifying the broker against the test's CA, with a user name and password."""
+    micropython = os.path.join(os.path.dirname(sys.executable), "micropython")
+    package = mqttkit.umqtt_package(str(tmp_path / "umqtt"))
+    if package is None:
+        pytest.skip("no MicroPython source tarball with micropython-lib in ../shared/micropython")
+    os.makedirs(str(tmp_path / "pki"))
+    pki = make_certificates(tmp_path / "pki")
+    broker = locked_broker(tmp_path, listener_extra="cafile %s\ncertfile %s\nkeyfile %s\n" % (
+        pki["ca.crt"], pki["server.crt"], pki["server.key"]))
+    db = tmp_path / "r.db"
+    ing = mqttkit.ingester(db, broker.port, *creds("ingest"), "--tls-ca", pki["ca.crt"])
+    try:
+        script = MP_DEVICE % {"shared": os.path.join(mqttkit.TOP, "shared"), "umqtt": str(tmp_path / "umqtt"),
+                              "ca": pki["ca.der"], "queue": str(tmp_path / "mpq"), "port": broker.port,
+                              "password": USERS["dev1"], "count": 30, "flush_ms": 30000}
+        proc = subprocess.run([micropython, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "\nidle 30 1 0" in proc.stdout, proc.stdout[-3000:]
+        returned = {}
+        mqttkit.read_puts(proc.stdout, returned, "dev1")
+        assert mqttkit.check_exactly_once(db, returned) == 30
+        # a broker whose certificate another CA signed is refused
+        os.makedirs(str(tmp_path / "other"))
+        subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "o.key",
+                               "-out", "o.crt", "-days", "2", "-subj", "/CN=other CA", "-outform", "DER"],
+                              cwd=str(tmp_path / "other"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        script = MP_DEVICE % {"shared": os.path.join(mqttkit.TOP, "shared"), "umqtt": str(tmp_path / "umqtt"),
+                              "ca": str(tmp_path / "other" / "o.crt"), "queue": str(tmp_path / "mpq2"),
+                              "port": broker.port, "password": USERS["dev1"], "count": 2, "flush_ms": 1500}
+        proc = subprocess.run([micropython, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "\nnot idle 0 0 " in proc.stdout, proc.stdout[-3000:]
     finally:
         mqttkit.stop(ing)
         broker.stop()
