@@ -144,3 +144,20 @@ def test_through_a_mosquitto_bridge_edge_to_central(tmp_path):
         mqttkit.stop(ing)
         edge.stop()
         central.stop()
+
+
+def test_ingest_refuses_a_database_it_did_not_make(tmp_path):
+    import hashlib
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(str(other))
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    before = hashlib.sha256(other.read_bytes()).hexdigest()
+    for args in (["--stats"], ["--broker", "127.0.0.1:1"]):
+        proc = mini("ingest", "--db", other, *args)
+        assert proc.returncode == 2 and "not a mini ingest database" in proc.stderr, proc.stderr
+    assert hashlib.sha256(other.read_bytes()).hexdigest() == before
+    assert not os.path.exists(str(other) + "-wal")
+    missing = mini("ingest", "--db", tmp_path / "none.db", "--stats")
+    assert missing.returncode == 2 and "no such database" in missing.stderr

@@ -61,6 +61,11 @@ def open_db(path, create=True):
     if not create and not os.path.exists(path):
         raise IngestError("%s: no such database" % path)
     db = sqlite3.connect(path, isolation_level=None, timeout=60)
+    # A database we did not make is never changed (not even switched to WAL)
+    tables = set(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+    if tables and "meta" not in tables:
+        db.close()
+        raise IngestError("%s: not a mini ingest database (it has other tables); refusing to change it" % path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")  # a COMMIT that returned survives a power cut
     if create:
