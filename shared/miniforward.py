@@ -93,7 +93,10 @@ def incarnation(directory):
     try:
         for record in found:
             if isinstance(record, dict) and isinstance(record.get("incarnation"), str):
-                return record["incarnation"]
+                value = record["incarnation"]
+                if not 0 < len(value) <= 64:
+                    raise IdentityError("%s: the incarnation must be 1..64 characters: %r" % (path, value))
+                return value
         if found:
             raise IdentityError("%s holds %d records and no incarnation" % (path, len(found)))
         value = _random_hex(8)
@@ -129,7 +132,8 @@ class Forwarder:
         self.retry_ms = retry_ms
         self.max_retry_ms = max_retry_ms
         self._t = transport
-        self._head = ('{"v":%d,"d":"%s","i":"%s","n":' % (WIRE_VERSION, device, self.incarnation)).encode()
+        self._head = ('{"v":%d,"d":%s,"i":%s,"n":' % (
+            WIRE_VERSION, shim.dumps(device), shim.dumps(self.incarnation))).encode()
         self._batches = []      # [ids, payload bytes, ticks when last sent or None], oldest first
         self._waiting = {}      # id -> its batch, for every id sent and not yet acked by the ingester
         self.connected = False
