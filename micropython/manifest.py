@@ -4,6 +4,7 @@
 metadata(description="mini: crash-safe storage bricks (WAL, log, snapshots, state, queue)", version="0.1.0")
 include("miniflash/manifest.py")
 include("miniflashlog/manifest.py")
+include("miniforward/manifest.py")
 include("minilog/manifest.py")
 include("miniqueue/manifest.py")
 include("minishim/manifest.py")

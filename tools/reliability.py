@@ -34,6 +34,8 @@ TORTURE_TESTS = [
     "tests/test_damage.py",
     "tests/test_fuzz.py",
     "tests/test_crash_states.py",
+    "tests/test_forward_torture.py",
+    "tests/test_forward_board.py",
 ]
 
 SUITES = [
@@ -66,6 +68,14 @@ SUITES = [
      "renames kept before their data. The brick must open on each state with every acknowledged step "
      "and nothing never written, take one more step and keep it across a reopen; a crash during that "
      "recovery is checked the same way. Unlike SIGKILL, these states see a missing sync."),
+    ("forward", "Store and forward: exactly once into the host database (real mosquitto, paho, umqtt.simple)",
+     "Devices put readings into a MiniQueue and forward them (miniforward) through a loopback TCP proxy "
+     "that cuts each connection at a random byte, to mosquitto and `mini ingest` processes sharing an "
+     "MQTT 5 shared subscription. Faults: mosquitto SIGKILLed and restarted mid-stream, ingesters "
+     "SIGKILLed under load, CPython device processes SIGKILLed (and restarted on the same queue), "
+     "virtual boards power-cut while they forward. Every put that returned must be in SQLite exactly "
+     "once (0 lost, 0 duplicates, also by content), each device's order recovered from its ids. "
+     "'cut/kill points' counts every fault: kills, power cuts and the proxy's cuts."),
 ]
 
 
@@ -155,6 +165,8 @@ def report(rows, scale, outcome, seconds, tests):
         "| power-cut points tried (operation x mode x configuration) | %s |" % number(
             total([r for r in rows if r["suite"] in ("powercut-sweep", "soak")], "checks")),
         "| SIGKILLs | %s |" % number(total([r for r in rows if r["suite"] == "sigkill"], "cut_points")),
+        "| store-and-forward faults (kills, power cuts, cut connections) | %s |" % number(
+            total([r for r in rows if r["suite"] == "forward"], "cut_points")),
         "| soak seeds | %s |" % number(total([r for r in rows if r["suite"] == "soak"], "seeds")),
         "| damaged files opened | %s |" % number(total([r for r in rows if r["suite"] == "damage"], "inputs")),
         "| fuzzed inputs | %s |" % number(total([r for r in rows if r["suite"] == "fuzz"], "inputs")),

@@ -19,6 +19,7 @@ from minitools import scan as scanning
 from minitools import device
 from minitools import flashregion
 from minitools import plot
+from minitools import ingest
 
 
 class UsageError(Exception):
@@ -268,6 +269,7 @@ def build_parser():
 
     device.register(sub)  # pull, tail, image (minitools/device.py)
     plot.register(sub)    # plot (minitools/plot.py; matplotlib: pip install mini-bricks[plot])
+    ingest.register(sub)  # ingest (minitools/ingest.py)
     return parser
 
 
