@@ -387,7 +387,7 @@ class JournalReader:
     single records that the long way reads the same; tests compare the two).
     """
 
-    def __init__(self, path, from_seq=0, reporter=None, fast=True):
+    def __init__(self, path, from_seq=0, reporter=None, fast=True, _opened=True):
         path = shim.fspath(path)
         self.path = path
         self.from_seq = from_seq
@@ -403,7 +403,7 @@ class JournalReader:
         self.base_seq = None
         self.seq = None
         self.size = 0
-        self._f = open(path, "rb")
+        self._f = open(path, "rb") if _opened else None
         self._line_no = 0
         self._expect = -1        # the next seq; -1 until the header is read
         self._ready = []
@@ -447,7 +447,26 @@ class JournalReader:
             self._f = None
 
     def _peek(self):
-        return peek_line(self._f)
+        return b"" if self._f is None else peek_line(self._f)
+
+    @staticmethod
+    def pushed(name, reporter, mid_file=False):
+        """A reader fed one complete line at a time with push(), for a journal that grows
+        somewhere else (`mini tail`). mid_file: the lines start after the header, so the
+        first record gives the seq."""
+        reader = JournalReader(name, 0, reporter, False, False)
+        if mid_file:
+            reader._line_no = 1
+        return reader
+
+    def push(self, line):
+        """Read one complete line (ending with a newline); return the (seq, record) items
+        it completes: none while a batch is still open, all of it when it closes."""
+        self._ready = []
+        self._step(line)
+        ready = self._ready
+        self._ready = []
+        return ready
 
     def _generate(self):
         f = self._f

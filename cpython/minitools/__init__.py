@@ -4,6 +4,12 @@ verify(path) for the same check from Python."""
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it (dynamic version), `mini --version` prints it
 
 
+def dump(obj):
+    """One record as compact JSON text, non-ASCII kept (what `mini cat` and `mini tail` print)."""
+    import json
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
 class Report:
     """What verify() found: `ok`, `kind` ("journal", "snapshot", "state" or "queue")
     and `problems` (a list of scan.Problem: file, kind, line, offset, length, reason)."""

@@ -15,6 +15,7 @@ from minisnap import SnapStore, NotFound, read_snapshot
 from minilog import segment_files, read_segments
 
 import minitools
+from minitools import dump
 from minitools import scan as scanning
 from minitools import device
 from minitools import flashregion
@@ -24,10 +25,6 @@ from minitools import ingest
 
 class UsageError(Exception):
     """A problem with what the user asked for: reported as one line, exit 2."""
-
-
-def _dump(obj):
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _refuse_unreadable(problems):
@@ -52,13 +49,13 @@ def _journals(path):
 # ------------------------------------------------------------------ commands
 
 def cmd_cat(args):
-    if flashregion.is_dump(args):  # a miniflash region in a raw flash dump (FORMAT.md 6)
+    if flashregion.isdump(args):  # a miniflash region in a raw flash dump (FORMAT.md 6)
         return flashregion.cat(args)
     out = sys.stdout
     for journal in _journals(args.journal):
         reader = MiniStore.stream(journal, from_seq=args.from_seq)
         for seq, record in reader:
-            out.write(_dump(record if args.raw else {"seq": seq, "rec": record}) + "\n")
+            out.write(dump(record if args.raw else {"seq": seq, "rec": record}) + "\n")
         if reader.torn is not None:
             sys.stderr.write("mini cat: %s: torn tail skipped at byte %d (%s)\n" % (
                 journal, reader.torn.offset, reader.torn.reason))
@@ -225,7 +222,7 @@ def cmd_state(args):
     tail = []
     last = read_segments(directory, snap_seq, lambda seq, rec: tail.append((seq, rec)))
     for seq, record in tail:
-        print(_dump({"seq": seq, "rec": record}))
+        print(dump({"seq": seq, "rec": record}))
     print("last seq: %d" % last)
     return 0
 

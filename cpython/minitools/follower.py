@@ -1,19 +1,29 @@
 """`mini tail`'s follower: polls a journal (or a directory of segments) on the device
-and turns the new bytes into records.
-
-Moved here unchanged from device.py; its line parsing is due to be replaced by the
-core's one journal reader (issue 13), so it is kept apart from the tail command.
+and turns the new bytes into records with the core's one journal reader
+(ministore.JournalReader, fed line by line), so that tail shows exactly what a reader
+would accept: a batch only once it is whole, seqs in order, damage reported.
 """
 import json
 import sys
 
-from ministore import parse_line, RECORD
+from ministore import JournalReader, MiniError
 
+from minitools import dump
 from minitools.mpremote_link import PREFIX, device_eval, remote_path as _remote
 
 
-def _dump(obj):
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+class _Warn:
+    """The reader's reporter: damage is said on stderr, and tail goes on."""
+
+    def __init__(self, name, start, err):
+        self.name = name
+        self.start = start
+        self.err = err
+
+    def report(self, kind, line, offset, length, reason, lost):
+        lost_text = "" if not lost else "; seq %d..%d will not be shown" % lost
+        self.err.write("mini tail: %s: %s at byte %d: %s%s\n" % (
+            self.name, "damaged region" if kind == "corrupt" else kind, self.start + offset, reason, lost_text))
 
 
 _TAIL_CODE = """
@@ -60,6 +70,7 @@ class Follower:
         self.lines = lines
         self.raw = raw
         self.offsets = {}      # device file -> offset after its last complete line
+        self.readers = {}      # device file -> the JournalReader its lines are pushed into
         self.resync = set()    # files read from the middle of a line: skip to the next newline
         self.budget = 16 * 1024
         self.first = True
@@ -82,6 +93,7 @@ class Follower:
             if known is not None and size < known:
                 self.err.write("mini tail: %s shrank to %d bytes: reading it again from the start\n" % (name, size))
                 self.offsets[name] = 0
+                self.readers.pop(name, None)
                 more = True
                 continue
             data = bytes.fromhex(hexdata)
@@ -98,12 +110,13 @@ class Follower:
         for name in list(self.offsets):
             if name not in seen:
                 del self.offsets[name]  # compacted away
+                self.readers.pop(name, None)
                 self.resync.discard(name)
         if self.first and self.lines > 0:
             records = records[-self.lines:]
         self.first = False
         for seq, record in records:
-            self.out.write(_dump(record if self.raw else {"seq": seq, "rec": record}) + "\n")
+            self.out.write(dump(record if self.raw else {"seq": seq, "rec": record}) + "\n")
         self.out.flush()
         return more
 
@@ -116,15 +129,18 @@ class Follower:
                 return start + len(data), records
             at = cut + 1
             self.resync.discard(name)
+        reader = self.readers.get(name)
+        if reader is None:
+            reader = self.readers[name] = JournalReader.pushed(
+                name, _Warn(name, start + at, self.err), mid_file=start + at > 0)
         while True:
             end = data.find(b"\n", at)
             if end < 0:
                 break  # an incomplete line: read it again next time
-            line = data[at:end + 1]
-            kind, obj = parse_line(line)
-            if kind == RECORD and isinstance(obj, dict):
-                records.append((obj["seq"], obj["rec"]))
-            elif kind is None:
-                self.err.write("mini tail: %s: damaged line at byte %d (%s)\n" % (name, start + at, obj))
+            try:
+                records += reader.push(data[at:end + 1])
+            except MiniError as exc:  # not a journal (FormatError): say it once, read no further
+                self.err.write("mini tail: %s\n" % exc)
+                return start + len(data), records
             at = end + 1
         return start + at, records
