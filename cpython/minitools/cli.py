@@ -49,7 +49,7 @@ def _journals(path):
 # ------------------------------------------------------------------ commands
 
 def cmd_cat(args):
-    if flashregion.isdump(args):  # a miniflash region in a raw flash dump (FORMAT.md 6)
+    if flashregion.is_dump(args):  # a miniflash region in a raw flash dump (FORMAT.md 6)
         return flashregion.cat(args)
     out = sys.stdout
     for journal in _journals(args.journal):
