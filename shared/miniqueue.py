@@ -426,7 +426,9 @@ class MiniQueue(LogOwner):
         return len(mids)
 
     def disk_bytes(self):
-        """Bytes of all journal segments now on disk."""
+        """Bytes of all journal segments now on disk (on a region: of the records in it)."""
+        if self._region is not None:
+            return self._open_log().store.size  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog's)
         total = 0
         for number, path, base in self._open_log().segments:
             total += shim.file_size(path) or 0
