@@ -542,8 +542,10 @@ class MiniQueue(LogBrick):
         return len(mids)
 
     def disk_bytes(self):
-        """Bytes of all journal segments now on disk."""
+        """Bytes of all journal segments now on disk (on a region: of the records in it)."""
         with self._lock:
+            if self._region is not None:
+                return self._open_log().store.size  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog's)
             total = 0
             for segment in self._open_log().segments:
                 total += shim.file_size(segment.path) or 0

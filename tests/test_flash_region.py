@@ -118,3 +118,35 @@ def test_split_flash_on_the_unix_port_survives_sigkill(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().endswith(b"done"), done.stderr
     code, out, err = mini("image", "extract", image, "--board", "rp2040", "--block-count", "16", tmp_path / "fs")
     assert code == 0 and (tmp_path / "fs" / "last.txt").exists(), err
+
+
+MAKE_REGION = """
+import blockdev, miniflash
+from ministore import MiniStore
+F = blockdev.RAMFlash(4096, 8)
+with MiniStore.open(miniflash.Region(F, retain=8000)) as s:
+    for i in range(400):
+        s.append({'i': i, 'fill': 'x' * 60})
+print('made', s.seq)
+"""
+
+
+def test_image_pull_reads_a_region_off_the_virtual_board(tmp_path):
+    from test_virtual_board import VirtualBoard, mpremote
+    board = VirtualBoard(tmp_path / "flash.bin", "esp32")
+    address = board.start("--size-kb", "256")
+    try:
+        files = [os.path.join("shared", name) for name in ("minishim.py", "ministore.py", "miniflash.py")]
+        mpremote(address, "fs", "mkdir", ":lib", "+", "fs", "cp", *files, "tests/mp/blockdev.py", ":lib/")
+        assert "made 400" in mpremote(address, "exec", MAKE_REGION)
+        out = tmp_path / "region.bin"
+        code, text, err = mini("image", "pull", "--port", address, "--device", "F", out)
+        assert code == 0 and "pulled 8 blocks of 4096 bytes" in text, err
+        code, text, err = mini("cat", out, "--offset", "0", "--raw")
+        assert code == 0, err
+        numbers = [json.loads(line)["i"] for line in text.splitlines()]
+        assert numbers == list(range(numbers[0], 400)) and numbers[0] > 0
+        code, _, err = mini("image", "pull", "--port", address, "--device", "nothing_here", out)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "nothing_here" in err, err
+    finally:
+        board.stop(power_cut=True)

@@ -60,3 +60,4 @@ def register(sub):
     e.set_defaults(func=cmd_image_extract)
     from minitools import flashregion
     flashregion.add_extract_args(e, cmd_image_extract)  # --region: a miniflash journal (FORMAT.md 6)
+    flashregion.add_pull(image_sub)  # mini image pull: a region read off a running board

@@ -3,6 +3,12 @@
 
     mini cat FLASH.BIN --offset 0x310000 [--size 0x100000] [--from-seq N] [--raw]
     mini image extract FLASH.BIN --region --offset 0x310000 [--size 0x100000] OUT_DIR
+    mini image pull --port ADDR (--partition LABEL | --device EXPR) OUT.BIN
+
+`image pull` reads a region off a running board through mpremote (the board reads its
+own flash: an ESP32 data partition by label, or any block device EXPR evaluates to there,
+e.g. "rp2.Flash(start=0x100000, len=0x100000)"), into a dump that `mini cat OUT.BIN
+--offset 0` reads.
 
 Without --size the region's size comes from its sector headers (they record the
 geometry). extract writes OUT_DIR/journal.jsonl, a ministore journal (FORMAT.md 2)
@@ -167,3 +173,68 @@ def add_extract_args(parser, littlefs_extract):
             print("torn tail (never acknowledged) left out at region byte %d: %s" % (torn.offset, torn.reason))
         return 0
     parser.set_defaults(func=run)
+
+
+# ------------------------------------------------------------------ pull a region off a board
+
+_PULL_CODE = """
+import binascii
+try:
+    import esp32
+except ImportError:
+    pass
+try:
+    import rp2
+except ImportError:
+    pass
+_mini_dev = %s
+_mini_buf = bytearray(_mini_dev.ioctl(5, 0))
+print('%s', _mini_dev.ioctl(4, 0), len(_mini_buf))
+for _mini_i in range(_mini_dev.ioctl(4, 0)):
+    _mini_dev.readblocks(_mini_i, _mini_buf)
+    print(binascii.b2a_base64(_mini_buf).decode().strip())
+del _mini_dev, _mini_buf
+"""
+
+
+def pull(port, expr, out_path):
+    """Read the block device `expr` (evaluated on the board) into out_path; return (blocks, block size)."""
+    import binascii
+    from minitools import device
+    device.check_port(port)
+    out = device.mpremote(port, ["exec", _PULL_CODE % (expr, device.PREFIX)], timeout=1800)
+    lines = out.decode("utf-8", "replace").splitlines()
+    for at in range(len(lines)):
+        if lines[at].startswith(device.PREFIX + " "):
+            blocks, size = [int(v) for v in lines[at].split()[1:3]]
+            data = [binascii.a2b_base64(line) for line in lines[at + 1:at + 1 + blocks]]
+            if len(data) != blocks or any(len(block) != size for block in data):
+                raise RegionError("%s: the board sent %d of %d blocks" % (port, len(data), blocks))
+            with open(out_path, "wb") as f:
+                for block in data:
+                    f.write(block)
+            return blocks, size
+    raise RegionError("%s: unexpected answer from the board: %r" % (port, out[-300:]))
+
+
+def add_pull(image_sub):
+    """`mini image pull`: a region (or any block device) read off a running board."""
+    p = image_sub.add_parser("pull", help="read a flash region off a running board (mpremote) into a dump file")
+    p.add_argument("--port", default="auto", help="mpremote device: /dev/ttyUSB0, socket://HOST:PORT, auto")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--partition", metavar="LABEL", help="an ESP32 data partition, by its label")
+    where.add_argument("--device", metavar="EXPR", help="a block device, as a Python expression on the board")
+    p.add_argument("out", metavar="OUT.BIN")
+
+    def run(args):
+        from minitools import device
+        expr = args.device or "esp32.Partition.find(esp32.Partition.TYPE_DATA, label=%r)[0]" % args.partition
+        try:
+            blocks, size = pull(args.port, expr, args.out)
+        except (RegionError, device.DeviceError) as exc:
+            sys.stderr.write("mini image pull: %s\n" % exc)
+            return 2
+        print("pulled %d blocks of %d bytes to %s; read it with: mini cat %s --offset 0" % (
+            blocks, size, args.out, args.out))
+        return 0
+    p.set_defaults(func=run)

@@ -38,6 +38,7 @@ def test_a_queue_on_a_region_goes_round_the_ring_and_reopens():
             assert msg == body(live.pop(0))
             q.ack(mid)
     mid, msg = q.get()  # in flight at the restart: delivered again, first
+    assert 0 < q.disk_bytes() <= 6 * SECTOR
     q.close()
     assert max(flash.block_erases) - min(flash.block_erases) <= 1 and min(flash.block_erases) >= 5
     q = MiniQueue.open(d, max_bytes=3000, region=flash)
