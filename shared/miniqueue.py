@@ -7,7 +7,7 @@
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
 # that marker is durable.
 import minishim as shim
-from ministore import MiniError, encode_json, is_int
+from ministore import MiniError, encode_json, is_int, settle
 from minisnap import LogOwner, SegmentedLog, CompactionGap, segment_files, segment_base, read_segments
 
 READY, IN_FLIGHT, DEAD = 0, 1, 2
@@ -245,7 +245,9 @@ class MiniQueue(LogOwner):
         log = self._open_log()
         bodies = []
         for message in messages:
-            bodies.append(encode_json(message, 2))  # a checkpoint stores it two levels down: {"ckpt": [id, M, ...]}
+            # Two levels down in a checkpoint: {"ckpt": [id, M, ...]}. settle(): what a
+            # restart replays is what get() delivers, also on MicroPython (FORMAT.md 1).
+            bodies.append(settle(encode_json(message, 2)))
         if not bodies:
             return []
         need = 0

@@ -1,7 +1,7 @@
 # ministate: a state changed only by mutators that go through the journal.
 # Recovery is the newest valid snapshot plus the journal records after it.
 import minishim as shim
-from ministore import MiniError, encode_json
+from ministore import MiniError, encode_json, settle, FLOAT_TEXT_INEXACT, may_hold_float
 from minisnap import LogOwner, SnapStore, SegmentedLog, NotFound, read_segments
 
 
@@ -164,6 +164,7 @@ class StateManager(LogOwner):
         log = self._open_log()
         bodies = []
         size = 0
+        todo = []
         for mutator in mutators:
             if not isinstance(mutator, Mutator):
                 raise TypeError("%r is not a Mutator" % (mutator,))
@@ -171,7 +172,12 @@ class StateManager(LogOwner):
                 raise ValueError("%s is not in this manager's mutators" % type(mutator).__name__)
             # Encoded before apply: a field that check_value passes but the encoder
             # refuses (a lone surrogate) must stop the mutator before it runs.
-            body = encode_json(mutator.to_record())
+            body = settle(encode_json(mutator.to_record()))
+            if FLOAT_TEXT_INEXACT and may_hold_float(body):
+                # Apply what the journal holds: recovery rebuilds the mutator from these
+                # bytes, and this runtime may parse a float back 1 ulp away.
+                mutator = self._decode(self.seq + len(bodies) + 1, shim.loads(body))
+            todo.append(mutator)
             bodies.append(body)
             size += len(body)
         if not bodies:
@@ -181,12 +187,12 @@ class StateManager(LogOwner):
         # Apply first, journal second: a mutator that raises is never journaled.
         # It may have changed the state halfway, so the state is rebuilt from disk.
         try:
-            for mutator in mutators:
+            for mutator in todo:
                 mutator.apply(self._state)
             if due:
                 # The snapshot this commit triggers must be storable before the
                 # mutation is made durable: afterwards, raising would be a lie.
-                state_json = encode_json(self._state)
+                state_json = settle(encode_json(self._state))
         except BaseException:
             self._rebuild()
             raise
@@ -217,6 +223,11 @@ class StateManager(LogOwner):
         log = self._open_log()
         log.sync()  # a snapshot must never be ahead of the durable journal
         seq = log.seq
+        if FLOAT_TEXT_INEXACT:
+            # The live state becomes what this snapshot restores to (its floats parsed back).
+            if state_json is None:
+                state_json = settle(encode_json(self._state))
+            self._state = shim.loads(state_json)
         self._snaps.create(self._state, seq, state_json)
         log.roll()
         log.compact(self._snaps.oldest_seq())

@@ -58,3 +58,22 @@ def size(path):
 
 def lines(path):
     return read_bytes(path).split(b"\n")[:-1]
+
+
+def float32_values(n, seed=1):
+    """n finite floats from pseudo-random float32 bit patterns (normals and subnormals),
+    the same on every runtime: what a single-precision board can hold."""
+    import struct
+    out = []
+    x = seed
+    while len(out) < n:
+        x = (x * 1103515245 + 12345) & 0xFFFFFFFF
+        bits = ((x >> 16) << 16) | ((x * 69069 + 1) & 0xFFFF)
+        if (bits >> 23) & 0xFF == 0xFF:
+            continue  # inf or nan
+        out.append(struct.unpack("<f", struct.pack("<I", bits))[0])
+    return out
+
+
+def is_subnormal32(value):
+    return value != 0.0 and -1.1754944e-38 < value < 1.1754944e-38
