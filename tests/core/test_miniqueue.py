@@ -399,16 +399,16 @@ def test_a_redelivered_message_equals_its_first_delivery():
     # Issue 14: on a single-precision runtime a float can parse back 1 ulp away from
     # its text; the queue journals and delivers the same settled bytes, also through
     # a checkpoint. A float32 subnormal that drifts at every pass is refused.
-    values = float32_values(200, seed=4) + [0.109633684, 28.512085]
+    values = float32_values(60, seed=4) + [0.109633684, 28.512085]  # fits a 128 KB heap
     d = scratch()
     first = {}
-    with MiniQueue.open(d, compact_bytes=2000) as q:
+    with MiniQueue.open(d, compact_bytes=1000) as q:
         for v in values:
             try:
                 q.put({"v": v, "l": [v, {"x": v}]})
             except ValueError:
                 assert FLOAT32 and is_subnormal32(v), v
-        for _ in range(40):  # some acked (checkpoints rewrite the rest), the others in flight
+        for _ in range(20):  # some acked (checkpoints rewrite the rest), the others in flight
             mid, msg = q.get()
             q.ack(mid)
         while True:
@@ -416,7 +416,7 @@ def test_a_redelivered_message_equals_its_first_delivery():
             if item is None:
                 break
             first[item[0]] = minishim.dumps(item[1])
-    with MiniQueue.open(d, compact_bytes=2000) as q:
+    with MiniQueue.open(d, compact_bytes=1000) as q:
         again = {}
         while True:
             item = q.get()
@@ -424,4 +424,4 @@ def test_a_redelivered_message_equals_its_first_delivery():
                 break
             again[item[0]] = minishim.dumps(item[1])
             assert item[1] == minishim.loads(first[item[0]])
-    assert again == first and len(first) > 100
+    assert again == first and len(first) > 30
