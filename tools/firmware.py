@@ -242,6 +242,21 @@ def qemu_command(firmware, romfs_image=None):
     return cmd + ["-serial", "pty", "-kernel", firmware]
 
 
+def _children(pid):
+    """Ids of the processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(name))
+    return found
+
+
 def run(target, script_text, romfs_image=None, timeout=900):
     """Run script_text on a fresh emulated board through the raw REPL.
 
@@ -260,7 +275,13 @@ def run(target, script_text, romfs_image=None, timeout=900):
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # pyboard and the qemu it started
+        # pyboard starts qemu in a session of its own: kill that one first, or it outlives us.
+        for child in _children(proc.pid):
+            try:
+                os.killpg(child, signal.SIGKILL)
+            except OSError:
+                pass
+        os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         return -1, out.decode("utf-8", "replace") + "\n[timeout after %d s]" % timeout
     finally:
