@@ -304,7 +304,7 @@ def main(argv):
             code, out = run(argv[1], f.read(), image, timeout)
         sys.stdout.write(out)
         return code
-    print(__doc__.strip(), file=sys.stderr)
+    print((__doc__ or "").strip(), file=sys.stderr)
     return 2
 
 
