@@ -1,6 +1,6 @@
 """Heap figures of the bricks on the emulated microcontroller (tools/firmware.py).
 
-    python3 bench/bench_mcu_heap.py [--quick]
+    python3 bench/mcu_heap.py [--quick]
 
 ports/qemu BOARD=MICROBIT under qemu-system-arm: Cortex-M0, float32, 31-bit small
 ints, 4-byte words (the unix port's objects are twice as big). Heap figures are
