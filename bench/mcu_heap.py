@@ -275,10 +275,7 @@ def suite_heaps(image, step):
     rows = {}
     for module in mcudriver.core_modules():
         lo, hi = 0, HEAP_192K  # largest ballast that passes, by bisection
-        xfail = []
-        for name, (where, _why) in sorted(test_mcu.XFAIL.items()):
-            if where in ("all", "microbit-192k"):
-                xfail += ["--xfail", name]
+        xfail = test_mcu._xfails("microbit-192k", "lfs2-rp2040")
         probe = lambda ballast: SUITE_PROBE % {"ballast": ballast, "module": module, "xfail": xfail}
         out = run("microbit-192k", probe(0), image)
         if not suite_passed(out):

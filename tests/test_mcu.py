@@ -23,16 +23,20 @@ BOARDS = [("microbit-192k", "lfs2-rp2040"), ("microbit-192k", "fat-rp2040"),
 
 # Core tests that fail on the MCU build because of a real limit of the core, kept as
 # strict expected failures (runner.py --xfail): they must fail until it is fixed.
+# (check_value() recurses once per nesting level: at the documented limit of 32 it
+# needs most of this build's 10 KB C stack. Before the float commit of issue 14,
+# create_snapshot() of a state nested 40 levels called it a few frames deeper and got
+# RuntimeError("maximum recursion depth exceeded") instead of ValueError; it fits now,
+# with little margin, and RP2040 firmware has an 8 KB stack.)
 XFAIL = {
-    # check_value() recurses once per nesting level. Nested 33 levels (the documented
-    # limit is 32), it overflows a 10 KB C stack (RP2040 firmware has 8 KB) and raises
-    # RuntimeError("maximum recursion depth exceeded") instead of the documented
-    # ValueError, from apply()/create_snapshot(). Nothing is written either way.
-    "test_a_snapshot_that_cannot_store_the_state_refuses_the_mutation_first": ("all", "recursion"),
     # 14 filesystems mounted in one boot; each failed write leaves its file object in
     # minishim._unclosable for the life of the process, keeping the file system (a FAT
     # one holds a 4 KB sector buffer) alive: the 128 KB heap runs out.
     "test_failed_write_closes_the_store_and_a_reopen_loses_nothing": ("microbit-128k", "heap"),
+    # It appends a record of 8.6 KB (two ints of 4,299 digits): the encoded body and
+    # the sealed line (a copy) need two 8.6 KB holes at once; on a 128 KB heap beside
+    # FAT's 4 KB sector buffer there is not a second one (MemoryError in seal()).
+    "test_int_past_4300_digits_is_refused_on_every_runtime": ("microbit-128k/fat-esp32", "heap"),
 }
 
 
@@ -48,10 +52,10 @@ def test_core_suite_on_float32_unix_port(fs):
     print(out.strip().splitlines()[-1])
 
 
-def _xfails(target):
+def _xfails(target, fs):
     names = []
     for name, (where, _why) in sorted(XFAIL.items()):
-        if where in ("all", target):
+        if where in ("all", target, target + "/" + fs):
             names += ["--xfail", name]
     return names
 
@@ -59,7 +63,7 @@ def _xfails(target):
 @pytest.mark.parametrize("target,fs", BOARDS, ids=["%s-%s" % b for b in BOARDS])
 def test_core_suite_on_the_mcu_build(target, fs, image):
     for module in core_modules():
-        out = run_on_board(target, image, "runner", [fs, module] + _xfails(target))
+        out = run_on_board(target, image, "runner", [fs, module] + _xfails(target, fs))
         print(module, out.strip().splitlines()[-1])
 
 
