@@ -78,7 +78,10 @@ _HEAP = pytest.mark.xfail(strict=True, reason="MemoryError on a 192 KB heap with
 SWEEPS = [("powercut_ministore", "lfs2-rp2040", "always", 1),
           ("powercut_ministore", "fat-esp32", "4", 1),
           pytest.param("powercut_ministate", "lfs2-rp2040", "always", 2, marks=_HEAP),
-          pytest.param("powercut_miniqueue", "lfs2-rp2040", "4", 3, marks=_HEAP)]
+          # At the edge: one cut (op 112, reorder) ran out of heap in the workload on
+          # some runs and not others, as the core's allocations moved by a few bytes.
+          pytest.param("powercut_miniqueue", "lfs2-rp2040", "4", 3, marks=pytest.mark.xfail(
+              strict=False, reason="at the edge of the 192 KB heap: MemoryError on some runs (4 KB records)"))]
 _IDS = ["ministore-lfs2-rp2040-sync_always", "ministore-fat-esp32-sync_4",
         "ministate-lfs2-rp2040-sync_always", "miniqueue-lfs2-rp2040-sync_4"]
 
