@@ -11,7 +11,7 @@ specified in FORMAT.md, section 5.
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
 # that marker is durable.
 import minishim as shim
-from ministore import MiniError, encode_json, is_int
+from ministore import MiniError, encode_json, is_int, settle
 from minilog import LogBrick, SegmentedLog, CompactionGap, oldest_base, read_segments
 
 try:
@@ -317,7 +317,9 @@ class MiniQueue(LogBrick):
         bodies = []
         need = 0
         for message in messages:
-            body = encode_json(message, 2)  # a checkpoint stores it two levels down: {"ckpt": [id, M, ...]}
+            # Two levels down in a checkpoint: {"ckpt": [id, M, ...]}. settle(): what a restart
+            # replays is what get() delivers, also on MicroPython (FORMAT.md 1).
+            body = settle(encode_json(message, 2))
             bodies.append(body)
             need += len(body)
         if need > self.max_bytes:

@@ -5,7 +5,8 @@
 # name and is valid only when its CRC checks; removing an old one is safe to cut at
 # any point.
 import minishim as shim
-from ministore import MiniError, FormatError, encode_json, seal, parse_line, has_crc_shape, is_int
+from ministore import (MiniError, FormatError, encode_json, seal, parse_line, has_crc_shape, is_int,
+                       FLOAT_TEXT_INEXACT)
 
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
@@ -25,6 +26,10 @@ def snapshot_bytes(state, seq, state_json=None):
     """The snapshot file's bytes; state_json is encode_json(state), if the caller has it already."""
     if state_json is None:
         state_json = encode_json(state)
+    if FLOAT_TEXT_INEXACT and shim.loads(state_json) != state:
+        # restore() would not give back this state (StateManager settles its state first).
+        raise ValueError("the state holds a float that this runtime does not "
+                         "read back exactly; store it as an int or a string")
     return seal(b'{"format":"%s","version":%d,"seq":%d,"state":%s' % (
         SNAP_FORMAT.encode(), SNAP_VERSION, seq, state_json))
 

@@ -5,7 +5,7 @@ snapshot plus the journal records after it); apply(mutator) changes it durably.
 Set, Delete and Update are ready-made mutators for a key-value state.
 """
 import minishim as shim
-from ministore import MiniError, ClosedError, encode_json, is_int
+from ministore import MiniError, ClosedError, encode_json, is_int, settle, FLOAT_TEXT_INEXACT, may_hold_float
 from minisnap import SnapStore, NotFound
 from minilog import LogBrick, SegmentedLog, read_segments
 
@@ -291,6 +291,7 @@ class StateManager(LogBrick):
         log = self._open_log()
         bodies = []
         size = 0
+        todo = []
         for mutator in mutators:
             if not isinstance(mutator, Mutator):
                 raise TypeError("%r is not a Mutator" % (mutator,))
@@ -300,8 +301,13 @@ class StateManager(LogBrick):
             # Encoded and rebuilt before apply: a field that check_value passes but the
             # encoder refuses (a lone surrogate), or a record that replay could not turn
             # back into this mutator, must stop it before it runs.
-            body = encode_json(record)
+            body = settle(encode_json(record))
             _check_rebuilds(mutator, record)
+            if FLOAT_TEXT_INEXACT and may_hold_float(body):
+                # Apply what the journal holds: recovery rebuilds the mutator from these
+                # bytes, and this runtime may parse a float back 1 ulp away.
+                mutator = self._decode(self.seq + len(bodies) + 1, shim.loads(body))
+            todo.append(mutator)
             bodies.append(body)
             size += len(body)
         if not bodies:
@@ -311,12 +317,12 @@ class StateManager(LogBrick):
         # Apply first, journal second: a mutator that raises is never journaled.
         # It may have changed the state halfway, so the state is rebuilt from disk.
         try:
-            for mutator in mutators:
+            for mutator in todo:
                 mutator.apply(self._state)
             if due:
                 # The snapshot this commit triggers must be storable before the
                 # mutation is made durable: afterwards, raising would be a lie.
-                state_json = encode_json(self._state)
+                state_json = settle(encode_json(self._state))
         except BaseException as exc:
             self._rebuild(exc)
             raise
@@ -348,6 +354,11 @@ class StateManager(LogBrick):
         log = self._open_log()
         log.sync()  # a snapshot must never be ahead of the durable journal
         seq = log.seq
+        if FLOAT_TEXT_INEXACT:
+            # The live state becomes what this snapshot restores to (its floats parsed back).
+            if state_json is None:
+                state_json = settle(encode_json(self._state))
+            self._state = shim.loads(state_json)
         self._snaps.create(self._state, seq, state_json)
         log.roll()
         log.compact(self._snaps.oldest_seq())

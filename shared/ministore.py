@@ -139,6 +139,44 @@ def encode_json(value, depth=0):
     return shim.dumps(value).encode()
 
 
+# MicroPython does not always read back the float text it writes: a single-precision
+# build (ESP32 and RP2040 firmware) often (0.109633684 parses as 0.10963368), a double
+# build now and then (16 digits written where 17 are needed). Recovery parses the
+# journal, so the bricks give back what the journal holds (FORMAT.md 1, floats): ministate
+# applies mutators rebuilt from their encoded record, miniqueue delivers and journals
+# settle()d bodies. One write-parse pass settles a normal float; a float32 subnormal can
+# drift at every pass (7.278e-39 -> 9.517e-39 -> 1.064e-38) and is refused. CPython
+# reads its own floats back exactly: nothing to do there.
+FLOAT_TEXT_INEXACT = shim.MICROPYTHON
+# A float in our JSON has a digit just before its "." or "e"; a body without any such
+# pair holds no float and needs no settling (20 C-speed scans instead of a parse).
+_FLOAT_MARKS = tuple(b"%d%s" % (d, m) for m in (b".", b"e") for d in range(10))
+
+
+def may_hold_float(body):
+    for mark in _FLOAT_MARKS:
+        if mark in body:
+            return True
+    return False
+
+
+def settle(body):
+    """JSON bytes whose parse this runtime writes back as text that parses to the same
+    values (so a replay that re-encodes what it parsed gives back the same); `body`
+    itself when it is so already, and always on CPython.
+    ValueError if a float drifts at every pass (a float32 subnormal)."""
+    if not FLOAT_TEXT_INEXACT or not may_hold_float(body):
+        return body
+    for _ in range(2):
+        value = shim.loads(body)
+        again = shim.dumps(value).encode()
+        if again == body or shim.loads(again) == value:  # bytes differ in key order only, or not at all
+            return body
+        body = again
+    raise ValueError("a float in %s... does not read back on this runtime "
+                     "(a subnormal below 1.18e-38?)" % body[:40].decode())
+
+
 def seal(body):
     """Finish a line: `body` (bytes, starting with '{') + its CRC field + '}' + newline."""
     return b"%s,\"crc\":\"%08x\"}\n" % (body, shim.crc32(body) & 0xFFFFFFFF)

