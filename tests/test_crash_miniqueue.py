@@ -72,7 +72,8 @@ class Checker:
         self.queue = []          # [(id, n)] in the queue after the last check (in flight included)
         self.n_of = {}           # id -> message number, for every message that existed
         self.id_of = {}          # message number -> id
-        self.acked = set()       # ids whose ack was acknowledged ("acked")
+        self.acked = set()       # ids whose ack was acknowledged and durable ("acked", then "closed")
+        self.unsure_gets = {}    # id -> gets logged in sessions a kill cut (they may be undone)
         self.put_acked = {}      # id -> n of acknowledged puts
         self.full = set()        # message numbers refused with QueueFull
         self.delivered = set()   # ids delivered at least once ("got")
@@ -216,15 +217,24 @@ class Checker:
         nacked = None            # id nacked just now: the next get must return it
         acked_now = set()
         landed = set()           # ids of the "maybe" put that were delivered
+        # durability="puts": a get or an ack is durable when the session's close returns
+        # ("closed"); the kill can undo those of the session it cut (FORMAT.md 5.2).
+        session_acks = set()
+        session_gets = {}
         for line in c_lines:
             words = line.split()
             kind = words[0]
+            if kind == "closed":
+                self.acked |= session_acks
+                session_acks = set()
+                session_gets = {}
             if kind == "open":
                 session_last = None
                 nacked = None
             elif kind == "got":
                 mid, n, ok = int(words[1]), int(words[2]), words[3] == "1"
                 self.got_count[mid] = self.got_count.get(mid, 0) + 1
+                session_gets[mid] = session_gets.get(mid, 0) + 1
                 if not ok:
                     self.fail("bad", "message %d delivered with the wrong content (n=%d)" % (mid, n))
                 if mid in self.acked:
@@ -260,7 +270,7 @@ class Checker:
             elif kind == "acked":
                 mid = int(words[1])
                 assert mid == in_hand, line
-                self.acked.add(mid)
+                session_acks.add(mid)
                 acked_now.add(mid)
                 self.acks += 1
                 in_hand = None
@@ -275,6 +285,9 @@ class Checker:
                     self.abandons += 1
                 in_hand = None
         # in_hand: the consumer was killed holding it; its ack may or may not be journaled.
+        # session_acks, session_gets: of the session the kill cut; they may or may not be durable.
+        for mid in session_gets:
+            self.unsure_gets[mid] = self.unsure_gets.get(mid, 0) + session_gets[mid]
 
         # -- the queue as a restart finds it
         view = MiniQueue.inspect(self.directory)  # read-only, must succeed
@@ -309,8 +322,9 @@ class Checker:
             else:
                 self.fail("bad", "message %d (number %d) in the queue was never put" % (mid, n))
             # Each kill of the consumer may hide one delivery (get() journaled, "got" not written).
+            # A kill can also undo the gets of the session it cut (durability="puts"): never more.
             logged = self.got_count.get(mid, 0)
-            if not logged <= view.deliveries(mid) <= logged + self.kills["consumer"]:
+            if not logged - self.unsure_gets.get(mid, 0) <= view.deliveries(mid) <= logged + self.kills["consumer"]:
                 self.fail("bad", "message %d: %d deliveries counted, %d logged" % (
                     mid, view.deliveries(mid), logged))
         # A put_many is atomic: all of the attempted batch landed, or none.
@@ -329,7 +343,8 @@ class Checker:
         expected = set(before) | set(mid for mid in self.put_acked if mid not in self.acked) | landed
         expected -= self.acked
         for mid in sorted(expected - present):
-            if mid == in_hand:
+            if mid == in_hand or mid in session_acks:
+                self.acked.add(mid)  # its ack reached the journal: it must never come back
                 continue
             self.fail("lost", "message %d (number %d) is gone without an acknowledged ack" % (
                 mid, self.n_of.get(mid, -1)))

@@ -13,7 +13,10 @@
 #   got ID N OK        get() returned message ID, whose content is message number N;
 #                      OK is 1 if the content is exactly message(N), else 0
 #   empty              get() returned None
-#   acked ID           ack(ID) returned: acknowledged, it must never be delivered again
+#   acked ID           ack(ID) returned. With durability="puts" (the default) the ack is
+#                      durable, so that the message is never delivered again, once the
+#                      queue's "closed" line follows (FORMAT.md 5.2); a kill before that
+#                      may undo it
 #   nacked ID          nack(ID) returned
 #   abandon ID         the queue is closed with ID in flight
 import random
