@@ -37,6 +37,15 @@ XFAIL = {
     # the sealed line (a copy) need two 8.6 KB holes at once; on a 128 KB heap beside
     # FAT's 4 KB sector buffer there is not a second one (MemoryError in seal()).
     "test_int_past_4300_digits_is_refused_on_every_runtime": ("microbit-128k/fat-esp32", "heap"),
+    # This build's readline(size) returns the whole line past `size`, so a 20 KB damaged
+    # line is read in one piece (MemoryError in parse_line) where the unix port reads it
+    # in 4 KB pieces: the bounded-heap reader needs its own line splitting here (open).
+    "test_a_long_torn_tail_is_cut_and_a_long_damaged_middle_is_corruption": ("microbit-128k/lfs2-esp32", "heap"),
+    # miniflash's sector buffers (4 KB) beside the test block device on these heaps (open).
+    "test_appends_program_erased_space_and_erase_once_per_sector": ("microbit-128k/fat-esp32", "heap"),
+    "test_retain_reuses_the_oldest_sectors_and_spreads_the_wear": ("microbit-128k/fat-esp32", "heap"),
+    "test_a_queue_on_a_region_goes_round_the_ring_and_reopens": ("microbit-192k", "heap"),
+    "test_a_region_whose_oldest_sector_begins_inside_a_checkpoint": ("microbit-192k/fat-rp2040", "heap"),
 }
 
 
