@@ -8,7 +8,7 @@ staying in files."""
 # sectors may be erased and reused once the ring comes round to them. Nothing is
 # released before the snapshot that covers it is durable (ministate's order).
 import minishim as shim
-from ministore import LockedError, encode_json
+from ministore import encode_json, hold
 from minilog import CompactionGap, Segment
 from miniflash import FlashStore, FlashReader, as_region
 
@@ -48,13 +48,7 @@ class RegionLog:
         by snapshots."""
         region = _check(region)
         shim.makedirs(directory)
-        lock = None
-        try:
-            lock = shim.DirLock(directory)
-        except shim.Locked:
-            pass  # raised below, where no other exception is chained to it
-        if lock is None:
-            raise LockedError("%s is already open for writing (one writer at a time)" % directory)
+        lock = hold(shim.DirLock, directory)
         try:
             after = start() if start is not None else after_seq
             since = [0]

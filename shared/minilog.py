@@ -5,7 +5,7 @@ built on it (LogBrick); snapshots are minisnap's, and this module needs none.
 # Nothing here ever renames a file: each compaction step is "create a new segment"
 # or "remove a segment that is no longer needed", each safe to cut at any point.
 import minishim as shim
-from ministore import MiniStore, MiniError, LockedError, ClosedError, check_header, peek_line, read_line
+from ministore import MiniStore, MiniError, ClosedError, check_header, hold, peek_line, read_line
 
 _SEG_PREFIX = "journal-"
 _SEG_SUFFIX = ".jsonl"
@@ -72,13 +72,7 @@ class SegmentedLog:
         """
         directory = shim.fspath(directory)
         shim.makedirs(directory)
-        lock = None
-        try:
-            lock = shim.DirLock(directory)
-        except shim.Locked:
-            pass  # raised below, where no other exception is chained to it
-        if lock is None:
-            raise LockedError("%s is already open for writing (one writer at a time)" % directory)
+        lock = hold(shim.DirLock, directory)
         try:
             if start is not None:
                 after_seq = start()

@@ -844,13 +844,7 @@ class MiniStore:
         parent = shim.dirname(path)
         if parent:
             shim.makedirs(parent)
-        journal_file = None
-        try:
-            journal_file = shim.JournalFile(path)
-        except shim.Locked:
-            pass  # raised below, where no other exception is chained to it
-        if journal_file is None:
-            raise LockedError("%s is already open for writing (one writer at a time)" % path)
+        journal_file = hold(shim.JournalFile, path)
         try:
             seq, size = _recover(path, journal_file, base_seq, replay)
             journal_file.start_appending()
@@ -1034,6 +1028,19 @@ class MiniStore:
 def _flash():
     import miniflash  # only when a region is used: the file bricks never load it
     return miniflash
+
+
+def hold(take, path):
+    """take(path): a shim.JournalFile or shim.DirLock, or LockedError if another writer
+    holds it (raised outside the handler, so no BlockingIOError is chained to it)."""
+    held = None
+    try:
+        held = take(path)
+    except shim.Locked:
+        pass
+    if held is None:
+        raise LockedError("%s is already open for writing (one writer at a time)" % path)
+    return held
 
 
 def _check_sync(sync):

@@ -12,7 +12,7 @@ import sys
 
 from ministore import MiniStore, MiniError
 from minisnap import SnapStore, NotFound, read_snapshot
-from minilog import segment_files, read_segments
+from minilog import read_segments
 
 import minitools
 from minitools import dump
@@ -36,14 +36,10 @@ def _refuse_unreadable(problems):
 
 def _journals(path):
     """The journal files behind PATH: the file itself, or a directory's segments in order."""
-    if os.path.isdir(path):
-        found = [p for _, p in segment_files(path)]
-        if not found:
-            raise UsageError("%s: no journal segments (journal-NNNNNNNN.jsonl) here" % path)
-        return found
-    if not os.path.exists(path):
-        raise UsageError("%s: no such file or directory" % path)
-    return [path]
+    try:
+        return scanning.journal_files(path)
+    except ValueError as exc:
+        raise UsageError(str(exc))
 
 
 # ------------------------------------------------------------------ commands

@@ -17,7 +17,7 @@ import os
 import sys
 
 from ministore import MiniStore
-from minilog import segment_files
+from minitools.scan import journal_files
 
 
 class PlotError(Exception):
@@ -76,14 +76,10 @@ def _x_value(value):
 
 def journals(path):
     """The journal files behind path: the file itself, or a directory's segments in order."""
-    if os.path.isdir(path):
-        found = [p for _, p in segment_files(path)]
-        if not found:
-            raise PlotError("%s: no journal segments (journal-NNNNNNNN.jsonl) here" % path)
-        return found
-    if not os.path.exists(path):
-        raise PlotError("%s: no such file or directory" % path)
-    return [path]
+    try:
+        return journal_files(path)
+    except ValueError as exc:
+        raise PlotError(str(exc))
 
 
 def points(path, field, x="seq", warn=None):

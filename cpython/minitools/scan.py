@@ -160,6 +160,19 @@ def _write_synced(path, data):
 
 # ------------------------------------------------------------------ whole paths
 
+def journal_files(path):
+    """The journal files behind `path`: the file itself, or a directory's segments in
+    order. ValueError (one line) if there is none."""
+    if os.path.isdir(path):
+        found = [p for _, p in segment_files(path)]
+        if not found:
+            raise ValueError("%s: no journal segments (journal-NNNNNNNN.jsonl) here" % path)
+        return found
+    if not os.path.exists(path):
+        raise ValueError("%s: no such file or directory" % path)
+    return [path]
+
+
 def classify(path):
     """"journal", "snapshot", "state" (a ministate directory), "queue", or raise ValueError."""
     if os.path.isdir(path):
