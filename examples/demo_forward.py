@@ -70,6 +70,7 @@ def main():
         with open(os.path.join(work, "main.py"), "w") as f:
             f.write(app)
         sh(*mpremote, "mip", "install", "--target", "/lib",
+           os.path.join(TOP, "micropython", "miniqueue", "package.json"),  # the app's queue
            os.path.join(TOP, "micropython", "miniforward", "package.json"), "+",
            "fs", "cp", os.path.join(work, "main.py"), ":main.py")
         say("  the board has umqtt.simple (mpremote mip install) and miniforward; main.py logs %d readings "

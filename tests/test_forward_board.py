@@ -60,6 +60,7 @@ def test_virtual_board_forwards_exactly_once_through_power_cuts_and_cut_connecti
         with open(str(tmp_path / "main.py"), "w") as f:
             f.write(app)
         sh(*mpremote, "mip", "install", "--target", "/lib",
+           os.path.join(TOP, "micropython", "miniqueue", "package.json"),  # the app's queue
            os.path.join(TOP, "micropython", "miniforward", "package.json"), "+",
            "fs", "cp", str(tmp_path / "main.py"), ":main.py")
         assert "umqtt" in sh(*mpremote, "fs", "ls", ":lib")
