@@ -409,6 +409,41 @@ class MiniQueue(LogBrick):
             self._insert_ready(mid)
             self._maybe_compact()
 
+    def dead_letter(self, mid):
+        """Move a delivered message to the dead letters (dead()) now: it will not be delivered again."""
+        with self._lock:
+            entry = self._in_flight(mid)
+            self._write([{"dead": mid}], defer=True)
+            entry[_STATUS] = DEAD
+            self._maybe_compact()
+
+    def peek(self):
+        """The oldest ready message as (id, message), without delivering it, or None."""
+        with self._lock:
+            self._open_log()
+            if self._head >= len(self._ready):
+                return None
+            mid = self._ready[self._head]
+            return mid, shim.loads(self._msgs[mid][_BODY])
+
+    def qsize(self):
+        """How many messages are ready (persist-queue's name for len(q))."""
+        return len(self)
+
+    def full(self):
+        """True when the live messages fill max_bytes: a put would be refused (on_full="reject")
+        or would drop the oldest ("drop_oldest")."""
+        with self._lock:
+            return self._bytes >= self.max_bytes
+
+    def __iter__(self):
+        """Deliver messages until none is ready, as get() does: ack (or nack) each one."""
+        while True:
+            item = self.get()
+            if item is None:
+                return
+            yield item
+
     def purge_dead(self):
         """Remove every dead letter; return how many."""
         with self._lock:

@@ -109,3 +109,23 @@ def test_help_has_something_to_say():
     for method in (MiniStore.stream, MiniStore.replay, MiniStore.close, MiniStore.sync, StateManager.sync,
                    StateManager.close, MiniQueue.sync, MiniQueue.close, StateManager.load, MiniQueue.inspect):
         assert method.__doc__, method
+
+
+def test_queue_conveniences_persist_queue_users_expect():
+    d = scratch()
+    with MiniQueue.open(d, max_bytes=40) as q:
+        assert q.peek() is None and q.qsize() == 0 and not q.full()
+        ids = q.put_many(["a" * 8, "b" * 8, "c" * 8])
+        assert q.peek() == (ids[0], "a" * 8) and q.qsize() == 3  # peek delivers nothing
+        assert q.get() == (ids[0], "a" * 8)
+        q.dead_letter(ids[0])  # explicit dead-lettering of a delivered message
+        assert q.dead() == [(ids[0], "a" * 8, 1)] and q.qsize() == 2
+        q.put("d" * 8)
+        assert q.full()  # 4 x 10 bytes of stored JSON: max_bytes reached
+        seen = []
+        for mid, message in q:  # drains what is ready
+            seen.append(message)
+            q.ack(mid)
+        assert seen == ["b" * 8, "c" * 8, "d" * 8] and q.qsize() == 0 and not q.full()
+    with MiniQueue.open(d, max_bytes=40) as q:  # the dead letter and the acks survive
+        assert q.dead() == [(ids[0], "a" * 8, 1)] and q.get() is None
