@@ -146,7 +146,7 @@ def _base_names(node):
     for base in node.bases:
         while isinstance(base, ast.Subscript):
             base = base.value
-        out.append(base.id if isinstance(base, ast.Name) else ast.unparse(base))
+        out.append(base.id if isinstance(base, ast.Name) else getattr(base, "attr", "?"))
     return out
 
 
@@ -272,14 +272,11 @@ def _pyright():
 
 
 def _copy_source(dest):
-    """What the wheel is built from, copied, so the build leaves nothing in the tree
-    (setuptools' build/ there can hold stale files) and races no other build."""
-    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", "*.mpy")
-    os.makedirs(dest)
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(os.path.join(ROOT, name), dest)
-    for sub in ("shared", "cpython/minitools", "boards/virtual", "stubs"):
-        shutil.copytree(os.path.join(ROOT, sub), os.path.join(dest, sub), ignore=skip)
+    """The tree the wheel is built from, copied without .venv, .git and build output, so
+    that the build leaves nothing here (setuptools' build/ can hold stale files) and
+    races no other build."""
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "out"))
 
 
 def _marked_lines(path):
