@@ -1,7 +1,7 @@
 # Type stubs for ministate (shared/ministate.py): see stubs/README.md.
 # The _names are stub-only types (no such names at run time), shared between these stubs.
 # pyright: reportPrivateUsage=false
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from miniflash import Region, _BlockDevice
 from minilog import LogBrick
@@ -43,8 +43,8 @@ class Delete(Mutator):
     def apply(self, state: dict[str, Any]) -> None: ...
 
 class Update(Mutator):
-    values: dict[str, Any]
-    def __init__(self, values: dict[str, Any]) -> None: ...
+    values: Mapping[str, Any]
+    def __init__(self, values: Mapping[str, Any]) -> None: ...
     def apply(self, state: dict[str, Any]) -> None: ...
 
 KEY_VALUE: tuple[type[Set], type[Delete], type[Update]]

@@ -4,7 +4,7 @@
 # The _names are stub-only types (no such names at run time), shared between these stubs.
 # pyright: reportPrivateUsage=false
 import os
-from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence, overload
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Protocol, Sequence, overload
 
 from typing_extensions import Self, TypeAlias, TypeGuard
 
@@ -13,8 +13,9 @@ from miniflash import FlashReader, FlashStore, Region, _BlockDevice
 # What the bricks store: a value JSON reads back exactly. The top level is checked here
 # (no tuple, bytes, set or object); what is inside a list or dict is checked at run time
 # (TypeError/ValueError before anything is written), so a list[float] or a dict[str, int]
-# passes without casts.
-_JSONIn: TypeAlias = None | bool | int | float | str | list[Any] | dict[str, Any]
+# passes without casts. A dict is a Mapping here only so that a TypedDict passes: a
+# Mapping that is not a dict is refused at run time.
+_JSONIn: TypeAlias = None | bool | int | float | str | list[Any] | Mapping[str, Any]
 # A path: a str, or on CPython any path-like object (pathlib.Path).
 _StrPath: TypeAlias = str | os.PathLike[str]
 _Sync: TypeAlias = Literal["always"] | int

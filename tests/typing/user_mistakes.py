@@ -19,6 +19,7 @@ def mistakes(region: Region) -> None:
     store.append(b"raw bytes")  # error: JSON cannot store bytes
     store.append((1, 2))  # error: a tuple reads back as a list
     store.append({1, 2})  # error: a set
+    store.append({1: "one"})  # error: JSON object keys are str
     MiniStore.open("j.jsonl", sync="sometimes")  # error: "always" or an int
     seq: str = store.append({})  # error: a seq is an int
     with MiniStore.stream(region) as reader:  # error: a FlashReader is no context manager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-from typing import Any
+from typing import Any, TypedDict
 
 from miniflash import Region, RegionFull, SubDevice
 from miniflashlog import read_region
@@ -20,6 +20,11 @@ from minisnap import NotFound, SnapStore
 from ministate import KEY_VALUE, Delete, Loaded, Mutator, Set, StateManager, Update
 from ministore import (ClosedError, CorruptRecord, FormatError, LockedError, MiniError, MiniStore, TornTail,
                        encode_json)
+
+
+class Reading(TypedDict):
+    t: float
+    unit: str
 
 
 class RAMFlash:
@@ -95,16 +100,18 @@ def use_ministore(root: pathlib.Path) -> None:
         assert (seq, last, store.durable_seq, store.closed) == (1, 3, 3, False)
         readings: list[float] = [21.5, 21.75]
         store.append(readings)
+        reading: Reading = {"t": 21.5, "unit": "C"}
+        store.append(reading)
     with MiniStore.stream(path, from_seq=2) as reader:
         for seq, record in reader:
             print(seq, record)
         torn: TornTail | None = reader.torn
-        assert torn is None and reader.seq == 4
+        assert torn is None and reader.seq == 5
     records = MiniStore.replay(path)
-    assert len(records) == 4 and records.torn is None and records.seq == 4
+    assert len(records) == 5 and records.torn is None and records.seq == 5
     seen: list[int] = []
     with MiniStore.open(str(path), sync=16, base_seq=0, replay=lambda seq, record: seen.append(seq)) as store:
-        assert seen == [1, 2, 3, 4] and store.seq == 4
+        assert seen == [1, 2, 3, 4, 5] and store.seq == 5
     assert encode_json({"t": 1}) == b'{"t":1}'
     try:
         MiniStore.open(path).close()
