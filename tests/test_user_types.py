@@ -159,6 +159,11 @@ def _public(name):
     return not name.startswith("_") or (name.startswith("__") and name.endswith("__"))
 
 
+# What a class can do that a type checker must know of (len(), for, with, await...).
+PROTOCOL_DUNDERS = {"__len__", "__iter__", "__next__", "__enter__", "__exit__", "__contains__", "__getitem__",
+                    "__aiter__", "__anext__", "__aenter__", "__aexit__", "__await__", "__bool__"}
+
+
 def _check_class(module, node, cls, problems):
     where = "%s.%s" % (module, node.name)
     if not inspect.isclass(cls):
@@ -193,7 +198,9 @@ def _check_class(module, node, cls, problems):
             if not hasattr(cls, name) and name not in on_self:
                 problems.append("%s.%s: an attribute in the stub, never set in the module" % (where, name))
     for name, value in vars(cls).items():
-        if name.startswith("_") or name in in_stub or "%s.%s" % (where, name) in NOT_IN_STUBS:
+        if name in in_stub or "%s.%s" % (where, name) in NOT_IN_STUBS:
+            continue
+        if name.startswith("_") and name not in PROTOCOL_DUNDERS:
             continue
         if callable(value) or isinstance(value, (property, staticmethod, classmethod)):
             problems.append("%s.%s: public in the module, missing from the stub (add it, or list it in "
