@@ -223,6 +223,11 @@ def use_miniqueue(root: pathlib.Path) -> None:
     dead: list[tuple[int, Any, int]] = view.dead()
     assert len(view) == 0 and len(dead) == 1 and view.live_bytes() > 0
 
+    flash = RAMFlash(4096, 8)  # the queue's journal on a raw flash region, its lock in the folder
+    with MiniQueue.open(root / "flash-outbox", max_bytes=4096, region=flash) as on_flash:
+        on_flash.put({"t": 1})
+    assert len(MiniQueue.inspect(root / "flash-outbox", region=flash)) == 1
+
 
 def use_miniforward(root: pathlib.Path) -> None:
     q = MiniQueue.open(root / "forward-outbox", max_bytes=64 * 1024, on_full="reject")
