@@ -76,6 +76,7 @@ def _decorators(node):
 
 
 NO_DEFAULT = "<no default>"
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def _stub_params(node):
@@ -117,6 +118,8 @@ def _check_function(where, node, runtime, problems):
     except (TypeError, ValueError):
         problems.append("%s: no signature at run time" % where)
         return
+    if isinstance(node, ast.AsyncFunctionDef) and not inspect.iscoroutinefunction(runtime):
+        problems.append("%s: async def in the stub, not a coroutine function in the module" % where)
     got = _stub_params(node)
     if [g[:2] for g in got] != [w[:2] for w in want]:
         problems.append("%s: stub parameters %s, module parameters %s" % (
@@ -175,7 +178,7 @@ def _check_class(module, node, cls, problems):
     on_self = _assigned_on_self(cls)
     in_stub = set()
     for item in node.body:
-        if isinstance(item, ast.FunctionDef):
+        if isinstance(item, FUNCTIONS):
             name = item.name
             in_stub.add(name)
             if not _public(name):
@@ -215,7 +218,7 @@ def _module_level_names(module):
 
     def visit(body):
         for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            if isinstance(node, FUNCTIONS + (ast.ClassDef,)):
                 names.add(node.name)
             elif isinstance(node, (ast.Assign, ast.AnnAssign)):
                 for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
@@ -224,7 +227,7 @@ def _module_level_names(module):
                             names.add(t.id)
             for field in ("body", "orelse", "finalbody", "handlers"):
                 inner = getattr(node, field, None)
-                if isinstance(inner, list) and not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                if isinstance(inner, list) and not isinstance(node, FUNCTIONS + (ast.ClassDef,)):
                     visit(inner)
     visit(tree.body)
     return {n for n in names if not n.startswith("_")}
@@ -237,7 +240,7 @@ def test_stub_matches_the_module(module):
     problems = []
     in_stub = set()
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, FUNCTIONS):
             names = [node.name]
         elif isinstance(node, ast.ClassDef):
             names = [node.name]
@@ -257,7 +260,7 @@ def test_stub_matches_the_module(module):
             value = getattr(runtime, name)
             if isinstance(node, ast.ClassDef):
                 _check_class(module, node, value, problems)
-            elif isinstance(node, ast.FunctionDef):
+            elif isinstance(node, FUNCTIONS):
                 _check_function("%s.%s" % (module, name), node, value, problems)
     for name in sorted(_module_level_names(module) - in_stub):
         if "%s.%s" % (module, name) not in NOT_IN_STUBS:
