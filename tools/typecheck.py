@@ -14,6 +14,9 @@ Checks:
                   port), against the esp32 stubs
   host (CPython)  shared/, cpython/, boards/virtual/board*.py (the package miniboard) and
                   tools/, CPython typeshed
+  user program    tests/typing/user_program.py in strict mode against the type stubs users
+                  get (stubs/NAME-stubs, ahead of shared/ in the path), and the stubs
+                  themselves; tests/test_user_types.py does it again on an installed wheel
 Where a stub is wrong or missing something the code uses only on another runtime,
 the line carries `# pyright: ignore[rule] (stub gap)` and the gap is listed in
 micropython/README.md; the runtime tests decide what works.
@@ -62,6 +65,8 @@ def checks():
         ("host tools (CPython)", core + files("cpython/minitools/*.py", "boards/virtual/board*.py",
                                                            "boards/virtual/interpreter_watch.py", "tools/*.py"),
          {"extraPaths": [ROOT + "/shared", ROOT + "/cpython", ROOT + "/boards/virtual", PACKAGES]}),
+        ("user program (strict, stubs)", files("tests/typing/user_program.py", "stubs/*-stubs/__init__.pyi"),
+         {"typeCheckingMode": "strict", "pythonVersion": "3.8", "extraPaths": [ROOT + "/stubs", ROOT + "/shared"]}),
     ]
 
 
@@ -73,7 +78,7 @@ def pyright_command():
 def main():
     failed = []
     for name, paths, config in checks():
-        config = dict(config, pythonVersion="3.11", typeCheckingMode="basic")
+        config = dict({"pythonVersion": "3.11", "typeCheckingMode": "basic"}, **config)
         with tempfile.TemporaryDirectory() as tmp:
             if PACKAGES in config.get("extraPaths", []):
                 os.symlink(os.path.join(ROOT, "boards", "virtual"), os.path.join(tmp, "miniboard"))
