@@ -420,7 +420,7 @@ class FlashStore:
                 need += 1
                 at = HEADER_MAX  # more than any header takes: a safe estimate
             at += n
-        return need <= self._spare()
+        return need == 0 or need <= self._spare()  # _spare() walks the ring: only when a sector is needed
 
     def _spare(self):
         """Sectors the writer may take: the free ones, then the oldest ones that are covered."""
