@@ -330,6 +330,7 @@ class FlashStore:
         self._released = -1
         self._pending = []   # (line bytes, last seq) of records not yet programmed
         self._unsynced = 0
+        self.appended = 0  # bytes of record lines appended since open (RegionLog's active_bytes)
         self._pos = region.sector_size if reader.head_end is None else reader.head_end
         self._lock = shim.allocate_lock()
         # Dropped unclosed on CPython: let the region go, as a collected file writer does.
@@ -398,6 +399,7 @@ class FlashStore:
             raise RegionFull("%s: the oldest sector still holds records nothing released (release(seq) them, "
                              "or open with Region(..., retain=BYTES))" % self.path)
         self.seq += count
+        self.appended += len(data)
         self._pending.append((data, self.seq))
         self._unsynced += count
         if durable and (self.sync_every is None or self._unsynced >= self.sync_every):
