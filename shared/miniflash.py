@@ -87,7 +87,10 @@ def _where(device):
         return flash, first + device.start * device.block_size
     info = getattr(device, "info", None)
     if info is not None:
-        found = info()  # esp32.Partition: (type, subtype, address, size, label, encrypted)
+        try:
+            found = info()  # esp32.Partition: (type, subtype, address, size, label, encrypted)
+        except Exception:  # another device's info(), of another meaning: not a partition
+            found = None
         if isinstance(found, tuple) and len(found) == 6 and is_int(found[2]):
             return "partitions", found[2]
     return id(device), 0
