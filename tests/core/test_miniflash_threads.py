@@ -19,7 +19,8 @@ import flashsweep
 import minishim
 from miniflash import Region, SubDevice
 from ministore import MiniStore, LockedError
-from ministate import StateManager, Mutator
+from ministate import StateManager
+from test_threads import Add
 from miniqueue import MiniQueue
 
 SECTOR = 4096
@@ -30,30 +31,19 @@ def flash(sectors=8):
     return flashsweep.WatchedFlash(SECTOR, sectors)
 
 
-def switch_often():
-    """On CPython, switch threads every microsecond (not every 5 ms) so that races show;
-    returns what to restore. MicroPython's unix port has no GIL: they show anyway."""
+def run_racing(target):
+    """run_threads(target, THREADS), on CPython switching threads every microsecond (not
+    every 5 ms) so that races show. MicroPython's unix port has no GIL: they show anyway."""
     if support.MICROPYTHON:
-        return None
+        run_threads(target, THREADS)
+        return
     import sys
     before = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
-    return before
-
-
-def restore(before):
-    if before is not None:
-        import sys
+    try:
+        run_threads(target, THREADS)
+    finally:
         sys.setswitchinterval(before)
-
-
-class Add(Mutator):
-    def __init__(self, key, by):
-        self.key = key
-        self.by = by
-
-    def apply(self, state):
-        state[self.key] = state.get(self.key, 0) + self.by
 
 
 def test_threads_appending_to_one_region_get_unique_seqs_in_order_and_lose_nothing():
@@ -74,11 +64,7 @@ def test_threads_appending_to_one_region_get_unique_seqs_in_order_and_lose_nothi
                     seqs.append(store.append([t, i, "x" * 60]))
                 if i % 13 == 0:
                     store.sync()
-        before = switch_often()
-        try:
-            run_threads(writer, THREADS)
-        finally:
-            restore(before)
+        run_racing(writer)
         store.close()
         expected = THREADS * (36 + 4 * 3)
         assert sorted(s for mine in per_thread for s in mine) == list(range(1, expected + 1))
@@ -115,11 +101,7 @@ def test_threads_racing_to_open_one_region_take_turns():
                 won[t].append(store.append({"t": t, "i": i}))
             finally:
                 store.close()
-    before = switch_often()
-    try:
-        run_threads(opener, THREADS)
-    finally:
-        restore(before)
+    run_racing(opener)
     seqs = sorted(s for mine in won for s in mine)
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) + sum(refused) == THREADS * 30
     back = MiniStore.replay(dev)
@@ -189,68 +171,50 @@ def test_a_region_store_dropped_unclosed_lets_the_region_go_on_cpython():
         assert store.seq == 1
 
 
-def test_threads_applying_to_a_state_on_a_region_reopen_to_the_same_state():
+def test_threads_applying_to_a_state_go_round_a_small_region_by_snapshot_bytes():
+    # 4 sectors hold about 40 of these records: the ring goes round only if each automatic
+    # snapshot (counted by the store's appended bytes) releases what it covers.
     if not has_threads():
         return
     d = scratch()
-    dev = flash(8)
-    sm = StateManager.open(d, initial={}, mutators=[Add], snapshot_every=7, keep=2, region=dev)
+    dev = flash(4)
+    sm = StateManager.open(d, initial={}, mutators=[Add], snapshot_every=None, snapshot_bytes=3000, keep=2,
+                           region=dev)
 
     def worker(t):
-        for i in range(25):
-            if i % 5 == 4:
-                sm.apply_many([Add("t%d" % t, 1), Add("all", 1)])
-            else:
-                sm.apply(Add("t%d" % t, 1))
-            if i == 12:
-                sm.create_snapshot()
+        for i in range(60):
+            sm.apply(Add("t%d %s" % (t, "x" * 300), 1))
     run_threads(worker, THREADS)
     with sm.lock:
         live = dict(sm.state)
     sm.close()
-    for t in range(THREADS):
-        assert live["t%d" % t] == 25
-    assert live["all"] == THREADS * 5
+    assert live == dict(("t%d %s" % (t, "x" * 300), 60) for t in range(THREADS))
+    assert min(dev.block_erases) >= 3 and dev.violations == 0
     with StateManager.open(d, initial={}, mutators=[Add], region=dev) as again:
-        assert again.state == live
-    assert dev.violations == 0
+        assert again.state == live and again.seq == THREADS * 60
 
 
-def test_producer_and_consumer_threads_share_a_queue_on_a_region():
+def test_threads_that_put_and_take_go_round_a_small_region():
+    # Each thread puts a message, then takes one (any thread's) and acks it: a get never
+    # finds the queue empty. 40 KB of messages through 6 sectors: only compaction frees them.
     if not has_threads():
         return
     d = scratch()
-    dev = flash(8)
-    q = MiniQueue.open(d, max_bytes=64 * 1024, compact_bytes=600, region=dev)
-    produced = 2 * 60
-    acked_by = [[] for _ in range(THREADS)]
+    dev = flash(6)
+    q = MiniQueue.open(d, max_bytes=64 * 1024, compact_bytes=2000, region=dev)
+    taken = [[] for _ in range(THREADS)]
 
     def worker(t):
-        acked = acked_by[t]
-        if t < 2:
-            for i in range(60):
-                q.put({"p": t, "i": i})
-            return
-        idle = 0
-        while idle < 2000:
-            got = q.get()
-            if got is None:
-                idle += 1
-                continue
-            idle = 0
-            q.ack(got[0])
-            acked.append(got[0])
+        for i in range(50):
+            q.put({"t": t, "i": i, "pad": "y" * 150})
+            mid, message = q.get()
+            q.ack(mid)
+            taken[t].append((message["t"], message["i"]))
     run_threads(worker, THREADS)
-    acked = [mid for mine in acked_by for mid in mine]
-    left = len(q) + q.in_flight()
+    assert len(q) == 0 and q.in_flight() == 0
     q.close()
-    assert len(acked) == len(set(acked)) and len(acked) + left == produced
+    got = sorted(m for mine in taken for m in mine)
+    assert got == sorted((t, i) for t in range(THREADS) for i in range(50))
+    assert min(dev.block_erases) >= 2 and dev.violations == 0
     with MiniQueue.open(d, region=dev) as again:
-        rest = []
-        got = again.get()
-        while got is not None:
-            rest.append(got[0])
-            again.ack(got[0])
-            got = again.get()
-    assert sorted(acked + rest) == sorted(set(acked + rest)) and len(acked) + len(rest) == produced
-    assert dev.violations == 0
+        assert again.get() is None
