@@ -47,7 +47,10 @@ class Region:
         self.retain = retain
         self.reformat = reformat
         self.name = name or "flash sectors %d..%d" % (start, start + sectors - 1)
-        self.key = "miniflash:%d:%d" % (id(device), start)  # its writer's entry in the lock registry
+        flash, first = _where(device)
+        first += start * self.sector_size
+        # Its writer's entry in the lock registry (minishim._held): the bytes it covers.
+        self.key = ("miniflash", flash, first, first + sectors * self.sector_size)
 
     def read(self, sector, offset, length):
         buf = bytearray(length)
@@ -73,6 +76,41 @@ class Region:
         # The ops so far have completed (a no-op on esp32.Partition and rp2.Flash, whose
         # programs and erases are synchronous; block devices with a write cache flush it).
         self.device.ioctl(3, 0)
+
+
+def _where(device):
+    """(which flash, byte offset) of a block device's first block, so that two objects
+    on the same flash are known as one: an esp32.Partition tells its address (info());
+    a SubDevice is where its device is, plus its start. Any other device is its own flash."""
+    if isinstance(device, SubDevice):
+        flash, first = _where(device.device)
+        return flash, first + device.start * device.block_size
+    info = getattr(device, "info", None)
+    if info is not None:
+        try:
+            found = info()  # esp32.Partition: (type, subtype, address, size, label, encrypted)
+        except Exception:  # another device's info(), of another meaning: not a partition
+            found = None
+        if isinstance(found, tuple) and len(found) == 6 and is_int(found[2]):
+            return "partitions", found[2]
+    return id(device), 0
+
+
+def _hold(region):
+    """Enter the region in the writers' registry, or LockedError if a writer holds any of its bytes."""
+    key = region.key
+    with shim._held_lock:  # two threads opening at once: one of them wins
+        taken = [k for k in shim._held if isinstance(k, tuple) and k[0] == "miniflash" and k[1] == key[1] and
+                 k[2] < key[3] and key[2] < k[3]]
+        if not taken:
+            shim._held[key] = True
+    if taken:
+        raise LockedError("%s is already open for writing (one writer at a time)" % region.name)
+
+
+def _let_go(key):
+    with shim._held_lock:
+        shim._held.pop(key, None)
 
 
 def as_region(region):
@@ -277,7 +315,11 @@ class FlashReader:
 
 
 class FlashStore:
-    """A journal on a flash region, opened for appending. Use MiniStore.open(region) or FlashStore.open()."""
+    """A journal on a flash region, opened for appending. Use MiniStore.open(region) or FlashStore.open().
+
+    Several threads may share it: every public method holds `_lock` (appends are whole
+    and in seq order), calling only the unlocked internals (MicroPython's lock is not
+    reentrant). A program runs under the lock: the chip does one thing at a time anyway."""
 
     def __init__(self, region, sync_every, reader, seq):
         self.region = region
@@ -291,8 +333,11 @@ class FlashStore:
         self._released = -1
         self._pending = []   # (line bytes, last seq) of records not yet programmed
         self._unsynced = 0
+        self.appended = 0  # bytes of record lines appended since open (RegionLog's active_bytes)
         self._pos = region.sector_size if reader.head_end is None else reader.head_end
-        self._key = region.key
+        self._lock = shim.allocate_lock()
+        # Dropped unclosed on CPython: let the region go, as a collected file writer does.
+        self._finalizer = None if shim.finalize is None else shim.finalize(self, _let_go, region.key)
 
     @staticmethod
     def open(region, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -303,10 +348,7 @@ class FlashStore:
             raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
         if not is_int(base_seq) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
-        key = region.key
-        if key in shim._held:
-            raise LockedError("%s is already open for writing (one writer at a time)" % region.name)
-        shim._held[key] = True
+        _hold(region)
         try:
             # The writer needs only the head sector; a replay reads (and checks) them all.
             reader = FlashReader(region, head_only=replay is None and region.retain is None)
@@ -318,7 +360,7 @@ class FlashStore:
                 return FlashStore(region, sync_every, reader, base_seq)
             return FlashStore(region, sync_every, reader, reader.seq)
         except BaseException:
-            del shim._held[key]
+            _let_go(region.key)
             raise
 
     # -- writing
@@ -334,13 +376,14 @@ class FlashStore:
     def append_encoded(self, bodies, durable=True, lead=()):
         """As MiniStore.append_encoded: `lead` are groups of records (each a batch) before
         the batch. Here every record waits in RAM until the sync programs them, in order."""
-        for group in lead:
-            self._append_batch(group, False)
-        if bodies or not durable:
-            return self._append_batch(bodies, durable)
-        if self.sync_every is None or self._unsynced >= self.sync_every:
-            self.sync()
-        return self.seq
+        with self._lock:
+            for group in lead:
+                self._append_batch(group, False)
+            if bodies or not durable:
+                return self._append_batch(bodies, durable)
+            if self.sync_every is None or self._unsynced >= self.sync_every:
+                self._sync()
+            return self.seq
 
     def _append_batch(self, bodies, durable):
         if not self._live:
@@ -359,17 +402,19 @@ class FlashStore:
             raise RegionFull("%s: the oldest sector still holds records nothing released (release(seq) them, "
                              "or open with Region(..., retain=BYTES))" % self.path)
         self.seq += count
+        self.appended += len(data)
         self._pending.append((data, self.seq))
         self._unsynced += count
         if durable and (self.sync_every is None or self._unsynced >= self.sync_every):
-            self.sync()
+            self._sync()
         return self.seq
 
     def release(self, seq):
         """Records up to `seq` are no longer needed (a snapshot, or acks, cover them): their
         sectors may be erased for reuse. Kept in memory only: call it again after a reopen."""
-        if seq > self._released:
-            self._released = seq
+        with self._lock:
+            if seq > self._released:
+                self._released = seq
 
     def _fits(self, length):
         """Whether the pending records plus `length` bytes find room without a RegionFull."""
@@ -380,7 +425,7 @@ class FlashStore:
                 need += 1
                 at = HEADER_MAX  # more than any header takes: a safe estimate
             at += n
-        return need <= self._spare()
+        return need == 0 or need <= self._spare()  # _spare() walks the ring: only when a sector is needed
 
     def _spare(self):
         """Sectors the writer may take: the free ones, then the oldest ones that are covered."""
@@ -400,6 +445,10 @@ class FlashStore:
 
     def sync(self):
         """Program every record appended so far; durable when this returns."""
+        with self._lock:
+            self._sync()
+
+    def _sync(self):
         region = self.region
         if not self._live:
             raise ClosedError("%s is closed" % self.path)
@@ -464,22 +513,28 @@ class FlashStore:
 
     def wear(self):
         """(max, mean, max/mean) of the erase counts the sector headers record (unknown ones left out)."""
-        known = [e for e in self._erases if e is not None] or [0]
+        with self._lock:
+            known = [e for e in self._erases if e is not None] or [0]
         mean = sum(known) / len(known)
         return max(known), mean, (max(known) / mean if mean else 0.0)
 
     def _abandon(self):
         if self._live:
             self._live = False
-            shim._held.pop(self._key, None)
+            if self._finalizer is not None:
+                self._finalizer()  # runs _let_go once, and never again at collection
+            else:
+                _let_go(self.region.key)
 
     def close(self):
-        if not self._live:
-            return
-        try:
-            self.sync()
-        finally:
-            self._abandon()
+        """Program what is pending, then release the region. Closing twice is fine."""
+        with self._lock:
+            if not self._live:
+                return
+            try:
+                self._sync()
+            finally:
+                self._abandon()
 
     @property
     def closed(self):
@@ -488,7 +543,8 @@ class FlashStore:
     @property
     def size(self):
         """Bytes of records in the region (what minisnap calls a segment's active bytes)."""
-        return sum(entry[3] for entry in self._ring)
+        with self._lock:
+            return sum(entry[3] for entry in self._ring)
 
     def __enter__(self):
         return self

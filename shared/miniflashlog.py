@@ -8,11 +8,11 @@ staying in files."""
 # sectors may be erased and reused once the ring comes round to them. Nothing is
 # released before the snapshot that covers it is durable (ministate's order).
 import minishim as shim
-from ministore import encode_json, hold
-from minilog import CompactionGap, Segment
+from ministore import hold
+from minilog import CompactionGap, Segment, SegmentedLog
 from miniflash import FlashStore, FlashReader, as_region
 
-_LINE_OVERHEAD = 40  # bytes of a record line around its JSON, about (for active_bytes)
+_LINE_OVERHEAD = 40  # bytes of a record line around its JSON, about (active_bytes of replayed records)
 
 
 def _check(region):
@@ -30,15 +30,18 @@ def _gap_check(name, tail_base, after_seq, last):
         raise CompactionGap("the snapshot is at seq %d but the journal ends at seq %d" % (after_seq, last))
 
 
-class RegionLog:
-    """A journal on a flash region, with the interface ministate uses of a SegmentedLog."""
+class RegionLog(SegmentedLog):
+    """A journal on a flash region: a SegmentedLog whose one segment is the region. What
+    it writes goes through SegmentedLog's methods to the store (a FlashStore); it never
+    opens a segment file."""
 
     def __init__(self, directory, store, lock, since):
         self.directory = directory
         self.lock = lock
         self.store = store
         self.segments = [Segment(1, store.path, store.seq)]  # one: base_seq is the seq of the last roll
-        self._since = since  # bytes of records appended since the last roll, about
+        self._since = since  # bytes of the records replayed at open that came after the last snapshot, about
+        self._mark = store.appended  # the store's count of bytes appended at the last roll
 
     @staticmethod
     def open(directory, region, after_seq=0, apply=None, sync: "str | int" = "always", covered=None, start=None):
@@ -72,38 +75,6 @@ class RegionLog:
             lock.release()
             raise
 
-    @property
-    def seq(self):
-        return self.store.seq
-
-    def append(self, record):
-        return self.append_encoded([encode_json(record)])
-
-    def append_many(self, records):
-        return self.append_encoded([encode_json(r) for r in records])
-
-    @property
-    def durable_seq(self):
-        return self.store.durable_seq
-
-    def append_encoded(self, bodies, durable=True, lead=()):
-        seq = self.store.append_encoded(bodies, durable, lead)
-        for group in lead:
-            for body in group:
-                self._since += len(body) + _LINE_OVERHEAD
-        for body in bodies:
-            self._since += len(body) + _LINE_OVERHEAD
-        return seq
-
-    def sync(self):
-        self.store.sync()
-
-    def close(self):
-        try:
-            self.store.close()
-        finally:
-            self.lock.release()
-
     def replay(self, after_seq, apply):
         """Read the journal again; call apply(seq, record) for the records after `after_seq`."""
         self.store.sync()
@@ -113,13 +84,14 @@ class RegionLog:
 
     def active_bytes(self):
         """Bytes of records since the last roll(), about (what triggers snapshot_bytes)."""
-        return self._since
+        return self._since + self.store.appended - self._mark
 
     def roll(self):
         """Where a segmented log starts a new segment: here only the count restarts."""
         self.store.sync()
         self.segments = [Segment(1, self.store.path, self.store.seq)]
         self._since = 0
+        self._mark = self.store.appended
 
     def compact(self, upto_seq):
         """Records up to `upto_seq` are covered (by the oldest snapshot kept): release them."""

@@ -3,6 +3,11 @@
 # survives a SIGKILL of the interpreter the way real flash survives a power cut.
 # Geometry follows the boards (flashgeometry.py): 4096-byte blocks; LittleFS
 # program size 32 on ESP32 and 256 on RP2040.
+# NOR semantics, as esp32.Partition and rp2.Flash: a program (writeblocks with an
+# offset) can only clear bits, so what lands is the AND of the old bytes and the new
+# ones (0xFF over a written byte leaves it as it is); only an erase (ioctl 6) sets
+# them, a whole block to 0xFF. The simple interface (writeblocks without an offset,
+# whole blocks) erases each block, then programs it.
 import os
 
 from flashgeometry import BLOCK_SIZE, GEOMETRY
@@ -39,6 +44,11 @@ class FlashFile:
         if offset is None:  # simple interface: whole blocks, erase included
             self.erases += len(buf) // self.block_size
             offset = 0
+        else:
+            old = bytearray(len(buf))
+            self.readblocks(block, old, offset)
+            if old != self._erased[:len(buf)]:  # erased bytes take anything: the common case, no work
+                buf = (int.from_bytes(old, "big") & int.from_bytes(buf, "big")).to_bytes(len(buf), "big")
         self._f.seek(block * self.block_size + offset)
         self._f.write(buf)
         if self.sync:

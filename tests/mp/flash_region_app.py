@@ -16,20 +16,8 @@ import miniflash  # noqa: E402
 from ministore import MiniStore  # noqa: E402
 
 
-class NorFlashFile(flashfile.FlashFile):
-    """FlashFile writes bytes as given; real NOR programs AND them into what is there,
-    which is what lets miniflash program 0xFF over bytes already written in a page."""
-
-    def writeblocks(self, block, buf, offset=None):
-        if offset is not None:
-            old = bytearray(len(buf))
-            self.readblocks(block, old, offset)
-            buf = (int.from_bytes(old, "big") & int.from_bytes(buf, "big")).to_bytes(len(buf), "big")
-        flashfile.FlashFile.writeblocks(self, block, buf, offset)
-
-
 def main(image, fs_blocks, count):
-    flash = NorFlashFile(image, 4096, sync=False)  # a write() survives SIGKILL
+    flash = flashfile.FlashFile(image, 4096, sync=False)  # NOR-faithful; a write() survives SIGKILL
     part = miniflash.SubDevice(flash, 0, fs_blocks)
     try:
         fs = vfs.VfsLfs2(part, progsize=256, readsize=256, lookahead=32)
