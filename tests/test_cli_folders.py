@@ -255,3 +255,16 @@ def test_repair_of_a_directory_refuses_files_not_ours_and_a_running_writer(tmp_p
     assert code == 0 and "nothing to repair" in out  # the writer's open cut the torn tail
     code, _, err = mini("repair", tmp_path)
     assert code == 2 and "no journal segments" in err
+
+
+def test_a_snapshot_not_ours_in_a_nested_state_directory(tmp_path):
+    targets = make_tree(tmp_path / "pulled")
+    state = targets[3]
+    (tmp_path / "pulled" / "data" / "state" / "snap-00000009.json").write_bytes(b"hello\n")
+    code, out, err = mini("verify", tmp_path / "pulled")
+    assert code == 1 and not err and "%s: OK" % targets[0] in out and state in out, (out, err)
+    code, _, err = mini("verify", state)  # the state directory named on its own: bad input
+    assert code == 2 and err
+    code, _, err = mini("repair", state, "--apply")
+    assert code == 2 and err
+    assert (tmp_path / "pulled" / "data" / "state" / "snap-00000009.json").read_bytes() == b"hello\n"

@@ -191,7 +191,8 @@ def build_parser():
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("verify", help="check headers, CRCs, seqs, batches and tails; exit 1 if anything is wrong")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="a journal, a snapshot, a state/queue directory, or a folder: every journal under it")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=cmd_verify)
 
@@ -202,7 +203,7 @@ def build_parser():
 
     p = sub.add_parser("repair", help="cut a torn tail and move corrupt regions to side files (dry run unless --apply)")
     p.add_argument("journal", metavar="PATH", help="a journal file, or a state/queue directory (its segments)")
-    p.add_argument("--apply", action="store_true", help="really change the journal")
+    p.add_argument("--apply", action="store_true", help="really change the journal (or the directory's segments)")
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("state", help="recover and print the state of a ministate directory")

@@ -209,11 +209,8 @@ def verify_tree(path):
     that target's problem, and the walk goes on."""
     out = []
     for target in journal_targets(path):
-        try:
-            kind = classify(target)
-            problems = verify_path(target)
-        except ValueError as exc:  # cannot happen for a target found above; kept for a race with a writer
-            kind, problems = "unknown", [Problem(target, "error", 0, 0, 0, str(exc))]
+        kind = classify(target)
+        problems = verify_path(target)
         for problem in problems:
             if problem.kind == "error" and target == path:
                 raise FormatError(problem.reason)
@@ -256,6 +253,8 @@ def verify_path(path):
         try:
             read_snapshot(path)
             return []
+        except FormatError as exc:  # not ours: never called damage
+            return [Problem(path, "error", 1, 0, os.path.getsize(path), str(exc))]
         except (SnapshotError, ValueError) as exc:
             return [Problem(path, "corrupt", 1, 0, os.path.getsize(path), str(exc).split(": ", 1)[-1])]
     problems = []
