@@ -49,6 +49,7 @@ from minilog import CompactionGap
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue, UnknownMessage
 from minitools import cli
+from oracles import QueueOracle, StateOracle
 
 pytestmark = pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython only")
 
@@ -508,14 +509,14 @@ def state_op(i):
 
 
 class StateModel:
-    """The state after every seq, from the same mutators applied in order."""
+    """The state after every seq, from the state oracle (tests/core/oracles.py) fed the
+    same mutators in order; kept as canonical JSON text, so that 1, 1.0 and true differ."""
 
     def __init__(self, count):
-        state = json.loads(json.dumps(STATE_INITIAL))
-        self.states = [json.dumps(state, sort_keys=True)]
+        oracle = StateOracle(STATE_INITIAL, keep_states=True)
         for i in range(count):
-            state_op(i).apply(state)
-            self.states.append(json.dumps(state, sort_keys=True))
+            oracle.commit([state_op(i)])
+        self.states = [json.dumps(state, sort_keys=True) for state in oracle.states]
 
     def matches(self, state, seq):
         return 0 <= seq < len(self.states) and json.dumps(state, sort_keys=True) == self.states[seq]
@@ -603,51 +604,28 @@ def queue_workload(q, name, rounds):
 
 
 class QueueModel:
-    """The queue after every seq of one segment, replayed by FORMAT.md 5.1 from the
-    undamaged lines: {seq: (messages, dropped)} or None where the queue is refused
-    (a checkpoint not yet complete in a segment that does not start at seq 0).
-    messages is a sorted tuple of (id, message as compact JSON, deliveries, status)."""
+    """The queue after every seq of one segment, replayed by the queue oracle
+    (tests/core/oracles.py, FORMAT.md 5.1) from the undamaged lines: {seq: (messages,
+    dropped)} or None where the queue is refused (a checkpoint not yet complete in a
+    segment that does not start at seq 0). messages is a sorted tuple of (id, message
+    as compact JSON, deliveries, status)."""
 
     def __init__(self, shape):
-        self.views = {}
-        msgs = {}
-        dropped = 0
-        complete = shape.base_seq == 0
-        ckpt = None
-        self.views[shape.base_seq] = self._freeze(msgs, dropped) if complete else None
+        oracle = QueueOracle(shape.base_seq)
+        self.views = {shape.base_seq: self._view(oracle)}
         for seq, event in shape.records:
-            (kind, arg), = event.items()
-            if kind == "ckpt":
-                ckpt = (ckpt or []) + [arg]
-            elif kind == "ckpt_end":
-                msgs = dict((mid, [message, deliveries, status]) for mid, message, deliveries, status in ckpt or [])
-                dropped = arg["dropped"]
-                complete = True
-                ckpt = None
-            else:
-                ckpt = None
-                if complete:
-                    if kind == "put":
-                        msgs[seq] = [arg, 0, 0]
-                    elif kind == "get":
-                        msgs[arg][1] += 1
-                        msgs[arg][2] = 1
-                    elif kind == "nack":
-                        msgs[arg][2] = 0
-                    elif kind == "dead":
-                        msgs[arg][2] = 2
-                    elif kind in ("ack", "purge", "drop"):
-                        del msgs[arg]
-                        dropped += kind == "drop"
-                    else:
-                        raise AssertionError("unknown event %r" % event)
-            self.views[seq] = self._freeze(msgs, dropped) if complete else None
+            oracle.apply(event)
+            assert oracle.seq == seq, (oracle.seq, seq)
+            self.views[seq] = self._view(oracle)
         self.ids = sorted(set(seq for seq, event in shape.records if "put" in event) |
                           set(e["ckpt"][0] for _, e in shape.records if "ckpt" in e))
 
     @staticmethod
-    def _freeze(msgs, dropped):
-        return tuple((mid, compact(msgs[mid][0]), msgs[mid][1], msgs[mid][2]) for mid in sorted(msgs)), dropped
+    def _view(oracle):
+        if not oracle.complete:
+            return None
+        msgs = oracle.msgs
+        return tuple((mid, compact(msgs[mid][0]), msgs[mid][1], msgs[mid][2]) for mid in sorted(msgs)), oracle.dropped
 
 
 EMPTY_QUEUE = ((), 0)

@@ -4,6 +4,10 @@ verify(path) for the same check from Python."""
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it (dynamic version), `mini --version` prints it
 
 
+class UsageError(Exception):
+    """A problem with what the user asked for: `mini` reports it as one line, exit 2."""
+
+
 def dump(obj):
     """One record as compact JSON text, non-ASCII kept (what `mini cat` and `mini tail` print)."""
     import json
@@ -11,13 +15,17 @@ def dump(obj):
 
 
 class Report:
-    """What verify() found: `ok`, `kind` ("journal", "snapshot", "state" or "queue")
-    and `problems` (a list of scan.Problem: file, kind, line, offset, length, reason)."""
+    """What verify() found: `ok`, `kind` ("journal", "snapshot", "state", "queue", or
+    "folder" for a directory of them), `problems` (a list of scan.Problem: file, kind,
+    line, offset, length, reason) and `journals`: for a folder, or a state or queue
+    directory that holds other journals (forward.jsonl), one Report per journal
+    checked; empty for a single one."""
 
-    def __init__(self, path, kind, problems):
+    def __init__(self, path, kind, problems, journals=None):
         self.path = path
         self.kind = kind
         self.problems = problems
+        self.journals = journals or []
 
     @property
     def ok(self):
@@ -26,32 +34,47 @@ class Report:
     def __bool__(self):
         return self.ok
 
+    def lines(self):
+        """The report as `mini verify` prints it: per journal "PATH: OK" or one line per
+        problem; a folder's last line counts the journals and the damaged ones."""
+        if not self.journals:
+            return ["%s: OK" % self.path] if self.ok else [str(problem) for problem in self.problems]
+        out = [line for journal in self.journals for line in journal.lines()]
+        damaged = sum(1 for journal in self.journals if not journal.ok)
+        out.append("%s: %d journal%s checked, %s" % (
+            self.path, len(self.journals), "" if len(self.journals) == 1 else "s",
+            "all OK" if not damaged else "%d with problems" % damaged))
+        return out
+
     def __str__(self):
-        if self.ok:
-            return "%s: OK" % self.path
-        return "\n".join(str(problem) for problem in self.problems)
+        return "\n".join(self.lines())
 
     def __repr__(self):
-        return "<Report %r %s: %s>" % (self.path, self.kind, "OK" if self.ok else "%d problem%s" % (
-            len(self.problems), "" if len(self.problems) == 1 else "s"))
+        what = "OK" if self.ok else "%d problem%s" % (len(self.problems), "" if len(self.problems) == 1 else "s")
+        if self.journals:
+            what = "%d journals, %s" % (len(self.journals), what)
+        return "<Report %r %s: %s>" % (self.path, self.kind, what)
 
 
 def verify(path):
-    """Check a journal, a snapshot, or a state or queue directory, as `mini verify` does.
+    """Check what `mini verify PATH` checks: a journal, a snapshot, a state or queue
+    directory, or a folder of them (every journal under it, nested ones too, as
+    `mini pull` copies a device's tree).
 
-    Returns a Report (true when nothing is wrong). Raises FormatError for a file that
-    is not ours, ValueError for a directory with nothing of ours, OSError for a path
-    that is not there.
+    Returns a Report (true when nothing is wrong). Raises FormatError when PATH itself
+    is not ours (inside a folder, a file that is not ours is that journal's problem,
+    of kind "error"), ValueError for a directory with no journal in it, OSError for a
+    path that is not there.
     """
     import os
 
-    from ministore import FormatError
     from minitools import scan
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(path)
-    problems = scan.verify_path(path)
-    for problem in problems:
-        if problem.kind == "error":
-            raise FormatError(problem.reason)
-    return Report(path, scan.classify(path), problems)
+    found = scan.verify_tree(path)
+    if len(found) == 1 and found[0][0] == path:
+        return Report(path, found[0][1], found[0][2])
+    journals = [Report(target, kind, problems) for target, kind, problems in found]
+    kind = found[0][1] if found[0][0] == path else "folder"
+    return Report(path, kind, [p for journal in journals for p in journal.problems], journals)

@@ -10,28 +10,18 @@ import json
 import os
 import sys
 
-from ministore import MiniStore, MiniError
+from ministore import MiniStore, MiniError, FormatError
 from minisnap import SnapStore, NotFound, read_snapshot
 from minilog import read_segments
 
 import minitools
-from minitools import dump
+from minitools import UsageError, dump
 from minitools import scan as scanning
 from minitools import device
 from minitools import flashregion
 from minitools import plot
 from minitools import ingest
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for: reported as one line, exit 2."""
-
-
-def _refuse_unreadable(problems):
-    """A file that is not ours (or of a version we do not read) is bad input, not damage: exit 2."""
-    for problem in problems:
-        if problem.kind == "error":
-            raise UsageError(problem.reason)
+from minitools.repair import cmd_repair, refuse_unreadable
 
 
 def _journals(path):
@@ -59,28 +49,31 @@ def cmd_cat(args):
 
 
 def cmd_verify(args):
-    report = []
+    reports = []
     for path in args.paths:
         if not os.path.exists(path):
             raise UsageError("%s: no such file or directory" % path)
         try:
-            problems = scanning.verify_path(path)
-        except ValueError as exc:
+            reports.append(minitools.verify(path))
+        except ValueError as exc:  # a directory with no journal in it
             raise UsageError(str(exc))
-        _refuse_unreadable(problems)
-        report.append((path, problems))
-    bad = any(problems for _, problems in report)
+        except FormatError as exc:  # PATH itself is not ours: bad input, not damage
+            raise UsageError(str(exc))
+    bad = not all(reports)
     if args.json:
-        sys.stdout.write(json.dumps({"ok": not bad, "paths": [
-            {"path": path, "ok": not problems, "problems": [p.as_dict() for p in problems]}
-            for path, problems in report]}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"ok": not bad, "paths": [_report_dict(r) for r in reports]}, indent=2) + "\n")
     else:
-        for path, problems in report:
-            if not problems:
-                print("%s: OK" % path)
-            for problem in problems:
-                print(problem)
+        for report in reports:
+            print(report)
     return 1 if bad else 0
+
+
+def _report_dict(report):
+    out = {"path": report.path, "kind": report.kind, "ok": report.ok,
+           "problems": [p.as_dict() for p in report.problems]}
+    if report.journals:
+        out["journals"] = [_report_dict(journal) for journal in report.journals]
+    return out
 
 
 def cmd_stats(args):
@@ -99,7 +92,7 @@ def cmd_stats(args):
         journals = _journals(path)
         scans = [scanning.scan(j) for j in journals]
         for result in scans:
-            _refuse_unreadable(result.problems)
+            refuse_unreadable(result.problems)
         seqs = [s.first_seq for s in scans if s.first_seq is not None]
         lasts = [s.last_seq for s in scans if s.last_seq is not None]
         stats.update(
@@ -124,47 +117,6 @@ def cmd_stats(args):
     else:
         for key in stats:
             print("%-18s %s" % (key + ":", stats[key]))
-    return 0
-
-
-def cmd_repair(args):
-    path = args.journal
-    if not os.path.isfile(path):
-        raise UsageError("%s: no such journal file" % path)
-    result = scanning.scan(path)
-    _refuse_unreadable(result.problems)
-    if result.ok:
-        print("%s: OK, nothing to repair" % path)
-        return 0
-    plan = scanning.repair_plan(result)
-    if plan is None:
-        if result.problems[0].kind == "torn":
-            raise UsageError("%s: no intact record at all; opening it for writing recreates the header" % path)
-        raise UsageError("%s: the header is damaged and no record follows to number a new one from; "
-                         "nothing in the file is a record: move it aside" % path)
-    for problem, replacement in plan:
-        action = "cut" if not replacement else (
-            "replace with a new header and a pad" if problem.offset == 0 else "replace with a pad")
-        print("%s -> %s, moving %d bytes to %s" % (problem, action, problem.length,
-                                                   scanning.side_path(path, problem)))
-    if not args.apply:
-        print("dry run: nothing changed; run again with --apply to repair")
-        return 0
-    import minishim
-    try:
-        lock = minishim.JournalFile(path)  # refuse to repair under a running writer
-    except minishim.Locked:
-        raise UsageError("%s is open for writing by another process" % path)
-    try:
-        sides = scanning.apply_repair(path, plan)
-    finally:
-        lock.close()
-    after = scanning.scan(path)
-    if not after.ok:
-        raise MiniError("%s: still damaged after repair: %s" % (path, after.problems[0]))
-    for side, size in sides:
-        print("moved %d bytes to %s" % (size, side))
-    print("%s: repaired; %d records, last seq %s" % (path, after.records, after.last_seq))
     return 0
 
 
@@ -239,7 +191,8 @@ def build_parser():
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("verify", help="check headers, CRCs, seqs, batches and tails; exit 1 if anything is wrong")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="a journal, a snapshot, a state/queue directory, or a folder: every journal under it")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=cmd_verify)
 
@@ -249,8 +202,8 @@ def build_parser():
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("repair", help="cut a torn tail and move corrupt regions to side files (dry run unless --apply)")
-    p.add_argument("journal")
-    p.add_argument("--apply", action="store_true", help="really change the journal")
+    p.add_argument("journal", metavar="PATH", help="a journal file, or a state/queue directory (its segments)")
+    p.add_argument("--apply", action="store_true", help="really change the journal (or the directory's segments)")
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("state", help="recover and print the state of a ministate directory")

@@ -16,11 +16,11 @@ PORT is anything mpremote's `connect` takes: /dev/ttyUSB0, socket://127.0.0.1:PO
 from minitools.follower import Follower
 from minitools.image import PROG_SIZE, cmd_image_extract, extract, open_image
 from minitools.mpremote_link import PREFIX, DeviceError, check_port, device_eval, mpremote
-from minitools.pull import cmd_pull, pull, verify_targets
+from minitools.pull import cmd_pull, pull
 from minitools.tail import cmd_tail
 
 __all__ = ["Follower", "DeviceError", "PREFIX", "check_port", "device_eval", "mpremote", "pull",
-           "verify_targets", "extract", "open_image", "register"]
+           "extract", "open_image", "register"]
 
 
 def register(sub):

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import tempfile
 
-from minitools import scan as scanning
+import minitools
+from ministore import FormatError
 from minitools import safenames
 from minitools.mpremote_link import (DeviceError, PREFIX, check_port, device_eval, error_line, fail,
                                      mpremote_command, remote_path)
@@ -177,39 +178,21 @@ def _copy_batch(port, args, chunk, bar, done_files, done_bytes):
     return done_files, done_bytes
 
 
-def verify_targets(local):
-    """What to verify in a pulled tree: state/queue directories, and loose journal files."""
-    targets = []
-    for root, dirs, names in os.walk(local):
-        dirs.sort()
-        if any(n.startswith(("journal-", "snap-")) for n in names):
-            targets.append(root)
-            continue
-        targets += [os.path.join(root, n) for n in sorted(names) if n.endswith(".jsonl")]
-    return targets
-
-
 def cmd_pull(args):
     try:
         files, size = pull(args.port, args.remote, args.local, args.force,
                            "always" if args.progress else None)
         print("pulled %d files (%s) from %s:%s to %s" % (files, size_text(size), args.port, remote_path(args.remote),
                                                          args.local))
-        targets = verify_targets(args.local)
-        if not targets:
+        try:
+            report = minitools.verify(args.local)  # every journal in the tree (scan.journal_targets)
+        except ValueError:
             print("no journals or state directories to verify")
             return 0
-        bad = False
-        for target in targets:
-            try:
-                problems = scanning.verify_path(target)
-            except ValueError as exc:
-                problems = [str(exc)]
-            bad = bad or bool(problems)
-            if not problems:
-                print("%s: OK" % target)
-            for problem in problems:
-                print(problem)
-        return 1 if bad else 0
+        except FormatError as exc:  # the pulled directory itself is a state directory, with a file not ours
+            print("%s: %s" % (args.local, exc))
+            return 1
+        print(report)
+        return 0 if report else 1
     except (DeviceError, safenames.UnsafeName) as exc:
         return fail("pull", exc)

@@ -173,6 +173,51 @@ def journal_files(path):
     return [path]
 
 
+def _is_brick_dir(directory, names):
+    """A state or queue directory: it holds journal segments or snapshots (FORMAT.md 4, 5)."""
+    return bool(segment_files(directory)) or any(n.startswith("snap-") and n.endswith(".json") for n in names)
+
+
+def journal_targets(path):
+    """What `mini verify PATH` checks, in order: PATH itself when it is a file or a state
+    or queue directory, otherwise every one under it (as `mini pull` copies a device's
+    tree): each state or queue directory (its segments and snapshots checked together)
+    and each other `*.jsonl` file (plain journals, `forward.jsonl`). ValueError (one
+    line) when there is none. Symbolic links to directories are not followed."""
+    if not os.path.isdir(path):
+        if not os.path.exists(path):
+            raise ValueError("%s: no such file or directory" % path)
+        return [path]
+    targets = []
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        segments = set()
+        if _is_brick_dir(root, names):
+            targets.append(root)
+            segments = set(os.path.basename(p) for _, p in segment_files(root))
+        targets += [os.path.join(root, n) for n in sorted(names) if n.endswith(".jsonl") and n not in segments]
+    if not targets:
+        raise ValueError("%s: no journals (*.jsonl), snapshots, or state or queue directories here" % path)
+    return targets
+
+
+def verify_tree(path):
+    """[(target, kind, problems)] for every target of journal_targets(path).
+
+    A target that is not ours (a problem of kind "error") is refused with FormatError
+    when it is PATH itself, as a file named on its own is; found inside a folder it is
+    that target's problem, and the walk goes on."""
+    out = []
+    for target in journal_targets(path):
+        kind = classify(target)
+        problems = verify_path(target)
+        for problem in problems:
+            if problem.kind == "error" and target == path:
+                raise FormatError(problem.reason)
+        out.append((target, kind, problems))
+    return out
+
+
 def classify(path):
     """"journal", "snapshot", "state" (a ministate directory), "queue", or raise ValueError."""
     if os.path.isdir(path):
@@ -208,6 +253,8 @@ def verify_path(path):
         try:
             read_snapshot(path)
             return []
+        except FormatError as exc:  # not ours: never called damage
+            return [Problem(path, "error", 1, 0, os.path.getsize(path), str(exc))]
         except (SnapshotError, ValueError) as exc:
             return [Problem(path, "corrupt", 1, 0, os.path.getsize(path), str(exc).split(": ", 1)[-1])]
     problems = []
@@ -227,17 +274,26 @@ def verify_path(path):
         # The files are sound one by one, or only torn (which opening cuts): do they
         # fit together? A torn header can still make the directory refuse to open.
         try:
-            if kind == "queue":
-                from miniqueue import MiniQueue
-                MiniQueue.inspect(path)
-            else:
-                from minisnap import SnapStore, NotFound
-                from minilog import read_segments
-                try:
-                    snap_seq = SnapStore(path).restore()[1]
-                except NotFound:
-                    snap_seq = 0
-                read_segments(path, snap_seq)
+            recovers(path, kind)
         except MiniError as exc:
             problems.append(Problem(path, "corrupt", 0, 0, 0, "%s does not recover: %s" % (kind, exc)))
     return problems
+
+
+def recovers(directory, kind):
+    """What a state or queue directory recovers to, read-only, as a line of text; the
+    brick's error (MiniError) if it would not open. Damaged snapshots are skipped, as
+    restore skips them."""
+    if kind == "queue":
+        from miniqueue import MiniQueue
+        q = MiniQueue.inspect(directory)
+        return "queue at seq %d: %d ready, %d in flight, %d dead, %d dropped" % (
+            q.last_seq, len(q), q.in_flight(), len(q.dead()), q.dropped)
+    from minisnap import SnapStore, NotFound
+    from minilog import read_segments
+    try:
+        snap_seq = SnapStore(directory).restore()[1]
+    except NotFound:
+        snap_seq = 0
+    last = read_segments(directory, snap_seq)
+    return "state at seq %d (from the snapshot at seq %d)" % (last, snap_seq)

@@ -245,36 +245,6 @@ def _restore(stats, counters):
         setattr(stats, name, counters[name])
 
 
-# ---------------------------------------------------------------- the queue's admission rule
-# One copy for the queue models of powercut_miniqueue.py and soak_workload.py.
-
-def message_size(msg):
-    """Bytes a message counts against max_bytes (its stored JSON)."""
-    return len(minishim.dumps(msg).encode())
-
-
-def queue_drops(live_bytes, ready, need, max_bytes, on_full):
-    """The ids put_many drops to make room for `need` bytes, or None for QueueFull.
-
-    ready: [(id, size)] of the ready messages, oldest first.
-    """
-    if need > max_bytes:
-        return None
-    drops = []
-    if live_bytes + need > max_bytes:
-        if on_full == "reject":
-            return None
-        freed = 0
-        for mid, size in ready:
-            if live_bytes - freed + need <= max_bytes:
-                break
-            drops.append(mid)
-            freed += size
-        if live_bytes - freed + need > max_bytes:
-            return None
-    return drops
-
-
 def report(brick, name, sync, acked_lost, violations, notes=""):
     """Print the RESULT line of the last sweep (tests/reliability.py collects it)."""
     hazard = ""

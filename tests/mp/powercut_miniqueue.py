@@ -45,13 +45,15 @@ HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 TOP = HERE + "/../.."
 sys.path.insert(0, TOP + "/shared")
 sys.path.insert(0, HERE)
+sys.path.append(TOP + "/tests/core")  # oracles.py
 
 import powercut  # noqa: E402
-from powercut import MOUNT, call, exists, reboot, message_size, queue_drops  # noqa: E402
+from powercut import MOUNT, call, exists, reboot  # noqa: E402
 import minishim  # noqa: E402
 from ministore import MiniStore  # noqa: E402
 from minilog import segment_files  # noqa: E402
 from miniqueue import MiniQueue, QueueFull  # noqa: E402
+from oracles import DEAD, QueueOracle  # noqa: E402
 
 DIR = MOUNT + "/data/queue"  # does not exist on the fresh filesystem: open creates it
 CONFIGS = [
@@ -61,8 +63,6 @@ CONFIGS = [
 ]
 MAX_DELIVERIES = 2
 COMPACT_BYTES = 600
-CKPT_CHUNK = 32  # checkpoint entries per write (FORMAT.md 5.4)
-READY, IN_FLIGHT, DEAD = 0, 1, 2
 # Open parameters of the two phases (neither is stored in the directory).
 PHASE_A = {"max_bytes": 4800, "on_full": "reject"}       # room for the > 1 block message
 PHASE_B = {"max_bytes": 1500, "on_full": "drop_oldest"}  # a small ring buffer
@@ -113,27 +113,19 @@ assert len(minishim.dumps(MESSAGES[4])) > 4096
 
 # ---------------------------------------------------------------- the reference model
 
-class Model:
-    """The queue as FORMAT.md section 5 defines it, event by event.
+class Model(QueueOracle):
+    """The queue oracle (tests/core/oracles.py: the queue as FORMAT.md section 5
+    defines it, event by event), with what this sweep compares.
 
     states[n] is the queue after the first n events, as a reopen shows it (in-flight
     messages ready again): (((id, deliveries, dead?), ...), dropped). Checkpoint
-    events leave it as it is. bounds holds every n at which a write ends.
+    events leave it as it is. ids[k] is the id of message k.
     """
 
     def __init__(self):
-        self.seq = 0
-        self.msgs = {}      # id -> [message, deliveries, status]
-        self.bytes = 0
-        self.dropped = 0
-        self.puts = {}      # id -> message
-        self.ids = {}       # k -> id
-        self.acks = {}      # id -> seq of its ack event
-        self.gone = {}      # id -> seq of its ack or drop event
-        self.records = [None]   # records[seq]: the event
+        QueueOracle.__init__(self)
+        self.ids = {}
         self.states = [((), 0)]
-        self.bounds = {0}
-        self.checkpoints = []   # seq range (first, last) of each checkpoint
 
     def state(self):
         out = []
@@ -142,88 +134,11 @@ class Model:
             out.append((mid, entry[1], entry[2] == DEAD))
         return tuple(out), self.dropped
 
-    def _event(self, event):
-        self.seq += 1
-        seq = self.seq
-        self.records.append(event)
-        for kind in event:
-            arg = event[kind]
-        if kind == "put":
-            self.msgs[seq] = [arg, 0, READY]
-            self.bytes += message_size(arg)
-            self.puts[seq] = arg
-            self.ids[arg["k"]] = seq
-        elif kind == "get":
-            self.msgs[arg][1] += 1
-            self.msgs[arg][2] = IN_FLIGHT
-        elif kind == "nack":
-            self.msgs[arg][2] = READY
-        elif kind == "dead":
-            self.msgs[arg][2] = DEAD
-        elif kind in ("ack", "drop"):
-            self.bytes -= message_size(self.msgs.pop(arg)[0])
-            self.gone[arg] = seq
-            if kind == "ack":
-                self.acks[arg] = seq
-            else:
-                self.dropped += 1
+    def apply(self, event):
+        QueueOracle.apply(self, event)
+        if "put" in event:
+            self.ids[event["put"]["k"]] = self.seq
         self.states.append(self.state())
-
-    def write(self, events):
-        for event in events:
-            self._event(event)
-        self.bounds.add(self.seq)
-
-    def ready(self):
-        return [mid for mid in sorted(self.msgs) if self.msgs[mid][2] == READY]
-
-    def put_many(self, msgs, max_bytes, on_full):
-        """The ids put_many returns, or None for QueueFull (nothing written)."""
-        need = 0
-        for m in msgs:
-            need += message_size(m)
-        ready = [(mid, message_size(self.msgs[mid][0])) for mid in self.ready()]
-        drops = queue_drops(self.bytes, ready, need, max_bytes, on_full)
-        if drops is None:
-            return None
-        first = self.seq + len(drops) + 1
-        self.write([{"drop": mid} for mid in drops] + [{"put": m} for m in msgs])
-        return list(range(first, first + len(msgs)))
-
-    def get(self):
-        """(id, message) that get returns, or None; dead letters are written first."""
-        for mid in self.ready():
-            entry = self.msgs[mid]
-            if entry[1] >= MAX_DELIVERIES:
-                self.write([{"dead": mid}])
-                continue
-            self.write([{"get": mid}])
-            return mid, entry[0]
-        return None
-
-    def ack(self, mid):
-        self.write([{"ack": mid}])
-
-    def nack(self, mid):
-        self.write([{"nack": mid}])
-
-    def reopen(self):
-        for mid in self.msgs:
-            if self.msgs[mid][2] == IN_FLIGHT:
-                self.msgs[mid][2] = READY
-
-    def checkpoint(self):
-        """The events of a checkpoint: the live messages, then the end marker."""
-        first = self.seq + 1
-        mids = sorted(self.msgs)
-        for start in range(0, len(mids), CKPT_CHUNK):
-            chunk = []
-            for mid in mids[start:start + CKPT_CHUNK]:
-                entry = self.msgs[mid]
-                chunk.append({"ckpt": [mid, entry[0], entry[1], entry[2]]})
-            self.write(chunk)
-        self.write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
-        self.checkpoints.append((first, self.seq))
 
 
 # ---------------------------------------------------------------- the workload
@@ -328,7 +243,7 @@ def run_workload(flash, sync):
                     out.attempted = model.seq
                     got, acked = call(flash, op, put_or_full, q, msgs)
                 elif op == "get":
-                    want = model.get()
+                    want = model.get(MAX_DELIVERIES)
                     if want is None or want[1]["k"] != step[1]:
                         raise AssertionError("the model delivers %r, not message %d" % (want, step[1]))
                     out.attempted = model.seq

@@ -31,6 +31,7 @@ HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 TOP = HERE + "/../.."
 sys.path.insert(0, TOP + "/shared")
 sys.path.insert(0, HERE)
+sys.path.append(TOP + "/tests/core")  # oracles.py
 
 import powercut  # noqa: E402
 from powercut import MOUNT, call, exists, reboot  # noqa: E402
@@ -39,6 +40,7 @@ from ministore import MiniStore  # noqa: E402
 from minisnap import read_snapshot, SnapshotError  # noqa: E402
 from minilog import segment_base  # noqa: E402
 from ministate import StateManager, Mutator  # noqa: E402
+from oracles import StateOracle, copy  # noqa: E402
 
 DIR = MOUNT + "/data/state"  # does not exist on the fresh filesystem: open creates it
 KEEP = 2
@@ -106,38 +108,32 @@ WORKLOAD = [
 EXTRA = Inc(by=1000)  # the mutation applied after recovery
 
 
-def copy(value):
-    return minishim.loads(minishim.dumps(value))
-
-
 def build_model():
-    """RECORDS (the mutators in seq order), MODEL[n] (the state after n records),
-    BOUNDS (record counts at which a call ends), SNAPS (seqs snapshotted, in order) and
-    AUTO (seqs at which an apply takes an automatic snapshot)."""
-    records, bounds, snaps, auto = [], [0], [], []
-    state = copy(INITIAL)
-    model = [copy(state)]
+    """RECORDS (the records in seq order), MODEL[n] (the state after n records),
+    BOUNDS (record counts at which a call ends), from the state oracle
+    (tests/core/oracles.py); SNAPS (seqs snapshotted, in order) and AUTO (seqs at
+    which an apply takes an automatic snapshot)."""
+    oracle = StateOracle(INITIAL, keep_states=True)
+    snaps, auto = [], []
     since = 0
     last_snap = 0
     for step in WORKLOAD:
         op = step[0]
+        done = len(oracle.records)
         if op == "open":
-            since = len(records) - last_snap
+            since = done - last_snap
         elif op == "snap":
-            snaps.append(len(records))
-            last_snap, since = len(records), 0
+            snaps.append(done)
+            last_snap, since = done, 0
         elif op in ("apply", "many"):
-            for mutator in ([step[1]] if op == "apply" else step[1]):
-                records.append(mutator)
-                mutator.apply(state)
-                model.append(copy(state))
-            bounds.append(len(records))
-            since += 1 if op == "apply" else len(step[1])
+            mutators = [step[1]] if op == "apply" else step[1]
+            oracle.commit(mutators)
+            since += len(mutators)
             if since >= SNAPSHOT_EVERY:
-                snaps.append(len(records))
-                auto.append(len(records))
-                last_snap, since = len(records), 0
-    return records, model, bounds, snaps, auto
+                snaps.append(len(oracle.records))
+                auto.append(len(oracle.records))
+                last_snap, since = len(oracle.records), 0
+    return oracle.records, oracle.states, oracle.bounds, snaps, auto
 
 
 RECORDS, MODEL, BOUNDS, SNAPS, AUTO = build_model()
@@ -277,7 +273,7 @@ def inspect(stats):
     for name, path in segments:
         reader = MiniStore.stream(path)
         for seq, rec in reader:
-            if seq > len(RECORDS) or rec != RECORDS[seq - 1].to_record():
+            if seq > len(RECORDS) or rec != RECORDS[seq - 1]:
                 return "%s: seq %d holds %r, not attempted record %d" % (name, seq, rec, seq)
         if reader.torn is not None:
             torn = True

@@ -48,6 +48,7 @@ if "--core" in sys.argv:  # another copy of the bricks (for example one with a p
     del sys.argv[at:at + 2]
 sys.path.insert(0, CORE)
 sys.path.insert(0, HERE)
+sys.path.append(TOP + "/tests/core")  # oracles.py, the models of the state and the queue
 
 import blockdev  # noqa: E402
 import minishim  # noqa: E402

@@ -35,10 +35,9 @@ from minisnap import read_snapshot, SnapshotError, SnapStore
 from minilog import segment_files
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue, QueueFull
-from powercut import call, exists, message_size, queue_drops
+from powercut import call, exists
+from oracles import READY, IN_FLIGHT, QueueOracle, StateOracle
 
-READY, IN_FLIGHT, DEAD = 0, 1, 2
-CKPT_CHUNK = 32  # checkpoint entries per write (FORMAT.md 5.4)
 KEYS = 12        # the state's dict holds at most this many items
 GC_EVERY = 500   # ops between garbage collections
 SHIP_BYTES = 16 * 1024  # the app ships its plain journal (close, remove, new file) past this size
@@ -96,10 +95,6 @@ MUTATORS = [Inc, Take, Put, Del]
 REGISTRY = dict((cls.__name__, cls) for cls in MUTATORS)
 
 
-def copy(value):
-    return minishim.loads(minishim.dumps(value))
-
-
 def fill(tag, size):
     """`size` characters that name what wrote them."""
     return (tag * (size // len(tag) + 1))[:size]
@@ -131,41 +126,8 @@ def would_raise(state, mutators):
 
 
 # ---------------------------------------------------------------- models
-
-class StateModel:
-    """records[i] is the mutation with seq i+1; bounds are the seqs at which a write ends."""
-
-    def __init__(self):
-        self.records = []
-        self.bounds = [0]
-        self.state = copy(INITIAL)
-
-    def commit(self, mutators):
-        for m in mutators:
-            self.records.append(m.to_record())
-            m.apply(self.state)
-        self.bounds.append(len(self.records))
-
-    def states_at(self, seqs):
-        """{seq: state after `seq` records} for every seq in `seqs` (<= len(records))."""
-        want = sorted(set(seqs))
-        out = {}
-        state = copy(INITIAL)
-        done = 0
-        for seq in want:
-            while done < seq:
-                rebuild(self.records[done]).apply(state)
-                done += 1
-            out[seq] = copy(state)
-        return out
-
-    def truncate(self, n):
-        if n == len(self.records):
-            return
-        self.state = self.states_at([n])[n]
-        self.records = self.records[:n]
-        self.bounds = [b for b in self.bounds if b <= n]
-
+# The state and the queue: tests/core/oracles.py (StateOracle, QueueOracle). The plain
+# journal's model is here: its records in order, cut back to what recovery found.
 
 class JournalModel:
     """The records of the current journal file; `shipping` from the removal of a shipped
@@ -183,116 +145,6 @@ class JournalModel:
     def truncate(self, n):
         self.records = self.records[:n]
         self.bounds = [b for b in self.bounds if b <= n]
-
-
-class QueueModel:
-    """The queue as FORMAT.md section 5 defines it, event by event.
-
-    msgs: id -> [message, deliveries, status, size]; records[seq] is the event with
-    that seq; gone: id -> the event kind ("ack", "drop", "purge") that removed it.
-    """
-
-    def __init__(self):
-        self.seq = 0
-        self.msgs = {}
-        self.bytes = 0
-        self.dropped = 0
-        self.records = [None]
-        self.bounds = [0]
-        self.gone = {}
-        self.checkpoints = 0
-
-    def _event(self, event):
-        self.seq += 1
-        seq = self.seq
-        self.records.append(event)
-        for kind in event:
-            arg = event[kind]
-        if kind == "put":
-            size = message_size(arg)
-            self.msgs[seq] = [arg, 0, READY, size]
-            self.bytes += size
-        elif kind == "get":
-            entry = self.msgs[arg]
-            entry[1] += 1
-            entry[2] = IN_FLIGHT
-        elif kind == "nack":
-            self.msgs[arg][2] = READY
-        elif kind == "dead":
-            self.msgs[arg][2] = DEAD
-        elif kind in ("ack", "drop", "purge"):
-            self.bytes -= self.msgs.pop(arg)[3]
-            self.gone[arg] = kind
-            if kind == "drop":
-                self.dropped += 1
-        # "ckpt" and "ckpt_end" restate the queue as it is: no change
-
-    def write(self, events):
-        for event in events:
-            self._event(event)
-        self.bounds.append(self.seq)
-
-    def ready(self):
-        return [mid for mid in sorted(self.msgs) if self.msgs[mid][2] == READY]
-
-    def put_many(self, msgs, max_bytes, on_full):
-        """The ids put_many returns, or None for QueueFull (nothing written)."""
-        need = 0
-        for m in msgs:
-            need += message_size(m)
-        ready = [(mid, self.msgs[mid][3]) for mid in self.ready()]
-        drops = queue_drops(self.bytes, ready, need, max_bytes, on_full)
-        if drops is None:
-            return None
-        first = self.seq + len(drops) + 1
-        self.write([{"drop": mid} for mid in drops] + [{"put": m} for m in msgs])
-        return list(range(first, first + len(msgs)))
-
-    def get(self, max_deliveries):
-        """(id, message) that get returns, or None; dead letters are written first."""
-        for mid in self.ready():
-            entry = self.msgs[mid]
-            if max_deliveries is not None and entry[1] >= max_deliveries:
-                self.write([{"dead": mid}])
-                continue
-            self.write([{"get": mid}])
-            return mid, entry[0]
-        return None
-
-    def dead_ids(self):
-        return [mid for mid in sorted(self.msgs) if self.msgs[mid][2] == DEAD]
-
-    def purge_dead(self):
-        ids = self.dead_ids()
-        if ids:
-            self.write([{"purge": mid} for mid in ids])
-        return len(ids)
-
-    def reopen(self):
-        for mid in self.msgs:
-            if self.msgs[mid][2] == IN_FLIGHT:
-                self.msgs[mid][2] = READY
-
-    def checkpoint(self):
-        mids = sorted(self.msgs)
-        for start in range(0, len(mids), CKPT_CHUNK):
-            chunk = []
-            for mid in mids[start:start + CKPT_CHUNK]:
-                entry = self.msgs[mid]
-                chunk.append({"ckpt": [mid, entry[0], entry[1], entry[2]]})
-            self.write(chunk)
-        self.write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
-        self.checkpoints += 1
-
-    def replayed(self, n):
-        """The model after its first n events, as a reopen finds it."""
-        other = QueueModel()
-        for seq in range(1, n + 1):
-            other._event(self.records[seq])
-        other.bounds = [b for b in self.bounds if b <= n]
-        other.checkpoints = self.checkpoints
-        other.reopen()
-        return other
 
 
 def queue_problems(msgs, dropped, model):
@@ -396,8 +248,8 @@ class App:
         self.journal_path = root + "/wal/log.jsonl"
         self.flash = None
         self.sm = self.q = self.j = None
-        self.smodel = StateModel()
-        self.qmodel = QueueModel()
+        self.smodel = StateOracle(INITIAL, rebuild)
+        self.qmodel = QueueOracle()
         self.jmodel = JournalModel()
         self.acked_s = self.acked_q = self.acked_j = 0
         self.acked_puts = {}   # id -> k of each acknowledged put whose removal is not acknowledged
