@@ -3,4 +3,5 @@
 include("../minilog/manifest.py")
 include("../minishim/manifest.py")
 include("../ministore/manifest.py")
+include("../miniwait/manifest.py")
 module("miniqueue.py", base_path="../../shared")
