@@ -407,9 +407,9 @@ class JournalFile(_Holder):
 # wraps (at 2**30 on most ports): compare only through ticks_diff, which is right for
 # two ticks less than 2**29 ms (6.2 days) apart.
 if MICROPYTHON:
-    from time import ticks_ms, ticks_diff, ticks_add, sleep_ms  # pyright: ignore[reportAttributeAccessIssue]
+    from time import ticks_ms, ticks_diff, ticks_add, sleep_ms  # pyright: ignore[reportAssignmentType, reportAttributeAccessIssue] (MicroPython's)
 else:
-    from time import monotonic as _monotonic, sleep as _sleep
+    from time import monotonic as _monotonic, sleep as _sleep  # pyright: ignore[reportAttributeAccessIssue] (CPython's)
 
     def ticks_ms():
         return int(_monotonic() * 1000)
