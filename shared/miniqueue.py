@@ -9,10 +9,13 @@ specified in FORMAT.md, section 5.
 # message's id is the seq of its "put" event, which compaction never changes.
 # Space comes back through checkpoints: a new segment that restates the live
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
-# that marker is durable.
+# that marker is durable. The messages in RAM and their replay are minimessages';
+# waiting for one (get(timeout), aget, retry delays) is miniwait's.
 import minishim as shim
 from ministore import MiniError, encode_json, is_int, settle
-from minilog import LogBrick, SegmentedLog, CompactionGap, oldest_base, read_segments
+# QueueCorrupt, CompactionGap and the statuses stay importable from here.
+from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa: F401
+from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
 from miniwait import Delays, Wakeup, aget, backoff, blocking_get, check_seconds
 
 try:
@@ -21,8 +24,7 @@ except ImportError:
     def const(value):  # CPython: the plain value
         return value
 
-READY, IN_FLIGHT, DEAD = 0, 1, 2  # a message's status (FORMAT.md 5.1)
-# A live message is [body, deliveries, status]: a list, so replay and get() change it in place.
+# A live message is [body, deliveries, status] (minimessages): the same three indexes.
 _BODY = const(0)         # the message as stored JSON bytes
 _DELIVERIES = const(1)
 _STATUS = const(2)
@@ -34,29 +36,12 @@ class QueueFull(MiniError):
     """put() would take the queue past max_bytes and on_full is "reject". Nothing was written."""
 
 
-class UnknownMessage(MiniError):
-    """ack/nack of an id that is not in flight (never delivered, already acked, or unknown)."""
-
-
-class QueueCorrupt(MiniError):
-    """An intact journal event that no queue writes (FORMAT.md 5.1): refused, never guessed at."""
-
-
-def _is_id(value):
-    return is_int(value) and value > 0
-
-
-def _is_count(value):
-    return is_int(value) and value >= 0
-
-
-class MiniQueue(LogBrick):
+class MiniQueue(Messages, LogBrick):
     """Use MiniQueue.open()."""
 
-    def __init__(self):
+    def __init__(self, directory="", region=None):
+        Messages.__init__(self, directory, region)
         self._log = None
-        self._region = None
-        self.directory = ""
         self.max_bytes = 0
         self.on_full = "reject"
         self.max_deliveries = None
@@ -72,11 +57,6 @@ class MiniQueue(LogBrick):
         self._wake = Wakeup()
         self._group = False  # puts share syncs across threads (files, sync="always")
         self.last_seq = 0
-        self._start = 0
-        self._complete = False
-        self._ckpt = None
-        self._reset()
-        self._lock = shim.allocate_lock()
 
     @staticmethod
     def open(directory, max_bytes=64 * 1024, on_full="reject", max_deliveries=None,
@@ -114,7 +94,8 @@ class MiniQueue(LogBrick):
             raise ValueError("max_bytes must be an int >= 1")
         check_seconds("retry_delay", retry_delay)
         check_seconds("retry_max", retry_max)
-        if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) or not 1 <= retry_backoff <= 100:
+        backoff_ok = isinstance(retry_backoff, (int, float)) and not isinstance(retry_backoff, bool)
+        if not backoff_ok or not 1 <= retry_backoff <= 100:
             raise ValueError("retry_backoff must be a number from 1 to 100, not %r" % (retry_backoff,))
         q = MiniQueue._replayer(directory, region)
         q.max_bytes = max_bytes
@@ -164,126 +145,7 @@ class MiniQueue(LogBrick):
 
     @staticmethod
     def _replayer(directory, region=None):
-        q = MiniQueue()
-        q.directory = shim.fspath(directory)
-        q._region = region
-        q._reset()
-        q._ckpt = None          # entries of a checkpoint being replayed
-        q._ckpt_from = 0        # the seq of its first entry
-        q._covered = None       # the seq before the last complete checkpoint
-        q._complete = False     # set once the history is whole: from seq 0, or from a finished checkpoint
-        return q
-
-    def _find_start(self):
-        """The base seq of the oldest segment, or of the region (read under the lock when writing)."""
-        if self._region is not None:
-            from miniflash import FlashReader
-            self._start = FlashReader(self._region).base_seq or 0
-        else:
-            self._start = oldest_base(self.directory)
-        self._complete = self._start == 0
-        return self._start
-
-    def _finish_replay(self, redeliver=True):
-        if not self._complete:
-            raise CompactionGap("%s: the oldest segment starts after seq %d and no complete checkpoint follows" % (
-                self.directory, self._start))
-        # A checkpoint cut short by a crash is ignored: the segments before it still
-        # hold the state, and the next checkpoint will replace them.
-        self._ckpt = None
-        for mid in self._msgs:
-            entry = self._msgs[mid]
-            if redeliver and entry[_STATUS] == IN_FLIGHT:  # delivered before the restart, never acked: deliver again
-                entry[_STATUS] = READY
-        self._ready = sorted(mid for mid in self._msgs if self._msgs[mid][_STATUS] == READY)
-        self._head = 0
-
-    def _reset(self):
-        self._msgs = {}         # id -> [message as JSON bytes, deliveries, READY/IN_FLIGHT/DEAD]
-        self._ready = []        # ready ids, ascending (FIFO order), from index _head on
-        self._head = 0          # delivered ids before it are trimmed lazily: get() stays O(1)
-        self._bytes = 0
-        self.dropped = 0
-        self._ckpt_size = 0     # size of the active segment when its checkpoint ended
-
-    # -- replay
-
-    def _replay(self, seq, event):
-        if not isinstance(event, dict) or len(event) != 1:
-            raise QueueCorrupt("queue event at seq %d is not an event: %r" % (seq, event))
-        for kind in event:
-            arg = event[kind]
-        if kind == "ckpt":
-            # An id is the seq of an earlier put, so it is below this entry's seq.
-            if not (isinstance(arg, list) and len(arg) == 4 and _is_id(arg[0]) and arg[0] < seq and
-                    _is_count(arg[2]) and _is_count(arg[3]) and arg[3] <= DEAD):
-                raise QueueCorrupt("checkpoint entry at seq %d is not [id, message, deliveries, status]: %r" % (
-                    seq, arg))
-            if self._ckpt is None or self._ckpt[-1][0] >= arg[0]:
-                # Entries ascend by id. One that does not starts a new checkpoint: the one
-                # before was cut short and a compact() right after the reopen began again.
-                self._ckpt = []
-                self._ckpt_from = seq
-            self._ckpt.append(arg)
-            return
-        if kind == "ckpt_end":
-            # A complete checkpoint restates the whole queue: it replaces what came before.
-            entries = self._ckpt or []
-            first = self._ckpt_from if self._ckpt else seq
-            self._ckpt = None
-            if (self._region is not None and not self._complete and first == self._start + 1 and
-                    isinstance(arg, dict) and _is_count(arg.get("messages")) and arg["messages"] > len(entries)):
-                # A region's oldest sector can begin inside a checkpoint whose start went with
-                # the sector before (a newer checkpoint covered it): that one is not whole, and
-                # the one after it restates the queue (FORMAT.md 6.5).
-                return
-            if not (isinstance(arg, dict) and _is_count(arg.get("dropped")) and _is_count(arg.get("messages"))
-                    and arg["messages"] == len(entries)):
-                raise QueueCorrupt("checkpoint end at seq %d does not match its %d entries: %r" % (
-                    seq, len(entries), arg))
-            self._reset()
-            self._covered = first - 1  # a complete checkpoint restates all before it
-            self.dropped = arg["dropped"]
-            for mid, message, deliveries, status in entries:
-                self._add(mid, shim.dumps(message).encode(), deliveries, status)
-            self._complete = True
-            return
-        self._ckpt = None  # events after an unfinished checkpoint: the crash cut it short
-        if kind == "put":
-            if self._complete:
-                self._add(seq, shim.dumps(arg).encode(), 0, READY)
-            return
-        if kind not in ("get", "nack", "dead", "ack", "drop", "purge"):
-            raise QueueCorrupt("queue event at seq %d has unknown kind %r" % (seq, kind))
-        if not _is_id(arg) or arg >= seq:
-            raise QueueCorrupt("queue event at seq %d names no message id: %r" % (seq, event))
-        if not self._complete:
-            # History before the first complete checkpoint: a compaction that was cut
-            # while removing old segments (oldest first) leaves some. The checkpoint
-            # ahead restates the whole queue, so these events are not needed.
-            return
-        entry = self._msgs.get(arg)
-        if entry is None:
-            raise QueueCorrupt("queue event at seq %d names unknown message %r" % (seq, arg))
-        if kind == "get":
-            entry[_DELIVERIES] += 1
-            entry[_STATUS] = IN_FLIGHT
-        elif kind == "nack":
-            entry[_STATUS] = READY
-        elif kind == "dead":
-            entry[_STATUS] = DEAD
-        else:  # ack, drop, purge
-            self._forget(arg)
-            if kind == "drop":
-                self.dropped += 1
-
-    def _add(self, mid, body, deliveries, status):
-        self._msgs[mid] = [body, deliveries, status]
-        self._bytes += len(body)
-
-    def _forget(self, mid):
-        entry = self._msgs.pop(mid)
-        self._bytes -= len(entry[_BODY])
+        return MiniQueue(shim.fspath(directory), region)
 
     # -- the queue
 
@@ -298,29 +160,6 @@ class MiniQueue(LogBrick):
         with self._lock:
             return len(self._delays)
 
-    def in_flight(self):
-        """How many messages were delivered and are not yet acked or nacked."""
-        with self._lock:
-            return sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == IN_FLIGHT)
-
-    def dead(self):
-        """[(id, message, deliveries)] of the dead letters, oldest first."""
-        with self._lock:
-            out = []
-            for mid in sorted(self._msgs):
-                body, deliveries, status = self._msgs[mid]
-                if status == DEAD:
-                    out.append((mid, shim.loads(body), deliveries))
-            return out
-
-    def deliveries(self, mid):
-        """How many times the message was delivered (counted across restarts)."""
-        with self._lock:
-            entry = self._msgs.get(mid)
-            if entry is None:
-                raise UnknownMessage("no message %r in the queue" % (mid,))
-            return entry[_DELIVERIES]
-
     def __repr__(self):
         with self._lock:
             self._promote_due()
@@ -330,10 +169,6 @@ class MiniQueue(LogBrick):
                 sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == IN_FLIGHT),
                 sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == DEAD), self.dropped, self._bytes,
                 "" if self._log is not None else " (not open: closed, or from inspect())")
-
-    def live_bytes(self):
-        with self._lock:
-            return self._bytes
 
     def put(self, message):
         """Add a message; durable (under sync="always") when its id is returned."""

@@ -407,7 +407,11 @@ class JournalFile(_Holder):
 # wraps (at 2**30 on most ports): compare only through ticks_diff, which is right for
 # two ticks less than 2**29 ms (6.2 days) apart.
 if MICROPYTHON:
-    from time import ticks_ms, ticks_diff, ticks_add, sleep_ms  # pyright: ignore[reportAssignmentType, reportAttributeAccessIssue] (MicroPython's)
+    import time as _time  # MicroPython's: the names below are not CPython's
+    ticks_ms = _time.ticks_ms  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
+    ticks_diff = _time.ticks_diff  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
+    ticks_add = _time.ticks_add  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
+    sleep_ms = _time.sleep_ms  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
 else:
     from time import monotonic as _monotonic, sleep as _sleep  # pyright: ignore[reportAttributeAccessIssue] (CPython's)
 
