@@ -1,7 +1,7 @@
 # Waiting for messages (issue 17): get(timeout) woken by another thread's put, nack
 # delays with backoff, `await q.aget()`, and the group commit of concurrent puts
 # (issue 15): a put is never delivered before it is durable. On both runtimes.
-from support import scratch, raises, run_threads, has_threads
+from support import scratch, raises, run_threads, has_threads, MICROPYTHON
 import minishim as shim
 from ministore import ClosedError
 from miniqueue import MiniQueue
@@ -239,3 +239,23 @@ def test_producer_threads_share_syncs_and_lose_nothing():
     q.close()
     with MiniQueue.open(d) as again:
         assert len(again) == 0 and again.in_flight() == 0
+
+
+def test_aget_is_woken_by_a_put_from_another_thread_on_cpython():
+    # MicroPython's asyncio is not thread-safe: there aget() is for tasks of its own loop.
+    asyncio = _asyncio()
+    if asyncio is None or MICROPYTHON:
+        return
+    import threading
+    q = MiniQueue.open(scratch())
+    timer = threading.Timer(0.2, q.put, args=("from a thread",))
+
+    async def main():
+        timer.start()
+        start = shim.ticks_ms()
+        item = await q.aget(timeout=5)
+        return item, _elapsed_ms(start)
+    item, waited = asyncio.run(main())
+    timer.join()
+    q.close()
+    assert item[1] == "from a thread" and 150 <= waited < 2500, (item, waited)
