@@ -14,7 +14,9 @@ fails on a slow figure.
    with a note, if the package is not installed (pip install persist-queue, or
    the project's "bench" extra).
 2. put_many(100 messages)  vs  100 puts, both sync="always"
-3. MicroPython on LittleFS (bench/mp_miniqueue.py): flash erases and bytes
+3. put from 8 producer threads  vs  from 1 thread, sync="always" (group commit:
+   threads that put at once share one sync; each put is durable when it returns)
+4. MicroPython on LittleFS (bench/mp_miniqueue.py): flash erases and bytes
    programmed per message (put + get + ack), sync="always" and sync=16, with
    compactions.
 
@@ -215,15 +217,58 @@ def bench_batches(root, rounds, singles, batches, size=100):
     return result
 
 
-# ---------------------------------------------------------------- 3: MicroPython
+# ---------------------------------------------------------------- 3: producer threads
+
+ONE_PRODUCER = 'put, sync="always", 1 thread'
+EIGHT_PRODUCERS = 'put, sync="always", 8 producer threads on one queue'
+
+
+def bench_producers(root, rounds, block, threads=8):
+    """Durable puts per second from 8 threads against 1 (issue 15's goal: >= 4x)."""
+    import threading
+    fresh = Fresh(root)
+    handles = []
+    big = 1 << 30
+
+    def contender(count):
+        q = MiniQueue.open(fresh("producers%d" % count), sync="always", max_bytes=big, compact_bytes=big)
+        handles.append(q.close)
+
+        def run():
+            def worker(t):
+                for i in range(block // count):
+                    q.put(record(t * block + i))
+            workers = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
+            t0 = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            return (block // count) * count, time.perf_counter() - t0
+        return run
+
+    try:
+        result = interleaved(rounds, [(ONE_PRODUCER, contender(1)), (EIGHT_PRODUCERS, contender(threads))])
+    finally:
+        for close in handles:
+            close()
+    print_table("3. producer threads: %d interleaved rounds of %d durable puts" % (rounds, block), result,
+                "messages/s", "vs 1 thread", cpu=True, cpu_label="user CPU/msg")
+    ratio = result.ratio(EIGHT_PRODUCERS)
+    print("  8 producer threads / 1 thread: %.2fx  (goal >= 4x: %s)" % (ratio, "MET" if ratio >= 4.0 else "MISSED"))
+    print()
+    return result
+
+
+# ---------------------------------------------------------------- 4: MicroPython
 
 def bench_micropython(messages):
-    label = "3. MicroPython"
+    label = "4. MicroPython"
     got = run_micropython(label, "mp_miniqueue.py", [messages])
     if not got:
         return got
     results, cmd, version = got
-    print("3. MicroPython %s: `%s` (cwd: repo root)" % (version, cmd))
+    print("4. MicroPython %s: `%s` (cwd: repo root)" % (version, cmd))
     wear = [r for r in results if r["kind"] == "wear"]
     if wear:
         r0 = wear[0]
@@ -255,6 +300,7 @@ def main(argv=None):
     def cpython_part(root, quick):
         bench_roundtrip(root, rounds=6 if quick else 30, block=20 if quick else 100)
         bench_batches(root, rounds=4 if quick else 20, singles=100 if quick else 200, batches=5 if quick else 20)
+        bench_producers(root, rounds=4 if quick else 15, block=160 if quick else 400)
 
     persist = "persist-queue: %s" % (PERSIST_VERSION or "not installed (its row is skipped)")
     return run_main("miniqueue", argv, cpython_part, lambda: bench_micropython(2000), notes=[persist])

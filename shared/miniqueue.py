@@ -9,10 +9,14 @@ specified in FORMAT.md, section 5.
 # message's id is the seq of its "put" event, which compaction never changes.
 # Space comes back through checkpoints: a new segment that restates the live
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
-# that marker is durable.
+# that marker is durable. The messages in RAM and their replay are minimessages';
+# waiting for one (get(timeout), aget, retry delays) is miniwait's.
 import minishim as shim
 from ministore import MiniError, encode_json, is_int, settle
-from minilog import LogBrick, SegmentedLog, CompactionGap, oldest_base, read_segments
+# QueueCorrupt, CompactionGap and the statuses stay importable from here.
+from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa: F401
+from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
+from miniwait import Delays, Wakeup, aget, backoff, blocking_get, check_seconds
 
 try:
     from micropython import const  # pyright: ignore[reportMissingImports, reportAssignmentType] (MicroPython only)
@@ -20,8 +24,7 @@ except ImportError:
     def const(value):  # CPython: the plain value
         return value
 
-READY, IN_FLIGHT, DEAD = 0, 1, 2  # a message's status (FORMAT.md 5.1)
-# A live message is [body, deliveries, status]: a list, so replay and get() change it in place.
+# A live message is [body, deliveries, status] (minimessages): the same three indexes.
 _BODY = const(0)         # the message as stored JSON bytes
 _DELIVERIES = const(1)
 _STATUS = const(2)
@@ -33,29 +36,12 @@ class QueueFull(MiniError):
     """put() would take the queue past max_bytes and on_full is "reject". Nothing was written."""
 
 
-class UnknownMessage(MiniError):
-    """ack/nack of an id that is not in flight (never delivered, already acked, or unknown)."""
-
-
-class QueueCorrupt(MiniError):
-    """An intact journal event that no queue writes (FORMAT.md 5.1): refused, never guessed at."""
-
-
-def _is_id(value):
-    return is_int(value) and value > 0
-
-
-def _is_count(value):
-    return is_int(value) and value >= 0
-
-
-class MiniQueue(LogBrick):
+class MiniQueue(Messages, LogBrick):
     """Use MiniQueue.open()."""
 
-    def __init__(self):
+    def __init__(self, directory="", region=None):
+        Messages.__init__(self, directory, region)
         self._log = None
-        self._region = None
-        self.directory = ""
         self.max_bytes = 0
         self.on_full = "reject"
         self.max_deliveries = None
@@ -64,17 +50,18 @@ class MiniQueue(LogBrick):
         self.unsynced_events = 32
         self._deferred = []     # [[encoded event, ...] of one call] not yet written (durability="puts")
         self._deferred_events = 0
+        self.retry_delay = 0
+        self.retry_backoff = 2.0
+        self.retry_max = 600
+        self._delays = Delays()  # nacked with a delay: not ready before their time (RAM only)
+        self._wake = Wakeup()
+        self._group = False  # puts share syncs across threads (files, sync="always")
         self.last_seq = 0
-        self._start = 0
-        self._complete = False
-        self._ckpt = None
-        self._reset()
-        self._lock = shim.allocate_lock()
 
     @staticmethod
     def open(directory, max_bytes=64 * 1024, on_full="reject", max_deliveries=None,
              sync: "str | int" = "always", compact_bytes=None, region=None, durability="puts",
-             unsynced_events=32):
+             unsynced_events=32, retry_delay=0, retry_backoff=2.0, retry_max=600):
         """Open (creating if needed) the queue in `directory`.
 
         max_bytes bounds the live messages (ready, in flight and dead, as stored
@@ -89,6 +76,9 @@ class MiniQueue(LogBrick):
         next put, sync(), close() or checkpoint, or once `unsynced_events` of them wait.
         A crash can then only redeliver messages whose ack was not durable yet, and count
         fewer deliveries (FORMAT.md 5.2). "all": every event is synced (under `sync`).
+        retry_delay, retry_backoff, retry_max (seconds): a nack() without a delay holds the
+        message back retry_delay * retry_backoff ** (deliveries - 1) seconds, at most
+        retry_max (the default retry_delay=0: none). Delays live in RAM (see nack()).
         """
         if durability not in ("puts", "all"):
             raise ValueError('durability must be "puts" or "all"')
@@ -102,6 +92,11 @@ class MiniQueue(LogBrick):
                 raise ValueError("%s must be an int >= 1" % name)
         if max_bytes is None:
             raise ValueError("max_bytes must be an int >= 1")
+        check_seconds("retry_delay", retry_delay)
+        check_seconds("retry_max", retry_max)
+        backoff_ok = isinstance(retry_backoff, (int, float)) and not isinstance(retry_backoff, bool)
+        if not backoff_ok or not 1 <= retry_backoff <= 100:
+            raise ValueError("retry_backoff must be a number from 1 to 100, not %r" % (retry_backoff,))
         q = MiniQueue._replayer(directory, region)
         q.max_bytes = max_bytes
         q.on_full = on_full
@@ -109,6 +104,10 @@ class MiniQueue(LogBrick):
         q.compact_bytes = compact_bytes or max_bytes
         q.durability = durability
         q.unsynced_events = unsynced_events
+        q.retry_delay = retry_delay
+        q.retry_backoff = retry_backoff
+        q.retry_max = retry_max
+        q._group = region is None and sync == "always"
         if region is not None:
             from miniflashlog import RegionLog
             log = RegionLog.open(q.directory, region, start=q._find_start, apply=q._replay, sync=sync)
@@ -146,167 +145,30 @@ class MiniQueue(LogBrick):
 
     @staticmethod
     def _replayer(directory, region=None):
-        q = MiniQueue()
-        q.directory = shim.fspath(directory)
-        q._region = region
-        q._reset()
-        q._ckpt = None          # entries of a checkpoint being replayed
-        q._ckpt_from = 0        # the seq of its first entry
-        q._covered = None       # the seq before the last complete checkpoint
-        q._complete = False     # set once the history is whole: from seq 0, or from a finished checkpoint
-        return q
-
-    def _find_start(self):
-        """The base seq of the oldest segment, or of the region (read under the lock when writing)."""
-        if self._region is not None:
-            from miniflash import FlashReader
-            self._start = FlashReader(self._region).base_seq or 0
-        else:
-            self._start = oldest_base(self.directory)
-        self._complete = self._start == 0
-        return self._start
-
-    def _finish_replay(self, redeliver=True):
-        if not self._complete:
-            raise CompactionGap("%s: the oldest segment starts after seq %d and no complete checkpoint follows" % (
-                self.directory, self._start))
-        # A checkpoint cut short by a crash is ignored: the segments before it still
-        # hold the state, and the next checkpoint will replace them.
-        self._ckpt = None
-        for mid in self._msgs:
-            entry = self._msgs[mid]
-            if redeliver and entry[_STATUS] == IN_FLIGHT:  # delivered before the restart, never acked: deliver again
-                entry[_STATUS] = READY
-        self._ready = sorted(mid for mid in self._msgs if self._msgs[mid][_STATUS] == READY)
-        self._head = 0
-
-    def _reset(self):
-        self._msgs = {}         # id -> [message as JSON bytes, deliveries, READY/IN_FLIGHT/DEAD]
-        self._ready = []        # ready ids, ascending (FIFO order), from index _head on
-        self._head = 0          # delivered ids before it are trimmed lazily: get() stays O(1)
-        self._bytes = 0
-        self.dropped = 0
-        self._ckpt_size = 0     # size of the active segment when its checkpoint ended
-
-    # -- replay
-
-    def _replay(self, seq, event):
-        if not isinstance(event, dict) or len(event) != 1:
-            raise QueueCorrupt("queue event at seq %d is not an event: %r" % (seq, event))
-        for kind in event:
-            arg = event[kind]
-        if kind == "ckpt":
-            # An id is the seq of an earlier put, so it is below this entry's seq.
-            if not (isinstance(arg, list) and len(arg) == 4 and _is_id(arg[0]) and arg[0] < seq and
-                    _is_count(arg[2]) and _is_count(arg[3]) and arg[3] <= DEAD):
-                raise QueueCorrupt("checkpoint entry at seq %d is not [id, message, deliveries, status]: %r" % (
-                    seq, arg))
-            if self._ckpt is None or self._ckpt[-1][0] >= arg[0]:
-                # Entries ascend by id. One that does not starts a new checkpoint: the one
-                # before was cut short and a compact() right after the reopen began again.
-                self._ckpt = []
-                self._ckpt_from = seq
-            self._ckpt.append(arg)
-            return
-        if kind == "ckpt_end":
-            # A complete checkpoint restates the whole queue: it replaces what came before.
-            entries = self._ckpt or []
-            first = self._ckpt_from if self._ckpt else seq
-            self._ckpt = None
-            if (self._region is not None and not self._complete and first == self._start + 1 and
-                    isinstance(arg, dict) and _is_count(arg.get("messages")) and arg["messages"] > len(entries)):
-                # A region's oldest sector can begin inside a checkpoint whose start went with
-                # the sector before (a newer checkpoint covered it): that one is not whole, and
-                # the one after it restates the queue (FORMAT.md 6.5).
-                return
-            if not (isinstance(arg, dict) and _is_count(arg.get("dropped")) and _is_count(arg.get("messages"))
-                    and arg["messages"] == len(entries)):
-                raise QueueCorrupt("checkpoint end at seq %d does not match its %d entries: %r" % (
-                    seq, len(entries), arg))
-            self._reset()
-            self._covered = first - 1  # a complete checkpoint restates all before it
-            self.dropped = arg["dropped"]
-            for mid, message, deliveries, status in entries:
-                self._add(mid, shim.dumps(message).encode(), deliveries, status)
-            self._complete = True
-            return
-        self._ckpt = None  # events after an unfinished checkpoint: the crash cut it short
-        if kind == "put":
-            if self._complete:
-                self._add(seq, shim.dumps(arg).encode(), 0, READY)
-            return
-        if kind not in ("get", "nack", "dead", "ack", "drop", "purge"):
-            raise QueueCorrupt("queue event at seq %d has unknown kind %r" % (seq, kind))
-        if not _is_id(arg) or arg >= seq:
-            raise QueueCorrupt("queue event at seq %d names no message id: %r" % (seq, event))
-        if not self._complete:
-            # History before the first complete checkpoint: a compaction that was cut
-            # while removing old segments (oldest first) leaves some. The checkpoint
-            # ahead restates the whole queue, so these events are not needed.
-            return
-        entry = self._msgs.get(arg)
-        if entry is None:
-            raise QueueCorrupt("queue event at seq %d names unknown message %r" % (seq, arg))
-        if kind == "get":
-            entry[_DELIVERIES] += 1
-            entry[_STATUS] = IN_FLIGHT
-        elif kind == "nack":
-            entry[_STATUS] = READY
-        elif kind == "dead":
-            entry[_STATUS] = DEAD
-        else:  # ack, drop, purge
-            self._forget(arg)
-            if kind == "drop":
-                self.dropped += 1
-
-    def _add(self, mid, body, deliveries, status):
-        self._msgs[mid] = [body, deliveries, status]
-        self._bytes += len(body)
-
-    def _forget(self, mid):
-        entry = self._msgs.pop(mid)
-        self._bytes -= len(entry[_BODY])
+        return MiniQueue(shim.fspath(directory), region)
 
     # -- the queue
 
     def __len__(self):
+        """How many messages are ready now (delayed ones not yet: see delayed())."""
         with self._lock:
+            self._promote_due()
             return len(self._ready) - self._head
 
-    def in_flight(self):
-        """How many messages were delivered and are not yet acked or nacked."""
+    def delayed(self):
+        """How many nacked messages wait for their retry delay to pass."""
         with self._lock:
-            return sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == IN_FLIGHT)
-
-    def dead(self):
-        """[(id, message, deliveries)] of the dead letters, oldest first."""
-        with self._lock:
-            out = []
-            for mid in sorted(self._msgs):
-                body, deliveries, status = self._msgs[mid]
-                if status == DEAD:
-                    out.append((mid, shim.loads(body), deliveries))
-            return out
-
-    def deliveries(self, mid):
-        """How many times the message was delivered (counted across restarts)."""
-        with self._lock:
-            entry = self._msgs.get(mid)
-            if entry is None:
-                raise UnknownMessage("no message %r in the queue" % (mid,))
-            return entry[_DELIVERIES]
+            return len(self._delays)
 
     def __repr__(self):
         with self._lock:
-            return "<MiniQueue %r ready=%d in_flight=%d dead=%d dropped=%d live_bytes=%d%s>" % (
+            self._promote_due()
+            return "<MiniQueue %r ready=%d%s in_flight=%d dead=%d dropped=%d live_bytes=%d%s>" % (
                 self.directory, len(self._ready) - self._head,
+                " delayed=%d" % len(self._delays) if len(self._delays) else "",
                 sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == IN_FLIGHT),
                 sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == DEAD), self.dropped, self._bytes,
                 "" if self._log is not None else " (not open: closed, or from inspect())")
-
-    def live_bytes(self):
-        with self._lock:
-            return self._bytes
 
     def put(self, message):
         """Add a message; durable (under sync="always") when its id is returned."""
@@ -330,6 +192,7 @@ class MiniQueue(LogBrick):
             log = self._open_log()
             if not bodies:
                 return []
+            group = self._group
             events = []
             drops = []
             if self._bytes + need > self.max_bytes:
@@ -343,10 +206,15 @@ class MiniQueue(LogBrick):
                     drops.append(mid)
                     freed += len(self._msgs[mid][_BODY])
                 if self._bytes - freed + need > self.max_bytes:
-                    raise QueueFull("queue %s is full of in-flight and dead messages" % self.directory)
+                    raise QueueFull("queue %s is full of in-flight, delayed and dead messages" % self.directory)
                 events = [{"drop": mid} for mid in drops]
             first = log.seq + self._deferred_events + len(events) + 1  # deferred events go first
-            self._write([encode_json(event) for event in events] + [b'{"put":%s}' % body for body in bodies], True)
+            # Group commit (files, sync="always"): written now, synced below, outside the lock,
+            # in one sync shared with the threads that put meanwhile. get() delivers none
+            # of these before that sync (_get_now), so no id is seen that a crash could reuse.
+            self._write([encode_json(event) for event in events] + [b'{"put":%s}' % body for body in bodies], True,
+                        sync=not group)
+            store = log.store if group else None  # compaction may start a new one: this one holds the puts
             for mid in drops:
                 self._forget(mid)
                 self.dropped += 1
@@ -358,39 +226,76 @@ class MiniQueue(LogBrick):
                 self._ready.append(first + i)
                 ids.append(first + i)
             self._maybe_compact()
-            return ids
-
-    def get(self):
-        """Deliver the oldest ready message as (id, message), or None when there is none. Never blocks."""
+            if store is None:
+                self._wake.notify()
+                return ids
+        try:
+            store.wait_durable(ids[-1])  # pyright: ignore[reportAttributeAccessIssue] (group: a MiniStore)
+        except Exception:
+            with self._lock:
+                self._close_quietly()  # the puts may be lost: only a reopen is trusted
+            raise
         with self._lock:
-            self._open_log()
-            # The dead letters it passes over and the delivery: one atomic batch.
-            events = []
-            dead = []
-            found = None
-            while self._head < len(self._ready):
-                mid = self._ready[self._head]
-                entry = self._msgs[mid]
-                self._pop_ready()
-                if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
-                    events.append({"dead": mid})
-                    dead.append(entry)
-                    continue
-                events.append({"get": mid})
-                found = mid
-                break
-            if not events:
-                return None
-            self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
-            for entry in dead:
-                entry[_STATUS] = DEAD
-            if found is None:
-                return None
-            entry = self._msgs[found]
-            entry[_DELIVERIES] += 1
-            entry[_STATUS] = IN_FLIGHT
-            self._maybe_compact()
-            return found, shim.loads(entry[_BODY])
+            self._wake.notify()  # now get() may deliver them
+        return ids
+
+    def get(self, timeout=None):
+        """Deliver the oldest ready message as (id, message), or None when there is none.
+
+        timeout=None (the default): never blocks. timeout=seconds: waits until a message
+        is ready, or returns None once the timeout has passed. A put() or nack() from
+        another thread wakes it at once on CPython, within 16 ms on MicroPython (whose
+        locks have no timed wait); close() wakes it with ClosedError. On a port without
+        threads nothing else runs meanwhile: it sleeps until a delayed message is due or
+        the timeout has passed. asyncio apps: aget().
+        """
+        if timeout is not None:
+            return blocking_get(self, timeout)
+        with self._lock:
+            return self._get_now()
+
+    def aget(self, timeout=None):
+        """`await q.aget()`: get() for asyncio tasks. Waits, without blocking the event
+        loop, until a message is ready (woken by a put() or nack() of another task of the
+        same loop; on CPython also of another thread), or returns None once `timeout`
+        seconds have passed (None: no limit). No background task. asyncio is imported only
+        when this is called: the module imports on ports without it."""
+        return aget(self, timeout)
+
+    def _get_now(self):
+        log = self._open_log()
+        self._promote_due()
+        # Group commit: a put is delivered only once it is durable (put_many).
+        limit = log.durable_seq if self._group else None
+        # The dead letters it passes over and the delivery: one atomic batch.
+        events = []
+        dead = []
+        found = None
+        while self._head < len(self._ready):
+            mid = self._ready[self._head]
+            if limit is not None and mid > limit:
+                break  # written, not yet synced: its put has not returned
+            entry = self._msgs[mid]
+            self._pop_ready()
+            if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
+                events.append({"dead": mid})
+                dead.append(entry)
+                continue
+            events.append({"get": mid})
+            found = mid
+            break
+        if not events:
+            return None
+        self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
+        for entry in dead:
+            entry[_STATUS] = DEAD
+        if found is None:
+            return None
+        entry = self._msgs[found]
+        entry[_DELIVERIES] += 1
+        entry[_STATUS] = IN_FLIGHT
+        self._maybe_compact()
+        return found, shim.loads(entry[_BODY])
 
     def ack(self, mid):
         """The message was handled: durable (under sync="always"); it is never delivered again."""
@@ -400,13 +305,28 @@ class MiniQueue(LogBrick):
             self._forget(mid)
             self._maybe_compact()
 
-    def nack(self, mid):
-        """Put a delivered message back in its place in the queue, for a later get()."""
+    def nack(self, mid, delay=None):
+        """Put a delivered message back in its place in the queue, for a later get().
+
+        delay (seconds, 0..86400): get() does not deliver it before that time (get(timeout)
+        and aget() wait for it). None: the open()'s retry policy, retry_delay *
+        retry_backoff ** (deliveries - 1) capped at retry_max (by default no delay).
+        The delay lives in RAM only: after a restart the message is ready at once, as
+        at-least-once allows (FORMAT.md 5.2); a board's clock does not survive a reboot.
+        """
+        if delay is not None:
+            check_seconds("delay", delay)
         with self._lock:
             entry = self._in_flight(mid)
+            if delay is None:
+                delay = backoff(self.retry_delay, self.retry_backoff, self.retry_max, entry[_DELIVERIES])
             self._write([{"nack": mid}], defer=True)
             entry[_STATUS] = READY
-            self._insert_ready(mid)
+            if delay > 0:
+                self._delays.add(mid, delay)
+            else:
+                self._insert_ready(mid)
+            self._wake.notify()
             self._maybe_compact()
 
     def dead_letter(self, mid):
@@ -420,10 +340,13 @@ class MiniQueue(LogBrick):
     def peek(self):
         """The oldest ready message as (id, message), without delivering it, or None."""
         with self._lock:
-            self._open_log()
+            log = self._open_log()
+            self._promote_due()
             if self._head >= len(self._ready):
                 return None
             mid = self._ready[self._head]
+            if self._group and mid > log.durable_seq:
+                return None  # as get(): not before its put is durable
             return mid, shim.loads(self._msgs[mid][_BODY])
 
     def qsize(self):
@@ -463,6 +386,11 @@ class MiniQueue(LogBrick):
             state = "unknown or already acked" if entry is None else ("dead" if entry[_STATUS] == DEAD else "not delivered")
             raise UnknownMessage("message %r is not in flight (%s)" % (mid, state))
         return entry
+
+    def _promote_due(self):
+        for mid in self._delays.pop_due():
+            if mid in self._msgs and self._msgs[mid][_STATUS] == READY:
+                self._insert_ready(mid)
 
     def _pop_ready(self):
         self._head += 1
@@ -536,7 +464,13 @@ class MiniQueue(LogBrick):
                     raise
                 log, self._log = self._log, None
                 self._closed_seq = log.seq
+                self._delays.clear()
+                self._wake.notify()  # a waiting get() raises ClosedError
                 log.close()
+
+    def _close_quietly(self):
+        LogBrick._close_quietly(self)
+        self._wake.notify()
 
     # -- space
 

@@ -401,3 +401,58 @@ class JournalFile(_Holder):
             except OSError:
                 _unclosable.append(f)
                 raise
+
+
+# A monotonic clock in milliseconds, for delays and timeouts. MicroPython's ticks_ms
+# wraps (at 2**30 on most ports): compare only through ticks_diff, which is right for
+# two ticks less than 2**29 ms (6.2 days) apart.
+if MICROPYTHON:
+    import time as _time  # MicroPython's: the names below are not CPython's
+    ticks_ms = _time.ticks_ms  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
+    ticks_diff = _time.ticks_diff  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
+    ticks_add = _time.ticks_add  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
+    sleep_ms = _time.sleep_ms  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]
+else:
+    from time import monotonic as _monotonic, sleep as _sleep  # pyright: ignore[reportAttributeAccessIssue] (CPython's)
+
+    def ticks_ms():
+        return int(_monotonic() * 1000)
+
+    def ticks_diff(end, start):
+        return end - start
+
+    def ticks_add(ticks, delta):
+        return ticks + delta
+
+    def sleep_ms(ms):
+        _sleep(ms / 1000)
+
+try:
+    import _thread  # noqa: F401 (only asking whether this port has threads)
+    THREADS = True
+except ImportError:
+    THREADS = False
+
+
+def wait_release(lock, ms):
+    """Wait up to `ms` milliseconds for another thread to release `lock`, which the caller
+    acquired; True if it was released (and is now held again by the caller).
+
+    CPython: a blocking acquire with a timeout, woken at once by the release. MicroPython's
+    acquire takes no timeout, so it tries every 1 to 16 ms and sleeps in between (a put
+    wakes the waiter within 16 ms). Without threads nothing can release it: it sleeps `ms`."""
+    if not MICROPYTHON:
+        return lock.acquire(True, max(ms, 0) / 1000)
+    if not THREADS:
+        sleep_ms(max(ms, 0))
+        return False
+    deadline = ticks_add(ticks_ms(), ms)
+    step = 1
+    while True:
+        if lock.acquire(0):
+            return True
+        left = ticks_diff(deadline, ticks_ms())
+        if left <= 0:
+            return False
+        sleep_ms(min(step, left))
+        step = min(step * 2, 16)

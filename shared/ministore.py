@@ -1024,6 +1024,12 @@ class MiniStore:
     def __exit__(self, *exc):
         self.close()
 
+    def wait_durable(self, seq):
+        """Return once record `seq` (appended with durable=False) is durable, sharing one sync
+        with the threads that wrote meanwhile. A store closed since had synced it first;
+        ClosedError if it failed or was closed before (miniqueue's concurrent puts)."""
+        self._sync_upto(seq)
+
 
 def _flash():
     import miniflash  # only when a region is used: the file bricks never load it

@@ -11,7 +11,7 @@ BOARD = os.path.join(TOP, "boards", "virtual", "board.py")
 
 WANT = {
     "ministore": ["minishim.py", "ministore.py"],
-    "miniqueue": ["minilog.py", "miniqueue.py", "minishim.py", "ministore.py"],  # no minisnap
+    "miniqueue": ["minilog.py", "minimessages.py", "miniqueue.py", "minishim.py", "ministore.py", "miniwait.py"],  # no minisnap
 }
 SMOKE = {
     "ministore": "from ministore import MiniStore\nwith MiniStore.open('/data/j.jsonl') as s:\n    s.append({'t': 1})\n"

@@ -129,3 +129,20 @@ def test_queue_conveniences_persist_queue_users_expect():
         assert seen == ["b" * 8, "c" * 8, "d" * 8] and q.qsize() == 0 and not q.full()
     with MiniQueue.open(d, max_bytes=40) as q:  # the dead letter and the acks survive
         assert q.dead() == [(ids[0], "a" * 8, 1)] and q.get() is None
+
+
+def test_queue_waiting_api_persist_queue_and_asyncio_users_expect():
+    # The waiting side of issue 17 (tests/core/test_queue_wait.py tests how each behaves).
+    d = scratch()
+    with MiniQueue.open(d, retry_delay=5) as q:
+        mid = q.put("m")
+        assert q.get(timeout=0.01) == (mid, "m")
+        q.nack(mid)  # the open()'s retry_delay applies
+        assert q.delayed() == 1 and q.qsize() == 0 and "delayed=1" in repr(q)
+        assert q.get(timeout=0.01) is None
+    if not MICROPYTHON:  # MicroPython drops docstrings when it compiles
+        import miniwait
+        assert miniwait.__doc__
+        for method in (MiniQueue.get, MiniQueue.aget, MiniQueue.nack, MiniQueue.delayed):
+            assert method.__doc__, method
+        assert "RAM" in MiniQueue.nack.__doc__  # whether a delay survives a restart: documented
