@@ -32,6 +32,8 @@ MODULES = sorted(os.path.basename(d)[:-len("-stubs")] for d in glob.glob(os.path
 NO_STUB = {
     "minishim": "the one place where the runtimes differ (json, CRC, sync, locks): the bricks' plumbing, "
                 "not an API",
+    "miniwait": "the queue's waiting plumbing (retry delays, wake-ups): reached through MiniQueue.get(timeout), "
+                "nack(delay) and aget(), not an API of its own",
 }
 # Public names of the modules that the stubs leave out on purpose, with why.
 FORMAT_INTERNALS = ("journal-format internals that the bricks and the host tools share; the bytes are "
@@ -59,6 +61,7 @@ NOT_IN_STUBS = {
     "miniflash.header_line": FORMAT_INTERNALS,
     "miniflash.read_header": FORMAT_INTERNALS,
     "miniqueue.const": "MicroPython's const(), a plain function on CPython",
+    "minimessages.const": "MicroPython's const(), a plain function on CPython",
 }
 # Where a stub's parameters must differ from the runtime signature, with why. Beyond
 # these, one rule: a runtime parameter whose name starts with "_" is not for callers

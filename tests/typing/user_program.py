@@ -6,6 +6,7 @@ the wheel, installs it and checks this file, then runs it).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import sys
@@ -191,7 +192,7 @@ def use_minilog(root: pathlib.Path) -> None:
 
 
 def use_miniqueue(root: pathlib.Path) -> None:
-    q = MiniQueue.open(root / "outbox", max_bytes=64 * 1024, on_full="reject")
+    q = MiniQueue.open(root / "outbox", max_bytes=64 * 1024, on_full="reject", retry_delay=0, retry_max=60.0)
     mid = q.put({"t": 23.5})
     ids: list[int] = q.put_many([{"t": 1}, {"t": 2}])
     item = q.get()
@@ -210,6 +211,18 @@ def use_miniqueue(root: pathlib.Path) -> None:
     for mid, msg in q:
         print(mid, msg)
         q.ack(mid)
+    q.put({"t": 3})
+    waited = q.get(timeout=0.5)  # blocks up to 0.5 s for a put from another thread
+    assert waited is not None
+    q.nack(waited[0], delay=0.01)  # not delivered again for 10 ms
+    assert q.delayed() == 1
+
+    async def consume() -> tuple[int, Any] | None:
+        return await q.aget(timeout=1.0)
+
+    retried = asyncio.run(consume())
+    assert retried is not None and retried[0] == waited[0]
+    q.ack(retried[0])
     try:
         q.ack(12345)
     except UnknownMessage:
