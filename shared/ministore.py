@@ -825,7 +825,8 @@ class MiniStore:
         self.size = size
         self._file = journal_file
         self._lock = shim.allocate_lock()  # every method may be called from several threads
-        self._sync_lock = shim.allocate_lock()  # one sync at a time; taken before _lock, never after
+        self._leading = False  # a thread syncs outside the lock (CPython); one at a time
+        self._followers = []  # the locks of the threads waiting for that sync to end
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -947,31 +948,59 @@ class MiniStore:
             self._sync_upto(seq)
 
     def _sync_upto(self, seq):
-        """Return once `seq` is durable. Group commit: the threads that wrote while one
-        sync ran share the next one, so each append is still durable when it returns,
-        and 8 threads pay for about 2 syncs, not 8 (bench/bench_ministore.py)."""
-        with self._sync_lock:
-            if self.durable_seq >= seq:
-                return  # a sync that started after our write covered it
-            with self._lock:
-                journal_file = self._file
-                if journal_file is None:
+        """Return once `seq` is durable. Group commit: one thread at a time syncs (the
+        leader), and its sync covers every record written before it began. The threads
+        that want a sync meanwhile follow it: each waits on a lock of its own that the
+        leader releases when its sync is over, then looks again (covered, or one of them
+        leads the next sync). No polling, no background thread; each append is still
+        durable when it returns (bench/bench_ministore.py counts the syncs per append)."""
+        with self._lock:
+            while True:
+                if self.durable_seq >= seq:
+                    return  # a sync that began after our write covered it
+                if self._file is None:
                     raise ClosedError("%s is closed" % self.path)
-                target = self.seq
-                if _SYNC_UNDER_LOCK:
-                    self._sync_file(journal_file, target)
-                    return
-            self._sync_file(journal_file, target)
+                if not self._leading:
+                    break
+                self._follow()
+            self._leading = True
+            journal_file = self._file
+            target = self.seq
+            if _SYNC_UNDER_LOCK:
+                self._sync_file(journal_file, target)
+                return
+        self._sync_file(journal_file, target)
+
+    def _follow(self):
+        """Wait for the leader's sync to end; self._lock is held on entry and on return.
+        CPython only: on MicroPython the sync holds self._lock, so no thread finds one
+        running."""
+        gate = shim.allocate_lock()
+        gate.acquire()
+        self._followers.append(gate)
+        self._lock.release()
+        try:
+            gate.acquire()  # the leader releases it
+        finally:
+            self._lock.acquire()
 
     def _sync_file(self, journal_file, target):
+        synced = False
         try:
             journal_file.sync()  # CPython: outside the lock, so that others write meanwhile
+            synced = True
         except OSError:
             with _relock(self._lock, _SYNC_UNDER_LOCK):
                 self._abandon()
             raise
-        if target > self.durable_seq:
-            self.durable_seq = target
+        finally:  # whatever happened, the followers look again (a failed sync closed the store)
+            with _relock(self._lock, _SYNC_UNDER_LOCK):
+                if synced:
+                    self.durable_seq = target
+                self._leading = False
+                followers, self._followers = self._followers, []
+            for gate in followers:
+                gate.release()
 
     def sync(self):
         """Make every record appended so far durable."""
@@ -992,22 +1021,23 @@ class MiniStore:
 
     def close(self):
         """Sync what is pending, then release the journal. Closing twice is fine."""
-        with self._sync_lock:  # no sync of another thread runs while the file closes
-            with self._lock:
-                journal_file = self._file
-                if journal_file is None:
-                    return
-                try:
-                    if self.durable_seq < self.seq:
-                        journal_file.sync()
-                        self.durable_seq = self.seq
-                except OSError:
-                    self._abandon()
-                    raise
-                self._file = None
-                # Not _abandon(): closing can still write (LittleFS commits the file's
-                # mtime), and a close that failed must not report success.
-                journal_file.close()
+        with self._lock:
+            while self._leading:  # the file stays open until the sync of another thread is over
+                self._follow()
+            journal_file = self._file
+            if journal_file is None:
+                return
+            try:
+                if self.durable_seq < self.seq:
+                    journal_file.sync()
+                    self.durable_seq = self.seq
+            except OSError:
+                self._abandon()
+                raise
+            self._file = None
+            # Not _abandon(): closing can still write (LittleFS commits the file's
+            # mtime), and a close that failed must not report success.
+            journal_file.close()
 
     @property
     def closed(self):
