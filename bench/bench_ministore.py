@@ -30,7 +30,7 @@ import time
 
 # benchlib puts shared/ (or $MINI_BENCH_SHARED, a candidate copy) on sys.path.
 from benchlib import (SHARED, TOP, Fresh, interleaved, run_main, micropython_path, print_table, record,
-                      singles_vs_batch)
+                      singles_vs_batch, sync_latency, load_note)
 from ministore import MiniStore, encode_json, record_line  # noqa: E402
 
 
@@ -321,14 +321,19 @@ def bench_group_commit(root, rounds, block, threads=8):
             return (block // count) * count, secs
         return run
 
+    before = sync_latency(root)
     try:
         result = interleaved(rounds, [(ONE_THREAD, contender(ONE_THREAD, 1)),
                                       (EIGHT_THREADS, contender(EIGHT_THREADS, threads))])
     finally:
         for close in handles:
             close()
+    after = sync_latency(root)
     print_table("group commit: %d interleaved rounds of %d durable appends" % (rounds, block), result,
                 "ops/s", "vs 1 thread")
+    print("  os.write + fdatasync of one line, before / after the rounds: median %.0f / %.0f us,"
+          " 90th percentile %.0f / %.0f us; %s" % (before[0] * 1e6, after[0] * 1e6, before[1] * 1e6,
+                                                    after[1] * 1e6, load_note()))
     ratio = result.ratio(EIGHT_THREADS)
     low, high = result.range(EIGHT_THREADS)
     print("  8 threads / 1 thread: %.2fx, rounds from %.2fx to %.2fx  (%s)" % (ratio, low, high, goal(ratio, 4.0)))

@@ -799,19 +799,17 @@ class Replay(list):
 _SYNC_UNDER_LOCK = shim.MICROPYTHON
 
 
-class _relock:
-    """`with _relock(lock, held):` takes `lock` unless this thread holds it already."""
-
-    def __init__(self, lock, held):
-        self.lock = None if held else lock
+class _Held:
+    """Stands for a lock this thread holds already: `with` it does nothing."""
 
     def __enter__(self):
-        if self.lock is not None:
-            self.lock.acquire()
+        pass
 
     def __exit__(self, *exc):
-        if self.lock is not None:
-            self.lock.release()
+        pass
+
+
+_HELD = _Held()
 
 
 class MiniStore:
@@ -827,6 +825,8 @@ class MiniStore:
         self._lock = shim.allocate_lock()  # every method may be called from several threads
         self._leading = False  # a thread syncs outside the lock (CPython); one at a time
         self._followers = []  # the locks of the threads waiting for that sync to end
+        # What the leader takes once its sync is over: on MicroPython it still holds _lock.
+        self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -990,15 +990,19 @@ class MiniStore:
             journal_file.sync()  # CPython: outside the lock, so that others write meanwhile
             synced = True
         except OSError:
-            with _relock(self._lock, _SYNC_UNDER_LOCK):
+            with self._after_sync:
                 self._abandon()
             raise
         finally:  # whatever happened, the followers look again (a failed sync closed the store)
-            with _relock(self._lock, _SYNC_UNDER_LOCK):
+            with self._after_sync:
                 if synced:
                     self.durable_seq = target
                 self._leading = False
-                followers, self._followers = self._followers, []
+                followers = self._followers
+                if followers:
+                    self._followers = []
+                else:
+                    followers = ()  # not the list: threads may join it once the lock is free
             for gate in followers:
                 gate.release()
 

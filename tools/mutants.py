@@ -138,7 +138,7 @@ MUTANTS = [
     ("abandon-write", "ministore.py", "            self._abandon()\n            raise\n        self.seq += count",
      "            raise\n        self.seq += count", "no _abandon after a failed write (issue 19 weak spot)", CORE),
     ("abandon-sync", "ministore.py",
-     "            with _relock(self._lock, _SYNC_UNDER_LOCK):\n                self._abandon()\n            raise",
+     "            with self._after_sync:\n                self._abandon()\n            raise",
      "            raise", "no _abandon after a failed sync (group commit)", CORE),
     ("abandon-close-sync", "ministore.py", "            except OSError:\n                self._abandon()\n",
      "            except OSError:\n", "close() keeps the journal open after its sync failed", CORE),
