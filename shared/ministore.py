@@ -823,8 +823,12 @@ class MiniStore:
         self.size = size
         self._file = journal_file
         self._lock = shim.allocate_lock()  # every method may be called from several threads
+        # The group commit (_sync_upto), all under _lock:
         self._leading = False  # a thread syncs outside the lock (CPython); one at a time
-        self._followers = []  # the locks of the threads waiting for that sync to end
+        self._followers = []  # (seq, lock) of each thread waiting for a sync
+        self._standby = None  # the lock of the thread waiting to lead the next sync
+        self._due = 0  # how many of the threads the last sync let go are not back yet
+        self._sync_time = 0.0  # how long the last sync took: the longest a standby waits
         # What the leader takes once its sync is over: on MicroPython it still holds _lock.
         self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
 
@@ -948,21 +952,37 @@ class MiniStore:
             self._sync_upto(seq)
 
     def _sync_upto(self, seq):
-        """Return once `seq` is durable. Group commit: one thread at a time syncs (the
-        leader), and its sync covers every record written before it began. The threads
-        that want a sync meanwhile follow it: each waits on a lock of its own that the
-        leader releases when its sync is over, then looks again (covered, or one of them
-        leads the next sync). No polling, no background thread; each append is still
-        durable when it returns (bench/bench_ministore.py counts the syncs per append)."""
+        """Return once `seq` is durable: the group commit (CPython; on MicroPython the
+        sync holds _lock, so no thread ever waits for another's).
+
+        One thread at a time syncs, the leader, and its sync covers every record written
+        before it began. The others follow: each waits on a lock of its own that the
+        leader releases when its sync is over, then looks again. The threads a sync let go
+        are likely to append again at once, so the next sync starts when the last of them
+        is back (it releases the lock the first waits on), or after as long as the last
+        sync took if some do not come: then it covers all their records, not half of
+        them. No polling, no background thread; each append is still durable when it
+        returns (bench/bench_ministore.py counts the syncs per append)."""
         with self._lock:
+            if self._due and not self._leading:
+                self._due -= 1  # one of the threads the last sync let go is back
             while True:
                 if self.durable_seq >= seq:
                     return  # a sync that began after our write covered it
                 if self._file is None:
                     raise ClosedError("%s is closed" % self.path)
-                if not self._leading:
+                if self._leading:
+                    self._follow(seq)
+                elif not self._due:
                     break
-                self._follow()
+                elif self._standby is None:
+                    self._stand_by()
+                else:
+                    self._follow(seq)
+            standby = self._standby
+            if standby is not None:  # it waited for this thread: now it follows
+                self._standby = None
+                standby.release()
             self._leading = True
             journal_file = self._file
             target = self.seq
@@ -971,39 +991,60 @@ class MiniStore:
                 return
         self._sync_file(journal_file, target)
 
-    def _follow(self):
-        """Wait for the leader's sync to end; self._lock is held on entry and on return.
-        CPython only: on MicroPython the sync holds self._lock, so no thread finds one
-        running."""
+    def _follow(self, seq):
+        """Wait for the running sync to end; self._lock is held on entry and on return."""
         gate = shim.allocate_lock()
         gate.acquire()
-        self._followers.append(gate)
+        self._followers.append((seq, gate))
         self._lock.release()
         try:
             gate.acquire()  # the leader releases it
         finally:
             self._lock.acquire()
 
+    def _stand_by(self):
+        """Wait for the threads the last sync let go, to lead the sync with their records
+        too; self._lock is held on entry and on return."""
+        gate = shim.allocate_lock()
+        gate.acquire()
+        self._standby = gate
+        self._lock.release()
+        try:
+            gate.acquire(True, self._sync_time)  # the last of them releases it
+        finally:
+            self._lock.acquire()
+            if self._standby is gate:  # not all came back: lead without them
+                self._standby = None
+                self._due = 0
+
     def _sync_file(self, journal_file, target):
-        synced = False
+        synced = failed = False
+        started = _clock()
         try:
             journal_file.sync()  # CPython: outside the lock, so that others write meanwhile
             synced = True
         except OSError:
-            with self._after_sync:
-                self._abandon()
+            failed = True
             raise
-        finally:  # whatever happened, the followers look again (a failed sync closed the store)
+        finally:  # whatever happened, the followers look again
             with self._after_sync:
                 if synced:
                     self.durable_seq = target
+                if failed:
+                    self._abandon()  # they find the store closed
                 self._leading = False
+                self._sync_time = min(_clock() - started, _MAX_STANDBY)
                 followers = self._followers
-                if followers:
-                    self._followers = []
+                if followers:  # let go the covered ones; one of the others stands by for the next sync
+                    go = [gate for seq, gate in followers if seq <= self.durable_seq]
+                    left = [(seq, gate) for seq, gate in followers if seq > self.durable_seq]
+                    self._due = len(go) + 1  # this thread too
+                    if left:
+                        go.append(left.pop()[1])
+                    self._followers = left
                 else:
-                    followers = ()  # not the list: threads may join it once the lock is free
-            for gate in followers:
+                    go = ()
+            for gate in go:
                 gate.release()
 
     def sync(self):
@@ -1014,8 +1055,19 @@ class MiniStore:
             seq = self.seq
         self._sync_upto(seq)
 
+    def _let_go(self):
+        """Under _lock, once the file is closed: every waiting thread looks again."""
+        followers, self._followers = self._followers, []
+        standby, self._standby = self._standby, None
+        self._due = 0
+        for _, gate in followers:
+            gate.release()
+        if standby is not None:
+            standby.release()
+
     def _abandon(self):
         journal_file, self._file = self._file, None
+        self._let_go()
         if journal_file is None:
             return
         try:
@@ -1027,7 +1079,7 @@ class MiniStore:
         """Sync what is pending, then release the journal. Closing twice is fine."""
         with self._lock:
             while self._leading:  # the file stays open until the sync of another thread is over
-                self._follow()
+                self._follow(self.seq)
             journal_file = self._file
             if journal_file is None:
                 return
@@ -1039,6 +1091,7 @@ class MiniStore:
                 self._abandon()
                 raise
             self._file = None
+            self._let_go()
             # Not _abandon(): closing can still write (LittleFS commits the file's
             # mtime), and a close that failed must not report success.
             journal_file.close()
@@ -1057,6 +1110,11 @@ class MiniStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# The group commit's clock (CPython only: a MicroPython sync holds _lock, no one waits).
+_clock = getattr(__import__("time"), "perf_counter", None) or (lambda: 0.0)
+_MAX_STANDBY = 0.01  # seconds: as jbd2 (Linux's ext4 journal) bounds its own batching wait
 
 
 def _flash():
