@@ -1033,9 +1033,9 @@ class MiniStore:
                 if failed:
                     self._abandon()  # they find the store closed
                 self._leading = False
-                self._sync_time = min(_clock() - started, _MAX_STANDBY)
                 followers = self._followers
                 if followers:  # let go the covered ones; one of the others stands by for the next sync
+                    self._sync_time = min(_clock() - started, _MAX_STANDBY)
                     go = [gate for seq, gate in followers if seq <= self.durable_seq]
                     left = [(seq, gate) for seq, gate in followers if seq > self.durable_seq]
                     self._due = len(go) + 1  # this thread too
