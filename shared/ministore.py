@@ -956,66 +956,72 @@ class MiniStore:
         sync holds _lock, so no thread ever waits for another's).
 
         One thread at a time syncs, the leader, and its sync covers every record written
-        before it began. The others follow: each waits on a lock of its own that the
-        leader releases when its sync is over, then looks again. The threads a sync let go
-        are likely to append again at once, so the next sync starts when the last of them
-        is back (it releases the lock the first waits on), or after as long as the last
-        sync took if some do not come: then it covers all their records, not half of
-        them. No polling, no background thread; each append is still durable when it
-        returns (bench/bench_ministore.py counts the syncs per append)."""
-        with self._lock:
-            if self._due and not self._leading:
-                self._due -= 1  # one of the threads the last sync let go is back
-            while True:
+        before it began. The others wait on a lock of their own that the leader releases
+        when its sync is over, then look again. The threads a sync let go are likely to
+        append again at once, so the next sync waits for them: one thread stands by until
+        the last of them is back (that one releases the standby's lock and leads), or for
+        as long as the last sync took if some do not come. So a sync covers all their
+        records, not half of them. No polling, no background thread; each append is still
+        durable when it returns (bench/bench_ministore.py counts the syncs per append)."""
+        back = True
+        gate = None
+        while True:
+            with self._lock:
+                if gate is not None and self._standby is gate:  # not all came back: lead without them
+                    self._standby = None
+                    self._due = 0
+                if back:
+                    back = False
+                    if self._due and not self._leading:
+                        self._due -= 1  # one of the threads the last sync let go is back
                 if self.durable_seq >= seq:
                     return  # a sync that began after our write covered it
                 if self._file is None:
                     raise ClosedError("%s is closed" % self.path)
-                if self._leading:
-                    self._follow(seq)
-                elif not self._due:
-                    break
-                elif self._standby is None:
-                    self._stand_by()
+                gate = None
+                if self._leading or (self._due and self._standby is not None):
+                    gate = _closed_lock()
+                    self._followers.append((seq, gate))
+                    wait = -1
+                elif self._due:
+                    gate = self._standby = _closed_lock()
+                    wait = self._sync_time
                 else:
-                    self._follow(seq)
-            standby = self._standby
-            if standby is not None:  # it waited for this thread: now it follows
-                self._standby = None
-                standby.release()
-            self._leading = True
-            journal_file = self._file
-            target = self.seq
-            if _SYNC_UNDER_LOCK:
+                    standby = self._standby
+                    if standby is not None:  # it waited for this thread: now it follows
+                        self._standby = None
+                        standby.release()
+                    self._leading = True
+                    journal_file = self._file
+                    target = self.seq
+                    if _SYNC_UNDER_LOCK:
+                        self._sync_file(journal_file, target)
+                        return
+            if gate is None:
                 self._sync_file(journal_file, target)
                 return
-        self._sync_file(journal_file, target)
+            try:
+                gate.acquire(True, wait)  # a leader releases it, or the last thread back
+            except BaseException:  # (KeyboardInterrupt) whoever waits on this thread looks again
+                with self._lock:
+                    if self._standby is gate:
+                        self._standby = None
+                        self._due = 0
+                    if not self._leading:
+                        self._let_go()
+                raise
+            if self.durable_seq >= seq:
+                return  # covered: no need for the lock (CPython only: on MicroPython no one waits)
 
     def _follow(self, seq):
         """Wait for the running sync to end; self._lock is held on entry and on return."""
-        gate = shim.allocate_lock()
-        gate.acquire()
+        gate = _closed_lock()
         self._followers.append((seq, gate))
         self._lock.release()
         try:
             gate.acquire()  # the leader releases it
         finally:
             self._lock.acquire()
-
-    def _stand_by(self):
-        """Wait for the threads the last sync let go, to lead the sync with their records
-        too; self._lock is held on entry and on return."""
-        gate = shim.allocate_lock()
-        gate.acquire()
-        self._standby = gate
-        self._lock.release()
-        try:
-            gate.acquire(True, self._sync_time)  # the last of them releases it
-        finally:
-            self._lock.acquire()
-            if self._standby is gate:  # not all came back: lead without them
-                self._standby = None
-                self._due = 0
 
     def _sync_file(self, journal_file, target):
         synced = failed = False
@@ -1056,7 +1062,8 @@ class MiniStore:
         self._sync_upto(seq)
 
     def _let_go(self):
-        """Under _lock, once the file is closed: every waiting thread looks again."""
+        """Under _lock: every waiting thread looks again (the file closed, or the thread
+        they waited for quit)."""
         followers, self._followers = self._followers, []
         standby, self._standby = self._standby, None
         self._due = 0
@@ -1110,6 +1117,12 @@ class MiniStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _closed_lock():
+    gate = shim.allocate_lock()
+    gate.acquire()
+    return gate
 
 
 # The group commit's clock (CPython only: a MicroPython sync holds _lock, no one waits).
