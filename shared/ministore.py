@@ -829,6 +829,7 @@ class MiniStore:
         self._standby = None  # the lock of the thread waiting to lead the next sync
         self._due = 0  # how many of the threads the last sync let go are not back yet
         self._sync_time = 0.0  # how long the last sync took: the longest a standby waits
+        self._timed = False  # whether syncs are timed (once a thread followed one)
         # What the leader takes once its sync is over: on MicroPython it still holds _lock.
         self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
 
@@ -919,6 +920,10 @@ class MiniStore:
             seq = self.seq
             lines = []
             for group in lead:
+                if len(group) == 1:  # a get or an ack: no batch to mark
+                    seq += 1
+                    lines.append(record_line(seq, group[0]))
+                    continue
                 for i in range(len(group)):
                     lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
                 seq += len(group)
@@ -926,7 +931,7 @@ class MiniStore:
                 lines.append(record_line(seq + 1, bodies[0], count))
                 for i in range(1, count):
                     lines.append(record_line(seq + 1 + i, bodies[i]))
-            seq = self._write(b"".join(lines), seq + count - self.seq)
+            seq = self._write(lines[0] if len(lines) == 1 else b"".join(lines), seq + count - self.seq)
         if durable:
             self._sync_if_due(seq)
         return seq
@@ -980,6 +985,7 @@ class MiniStore:
                     raise ClosedError("%s is closed" % self.path)
                 gate = None
                 if self._leading or (self._due and self._standby is not None):
+                    self._timed = True  # threads wait for syncs: time them for the standby
                     gate = _closed_lock()
                     self._followers.append((seq, gate))
                     wait = -1
@@ -1025,7 +1031,7 @@ class MiniStore:
 
     def _sync_file(self, journal_file, target):
         synced = failed = False
-        started = _clock()
+        started = _clock() if self._timed else 0.0
         try:
             journal_file.sync()  # CPython: outside the lock, so that others write meanwhile
             synced = True
