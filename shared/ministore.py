@@ -830,6 +830,7 @@ class MiniStore:
         self._due = 0  # how many of the threads the last sync let go are not back yet
         self._sync_time = 0.0  # how long the last sync took: the longest a standby waits
         self._timed = False  # whether syncs are timed (once a thread followed one)
+        self._pending = []  # lines left to the next sync to write (_put)
         # What the leader takes once its sync is over: on MicroPython it still holds _lock.
         self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
 
@@ -893,7 +894,7 @@ class MiniStore:
         """Append one record; return its seq. Durable on return under sync="always"."""
         body = encode_json(record)  # outside the lock: other threads need not wait for it
         with self._lock:
-            seq = self._write(record_line(self.seq + 1, body), 1)
+            seq = self._put(record_line(self.seq + 1, body), 1, True)
         self._sync_if_due(seq)
         return seq
 
@@ -931,18 +932,40 @@ class MiniStore:
                 lines.append(record_line(seq + 1, bodies[0], count))
                 for i in range(1, count):
                     lines.append(record_line(seq + 1 + i, bodies[i]))
-            seq = self._write(lines[0] if len(lines) == 1 else b"".join(lines), seq + count - self.seq)
+            seq = self._put(lines[0] if len(lines) == 1 else b"".join(lines), seq + count - self.seq, durable)
         if durable:
             self._sync_if_due(seq)
         return seq
 
+    def _put(self, data, count, durable):
+        """Under the lock: append `data` (`count` records); return the last seq. A thread
+        that will wait for a sync that has not begun (one runs, or one stands by) leaves
+        its lines to the leader of that sync, which writes them all in one write: one
+        system call, not one per thread (each lets CPython's GIL go to another thread)."""
+        if durable and self.sync_every is None and (self._leading or self._standby is not None):
+            if self._file is None:
+                raise ClosedError("%s is closed" % self.path)
+            self._pending.append(data)
+            self.seq += count
+            self.size += len(data)
+            return self.seq
+        return self._write(data, count)
+
     def _write(self, data, count):
-        """Write under the lock, without syncing; return the last seq written."""
+        """Write under the lock, after the lines left to a sync, without syncing; return
+        the last seq written."""
         journal_file = self._file
         if journal_file is None:
             raise ClosedError("%s is closed" % self.path)
+        pending = self._pending
+        if pending:  # they come first: seqs go up through the file
+            self._pending = []
+            pending.append(data)
+            data_out = b"".join(pending)
+        else:
+            data_out = data
         try:
-            journal_file.write(data)
+            journal_file.write(data_out)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
@@ -993,6 +1016,8 @@ class MiniStore:
                     gate = self._standby = _closed_lock()
                     wait = self._sync_time
                 else:
+                    if self._pending:
+                        self._write(b"", 0)  # the lines the others left to this sync
                     standby = self._standby
                     if standby is not None:  # it waited for this thread: now it follows
                         self._standby = None
@@ -1080,6 +1105,7 @@ class MiniStore:
 
     def _abandon(self):
         journal_file, self._file = self._file, None
+        self._pending = []  # never acknowledged: their threads find the store closed
         self._let_go()
         if journal_file is None:
             return
@@ -1096,6 +1122,8 @@ class MiniStore:
             journal_file = self._file
             if journal_file is None:
                 return
+            if self._pending:
+                self._write(b"", 0)  # abandons the store if it fails
             try:
                 if self.durable_seq < self.seq:
                     journal_file.sync()

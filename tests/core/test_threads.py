@@ -99,14 +99,45 @@ def test_many_threads_share_syncs_and_each_append_is_durable_when_it_returns():
     def writer(t):
         for i in range(30):
             seq = store.append([t, i])
-            seen[t].append((seq, store.durable_seq))
+            on_disk = None
+            if not MICROPYTHON:  # the line is in the file (not left to a sync that never wrote it)
+                with open(store.path, "rb") as f:
+                    on_disk = (b'{"seq":%d,"rec":[%d,%d]' % (seq, t, i)) in f.read()
+            seen[t].append((seq, store.durable_seq, on_disk))
     run_threads(writer, THREADS)
     for mine in seen:
-        for seq, durable in mine:
-            assert durable >= seq
+        for seq, durable, on_disk in mine:
+            assert durable >= seq and on_disk is not False, (seq, durable, on_disk)
     assert 1 <= syncs[0] <= THREADS * 30
     store.close()
     assert [seq for seq, _ in MiniStore.stream(store.path)] == list(range(1, THREADS * 30 + 1))
+
+
+def test_lines_left_to_a_sync_are_written_before_any_later_line():
+    # group-commit-pending-dropped: a thread that appends while a sync runs leaves its
+    # line to the next leader; a write in between (durable=False) must not overtake it.
+    if MICROPYTHON or not has_threads():
+        return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
+    import threading
+    import time
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    waiting = []
+    real_sync = store._file.sync
+
+    def first_sync():
+        store._file.sync = real_sync
+        waiting.append(threading.Thread(target=store.append, args=("waits",)))
+        waiting[0].start()
+        while store.seq < 2:  # its line is left to the next sync
+            time.sleep(0.001)
+        store.append_encoded([encode_json("unsynced")], durable=False)
+        real_sync()
+    store._file.sync = first_sync
+    assert store.append("leads") == 1
+    waiting[0].join()
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "waits"), (3, "unsynced")]
 
 
 def test_threads_applying_with_automatic_snapshots_reopen_to_the_same_state():
