@@ -307,13 +307,18 @@ def bench_group_commit(root, rounds, block, threads=8):
         s._file.sync = sync
 
         def run():
+            ready = threading.Barrier(count + 1)  # the clock starts once every thread is up
+
             def worker(t):
-                for i in range(block // count):
-                    s.append(record(t * block + i))
+                records = [record(t * block + i) for i in range(block // count)]
+                ready.wait()
+                for rec in records:
+                    s.append(rec)
             workers = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
-            t0 = time.perf_counter()
             for w in workers:
                 w.start()
+            ready.wait()
+            t0 = time.perf_counter()
             for w in workers:
                 w.join()
             secs = time.perf_counter() - t0
