@@ -151,6 +151,35 @@ def interleaved(rounds, contenders, baseline=None):
     return result
 
 
+def sync_latency(root, samples=200):
+    """(median, 90th percentile) seconds of one os.write of a 130-byte line + os.fdatasync
+    (os.fsync where there is none) in `root`: what one durable append waits for now."""
+    import time
+    sync = getattr(os, "fdatasync", os.fsync)
+    path = os.path.join(root, "sync-latency")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    times = []
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 129 + b"\n")
+            t0 = time.perf_counter()
+            sync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.remove(path)
+    times.sort()
+    return median(times), times[len(times) * 9 // 10]
+
+
+def load_note():
+    """The machine's load average, for the record of what else ran."""
+    try:
+        return "load average %.2f %.2f %.2f on %d cores" % (os.getloadavg() + (os.cpu_count() or 0,))
+    except (AttributeError, OSError):
+        return "load average unknown"
+
+
 def fmt_rate(rate):
     return "{:,.0f}".format(rate)
 

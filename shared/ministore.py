@@ -799,19 +799,17 @@ class Replay(list):
 _SYNC_UNDER_LOCK = shim.MICROPYTHON
 
 
-class _relock:
-    """`with _relock(lock, held):` takes `lock` unless this thread holds it already."""
-
-    def __init__(self, lock, held):
-        self.lock = None if held else lock
+class _Held:
+    """Stands for a lock this thread holds already: `with` it does nothing."""
 
     def __enter__(self):
-        if self.lock is not None:
-            self.lock.acquire()
+        pass
 
     def __exit__(self, *exc):
-        if self.lock is not None:
-            self.lock.release()
+        pass
+
+
+_HELD = _Held()
 
 
 class MiniStore:
@@ -825,7 +823,16 @@ class MiniStore:
         self.size = size
         self._file = journal_file
         self._lock = shim.allocate_lock()  # every method may be called from several threads
-        self._sync_lock = shim.allocate_lock()  # one sync at a time; taken before _lock, never after
+        # The group commit (_sync_upto), all under _lock:
+        self._leading = False  # a thread syncs outside the lock (CPython); one at a time
+        self._followers = []  # (seq, lock) of each thread waiting for a sync
+        self._standby = None  # the lock of the thread waiting to lead the next sync
+        self._due = 0  # how many of the threads the last sync let go are not back yet
+        self._sync_time = 0.0  # how long the last sync took: the longest a standby waits
+        self._timed = False  # whether syncs are timed (once a thread followed one)
+        self._pending = []  # lines left to the next sync to write (_put)
+        # What the leader takes once its sync is over: on MicroPython it still holds _lock.
+        self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -887,7 +894,7 @@ class MiniStore:
         """Append one record; return its seq. Durable on return under sync="always"."""
         body = encode_json(record)  # outside the lock: other threads need not wait for it
         with self._lock:
-            seq = self._write(record_line(self.seq + 1, body), 1)
+            seq = self._put(record_line(self.seq + 1, body), 1, True)
         self._sync_if_due(seq)
         return seq
 
@@ -914,6 +921,10 @@ class MiniStore:
             seq = self.seq
             lines = []
             for group in lead:
+                if len(group) == 1:  # a get or an ack: no batch to mark
+                    seq += 1
+                    lines.append(record_line(seq, group[0]))
+                    continue
                 for i in range(len(group)):
                     lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
                 seq += len(group)
@@ -921,18 +932,40 @@ class MiniStore:
                 lines.append(record_line(seq + 1, bodies[0], count))
                 for i in range(1, count):
                     lines.append(record_line(seq + 1 + i, bodies[i]))
-            seq = self._write(b"".join(lines), seq + count - self.seq)
+            seq = self._put(lines[0] if len(lines) == 1 else b"".join(lines), seq + count - self.seq, durable)
         if durable:
             self._sync_if_due(seq)
         return seq
 
+    def _put(self, data, count, durable):
+        """Under the lock: append `data` (`count` records); return the last seq. A thread
+        that will wait for a sync that has not begun (one runs, or one stands by) leaves
+        its lines to the leader of that sync, which writes them all in one write: one
+        system call, not one per thread (each lets CPython's GIL go to another thread)."""
+        if durable and self.sync_every is None and (self._leading or self._standby is not None):
+            if self._file is None:
+                raise ClosedError("%s is closed" % self.path)
+            self._pending.append(data)
+            self.seq += count
+            self.size += len(data)
+            return self.seq
+        return self._write(data, count)
+
     def _write(self, data, count):
-        """Write under the lock, without syncing; return the last seq written."""
+        """Write under the lock, after the lines left to a sync, without syncing; return
+        the last seq written."""
         journal_file = self._file
         if journal_file is None:
             raise ClosedError("%s is closed" % self.path)
+        pending = self._pending
+        if pending:  # they come first: seqs go up through the file
+            self._pending = []
+            pending.append(data)
+            data_out = b"".join(pending)
+        else:
+            data_out = data
         try:
-            journal_file.write(data)
+            journal_file.write(data_out)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
@@ -947,31 +980,109 @@ class MiniStore:
             self._sync_upto(seq)
 
     def _sync_upto(self, seq):
-        """Return once `seq` is durable. Group commit: the threads that wrote while one
-        sync ran share the next one, so each append is still durable when it returns,
-        and 8 threads pay for about 2 syncs, not 8 (bench/bench_ministore.py)."""
-        with self._sync_lock:
-            if self.durable_seq >= seq:
-                return  # a sync that started after our write covered it
+        """Return once `seq` is durable: the group commit (CPython; on MicroPython the
+        sync holds _lock, so no thread ever waits for another's).
+
+        One thread at a time syncs, the leader, and its sync covers every record written
+        before it began. The others wait on a lock of their own that the leader releases
+        when its sync is over, then look again. The threads a sync let go are likely to
+        append again at once, so the next sync waits for them: one thread stands by until
+        the last of them is back (that one releases the standby's lock and leads), or for
+        as long as the last sync took if some do not come. So a sync covers all their
+        records, not half of them. No polling, no background thread; each append is still
+        durable when it returns (bench/bench_ministore.py counts the syncs per append)."""
+        back = True
+        gate = None
+        while True:
             with self._lock:
-                journal_file = self._file
-                if journal_file is None:
+                if gate is not None and self._standby is gate:  # not all came back: lead without them
+                    self._standby = None
+                    self._due = 0
+                if back:
+                    back = False
+                    if self._due and not self._leading:
+                        self._due -= 1  # one of the threads the last sync let go is back
+                if self.durable_seq >= seq:
+                    return  # a sync that began after our write covered it
+                if self._file is None:
                     raise ClosedError("%s is closed" % self.path)
-                target = self.seq
-                if _SYNC_UNDER_LOCK:
-                    self._sync_file(journal_file, target)
-                    return
-            self._sync_file(journal_file, target)
+                gate = None
+                if self._leading or (self._due and self._standby is not None):
+                    self._timed = True  # threads wait for syncs: time them for the standby
+                    gate = _closed_lock()
+                    self._followers.append((seq, gate))
+                    wait = -1
+                elif self._due:
+                    gate = self._standby = _closed_lock()
+                    wait = self._sync_time
+                else:
+                    if self._pending:
+                        self._write(b"", 0)  # the lines the others left to this sync
+                    standby = self._standby
+                    if standby is not None:  # it waited for this thread: now it follows
+                        self._standby = None
+                        standby.release()
+                    self._leading = True
+                    journal_file = self._file
+                    target = self.seq
+                    if _SYNC_UNDER_LOCK:
+                        self._sync_file(journal_file, target)
+                        return
+            if gate is None:
+                self._sync_file(journal_file, target)
+                return
+            try:
+                gate.acquire(True, wait)  # a leader releases it, or the last thread back
+            except BaseException:  # (KeyboardInterrupt) whoever waits on this thread looks again
+                with self._lock:
+                    if self._standby is gate:
+                        self._standby = None
+                        self._due = 0
+                    if not self._leading:
+                        self._let_go()
+                raise
+            if self.durable_seq >= seq:
+                return  # covered: no need for the lock (CPython only: on MicroPython no one waits)
+
+    def _follow(self, seq):
+        """Wait for the running sync to end; self._lock is held on entry and on return."""
+        gate = _closed_lock()
+        self._followers.append((seq, gate))
+        self._lock.release()
+        try:
+            gate.acquire()  # the leader releases it
+        finally:
+            self._lock.acquire()
 
     def _sync_file(self, journal_file, target):
+        synced = failed = False
+        started = _clock() if self._timed else 0.0
         try:
             journal_file.sync()  # CPython: outside the lock, so that others write meanwhile
+            synced = True
         except OSError:
-            with _relock(self._lock, _SYNC_UNDER_LOCK):
-                self._abandon()
+            failed = True
             raise
-        if target > self.durable_seq:
-            self.durable_seq = target
+        finally:  # whatever happened, the followers look again
+            with self._after_sync:
+                if synced:
+                    self.durable_seq = target
+                if failed:
+                    self._abandon()  # they find the store closed
+                self._leading = False
+                followers = self._followers
+                if followers:  # let go the covered ones; one of the others stands by for the next sync
+                    self._sync_time = min(_clock() - started, _MAX_STANDBY)
+                    go = [gate for seq, gate in followers if seq <= self.durable_seq]
+                    left = [(seq, gate) for seq, gate in followers if seq > self.durable_seq]
+                    self._due = len(go) + 1  # this thread too
+                    if left:
+                        go.append(left.pop()[1])
+                    self._followers = left
+                else:
+                    go = ()
+            for gate in go:
+                gate.release()
 
     def sync(self):
         """Make every record appended so far durable."""
@@ -981,8 +1092,21 @@ class MiniStore:
             seq = self.seq
         self._sync_upto(seq)
 
+    def _let_go(self):
+        """Under _lock: every waiting thread looks again (the file closed, or the thread
+        they waited for quit)."""
+        followers, self._followers = self._followers, []
+        standby, self._standby = self._standby, None
+        self._due = 0
+        for _, gate in followers:
+            gate.release()
+        if standby is not None:
+            standby.release()
+
     def _abandon(self):
         journal_file, self._file = self._file, None
+        self._pending = []  # never acknowledged: their threads find the store closed
+        self._let_go()
         if journal_file is None:
             return
         try:
@@ -992,22 +1116,26 @@ class MiniStore:
 
     def close(self):
         """Sync what is pending, then release the journal. Closing twice is fine."""
-        with self._sync_lock:  # no sync of another thread runs while the file closes
-            with self._lock:
-                journal_file = self._file
-                if journal_file is None:
-                    return
-                try:
-                    if self.durable_seq < self.seq:
-                        journal_file.sync()
-                        self.durable_seq = self.seq
-                except OSError:
-                    self._abandon()
-                    raise
-                self._file = None
-                # Not _abandon(): closing can still write (LittleFS commits the file's
-                # mtime), and a close that failed must not report success.
-                journal_file.close()
+        with self._lock:
+            while self._leading:  # the file stays open until the sync of another thread is over
+                self._follow(self.seq)
+            journal_file = self._file
+            if journal_file is None:
+                return
+            if self._pending:
+                self._write(b"", 0)  # abandons the store if it fails
+            try:
+                if self.durable_seq < self.seq:
+                    journal_file.sync()
+                    self.durable_seq = self.seq
+            except OSError:
+                self._abandon()
+                raise
+            self._file = None
+            self._let_go()
+            # Not _abandon(): closing can still write (LittleFS commits the file's
+            # mtime), and a close that failed must not report success.
+            journal_file.close()
 
     @property
     def closed(self):
@@ -1029,6 +1157,17 @@ class MiniStore:
         with the threads that wrote meanwhile. A store closed since had synced it first;
         ClosedError if it failed or was closed before (miniqueue's concurrent puts)."""
         self._sync_upto(seq)
+
+
+def _closed_lock():
+    gate = shim.allocate_lock()
+    gate.acquire()
+    return gate
+
+
+# The group commit's clock (CPython only: a MicroPython sync holds _lock, no one waits).
+_clock = getattr(__import__("time"), "perf_counter", None) or (lambda: 0.0)
+_MAX_STANDBY = 0.01  # seconds: as jbd2 (Linux's ext4 journal) bounds its own batching wait
 
 
 def _flash():

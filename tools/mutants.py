@@ -37,9 +37,6 @@ DEFAULT = CORE + CRASH
 # Left out as equivalent (no file a crash or a bit flip can make tells them apart):
 # - read_snapshot's "exactly one line" check: a second line breaks the CRC of the whole
 #   file (parse_line checks the CRC over everything before the last line's suffix).
-# - _sync_file's `if target > self.durable_seq` guard: syncs run one at a time under
-#   _sync_lock and durable_seq only grows under it, so target (self.seq read under that
-#   lock) is never below it.
 # - the queue's _flush_deferred() before a checkpoint's roll(): without it the deferred
 #   events go as lead groups ahead of the first checkpoint write, into the new segment,
 #   synced with it. A reopen after the checkpoint skips events before it (the history
@@ -84,12 +81,12 @@ MUTANTS = [
     ("sync-explicit", "ministore.py", "            seq = self.seq\n        self._sync_upto(seq)",
      "            seq = self.seq", "MiniStore.sync() does nothing", DEFAULT),
     ("sync-close", "ministore.py",
-     "                    if self.durable_seq < self.seq:\n                        journal_file.sync()",
-     "                    if False:\n                        journal_file.sync()", "close() does not sync", DEFAULT),
+     "                if self.durable_seq < self.seq:\n                    journal_file.sync()",
+     "                if False:\n                    journal_file.sync()", "close() does not sync", DEFAULT),
     ("sync-durable-seq", "ministore.py", "            self.durable_seq = target\n",
      "            self.durable_seq = target + 1\n", "durable_seq counts one record too many", DEFAULT),
-    ("group-commit-covered", "ministore.py", "            if self.durable_seq >= seq:\n",
-     "            if self.durable_seq >= seq - 1:\n",
+    ("group-commit-covered", "ministore.py", "                if self.durable_seq >= seq:\n                    return  # a sync",
+     "                if self.durable_seq >= seq - 1:\n                    return  # a sync",
      "group commit: a write is taken as covered by a sync that ended one record before it", DEFAULT),
     ("group-commit-target-late", "ministore.py", "            self.durable_seq = target\n",
      "            self.durable_seq = self.seq\n",
@@ -97,6 +94,15 @@ MUTANTS = [
      DEFAULT),
     ("group-commit-no-advance", "ministore.py", "            self.durable_seq = target\n", "            pass\n",
      "group commit: a sync does not advance durable_seq", DEFAULT),
+    ("group-commit-pending-dropped", "ministore.py", "        if pending:  # they come first", "        if False:  # they come first",
+     "group commit: the lines a thread left to the next sync are never written", DEFAULT),
+    ("group-commit-leader-skips-pending", "ministore.py",
+     "                    if self._pending:\n                        self._write(b\"\", 0)  # the lines the others left",
+     "                    if False:\n                        self._write(b\"\", 0)  # the lines the others left",
+     "group commit: the leader syncs without writing the lines the others left to it", DEFAULT),
+    ("group-commit-failed-sync", "ministore.py", "                if synced:\n", "                if True:\n",
+     "group commit: a failed sync advances durable_seq, so the threads waiting for it return as if durable",
+     DEFAULT),
     ("sync-before-snapshot", "ministate.py", "        log.sync()  # a snapshot must never be ahead of the durable journal\n",
      "", "no sync before a snapshot (issue 19 weak spot)", DEFAULT),
     ("sync-before-compaction", "miniqueue.py", "        log.sync()\n        log.compact(log.segments[-1].base_seq)",
@@ -138,10 +144,10 @@ MUTANTS = [
     ("abandon-write", "ministore.py", "            self._abandon()\n            raise\n        self.seq += count",
      "            raise\n        self.seq += count", "no _abandon after a failed write (issue 19 weak spot)", CORE),
     ("abandon-sync", "ministore.py",
-     "            with _relock(self._lock, _SYNC_UNDER_LOCK):\n                self._abandon()\n            raise",
-     "            raise", "no _abandon after a failed sync (group commit)", CORE),
-    ("abandon-close-sync", "ministore.py", "                except OSError:\n                    self._abandon()\n",
-     "                except OSError:\n", "close() keeps the journal open after its sync failed", CORE),
+     "                if failed:\n                    self._abandon()  # they find",
+     "                if failed:\n                    pass  # they find", "no _abandon after a failed sync (group commit)", CORE),
+    ("abandon-close-sync", "ministore.py", "            except OSError:\n                self._abandon()\n",
+     "            except OSError:\n", "close() keeps the journal open after its sync failed", CORE),
     ("state-close-on-failed-write", "ministate.py",
      '            self._break("the journal write failed (%r)" % (exc,))', "            pass",
      "a StateManager goes on after a failed journal write", CORE),

@@ -1,7 +1,7 @@
 # Several threads may share one brick (README "Threads"): every public method holds
 # the object's lock. Each test reopens what the threads wrote and checks exact counts.
-from support import scratch, raises, run_threads, has_threads
-from ministore import MiniStore, LockedError
+from support import MICROPYTHON, scratch, raises, run_threads, has_threads
+from ministore import MiniStore, LockedError, ClosedError, encode_json
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue
 
@@ -49,6 +49,95 @@ def test_threads_appending_to_one_store_get_unique_seqs_and_lose_nothing():
             assert [rec[2] for rec in batch[k:k + 3]] == [0, 1, 2]
     with MiniStore.open(path) as store:
         assert store.seq == expected
+
+
+def test_a_thread_waiting_for_a_sync_that_fails_is_not_told_its_record_is_durable():
+    # group-commit-failed-sync: the sync that covered the waiting thread's record failed.
+    if MICROPYTHON or not has_threads():
+        return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
+    import threading
+    import time
+    store = MiniStore.open(scratch() + "/j.jsonl")
+    store.append_encoded([encode_json("written, not synced")], durable=False)
+    others = []
+    outcome = []
+
+    def other_sync():
+        try:
+            store.sync()
+            outcome.append("returned")
+        except ClosedError:
+            outcome.append("ClosedError")
+
+    def failing_sync():
+        others.append(threading.Thread(target=other_sync))
+        others[0].start()
+        while not store._followers:  # it waits for this sync, which covers its record
+            time.sleep(0.001)
+        raise OSError(5, "EIO (test)")
+    store._file.sync = failing_sync
+    raises(OSError, store.sync)
+    others[0].join()
+    assert outcome == ["ClosedError"], outcome
+    assert store.durable_seq == 0 and store.closed
+
+
+def test_many_threads_share_syncs_and_each_append_is_durable_when_it_returns():
+    if not has_threads():
+        return
+    store = MiniStore.open(scratch() + "/j.jsonl")
+    real_sync = store._file.sync
+    # per thread: (seq its append returned, durable_seq right after); no GIL on some ports
+    seen = [[] for _ in range(THREADS)]
+    syncs = [0]
+
+    def counted_sync():
+        syncs[0] += 1  # one sync at a time (the leader's), so no lock is needed for this
+        real_sync()
+    store._file.sync = counted_sync
+
+    def writer(t):
+        for i in range(30):
+            seq = store.append([t, i])
+            on_disk = None
+            if not MICROPYTHON:  # the line is in the file (not left to a sync that never wrote it)
+                with open(store.path, "rb") as f:
+                    on_disk = (b'{"seq":%d,"rec":[%d,%d]' % (seq, t, i)) in f.read()
+            seen[t].append((seq, store.durable_seq, on_disk))
+    run_threads(writer, THREADS)
+    for mine in seen:
+        for seq, durable, on_disk in mine:
+            assert durable >= seq and on_disk is not False, (seq, durable, on_disk)
+    assert 1 <= syncs[0] <= THREADS * 30
+    store.close()
+    assert [seq for seq, _ in MiniStore.stream(store.path)] == list(range(1, THREADS * 30 + 1))
+
+
+def test_lines_left_to_a_sync_are_written_before_any_later_line():
+    # group-commit-pending-dropped: a thread that appends while a sync runs leaves its
+    # line to the next leader; a write in between (durable=False) must not overtake it.
+    if MICROPYTHON or not has_threads():
+        return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
+    import threading
+    import time
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    waiting = []
+    real_sync = store._file.sync
+
+    def first_sync():
+        store._file.sync = real_sync
+        waiting.append(threading.Thread(target=store.append, args=("waits",)))
+        waiting[0].start()
+        while store.seq < 2:  # its line is left to the next sync
+            time.sleep(0.001)
+        store.append_encoded([encode_json("unsynced")], durable=False)
+        real_sync()
+    store._file.sync = first_sync
+    assert store.append("leads") == 1
+    waiting[0].join()
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "waits"), (3, "unsynced")]
 
 
 def test_threads_applying_with_automatic_snapshots_reopen_to_the_same_state():
