@@ -31,7 +31,7 @@ def test_pyproject_installs_exactly_the_core():
 
 def test_the_queue_does_not_need_snapshots():
     assert "minisnap" not in bricks.closure("miniqueue")
-    assert bricks.closure("ministore") == ["minishim", "ministore"]
+    assert bricks.closure("ministore") == ["minishim", "miniformat", "minireader", "ministore"]
 
 
 @pytest.mark.parametrize("module", bricks.core_modules())
