@@ -233,6 +233,8 @@ def parse_line(line):
     """
     if line.__class__ is LongDamage:
         return None, line.reason
+    if line.__class__ is LongPad:
+        return PAD, line.fields
     if line[-1:] != b"\n":
         return None, "incomplete line (no newline)"
     if len(line) < _SUFFIX_LEN + 2 or line[-_SUFFIX_LEN:-11] != _CRC_TAG or line[-3:] != b'"}\n':
@@ -359,11 +361,24 @@ class LongDamage:
         return self.length
 
 
+class LongPad:
+    """A sealed pad line longer than the reader takes at once, in the shape pad_pieces()
+    writes: its length and its fields (the fill of spaces left out), not its bytes."""
+
+    def __init__(self, length, fields):
+        self.length = length
+        self.fields = fields
+
+    def __len__(self):
+        return self.length
+
+
 def read_line(f, budget=_LINE_BUDGET):
-    """The next line of `f` (b"" at the end), or a LongDamage for a damaged line longer
-    than `budget`: such a line is read in pieces, its CRC computed as they pass, and
-    read whole only if it is sealed (FORMAT.md 1), so heap stays bounded by the
-    largest intact line whatever the size of the damage."""
+    """The next line of `f` (b"" at the end), a LongDamage for a damaged line longer
+    than `budget`, or a LongPad for a pad line longer than that: such a line is read
+    in pieces, its CRC computed as they pass, and read whole only if it is sealed
+    (FORMAT.md 1) and not a pad (a pad is as long as the damage it covers), so heap
+    stays bounded by the largest record whatever the size of the damage."""
     line = f.readline(budget)
     if len(line) < budget or line[-1:] == b"\n":
         return line
@@ -384,9 +399,48 @@ def read_line(f, budget=_LINE_BUDGET):
             complete = True
             break
     if complete and has_crc_shape(pending) and b"%08x" % (crc & 0xFFFFFFFF) == pending[-11:-3]:
+        pad = _long_pad(f, start, length, budget)
+        if pad is not None:
+            return pad
         f.seek(start)
         return f.read(length)  # sealed: its record is needed whole
     return LongDamage(length, "crc mismatch" if complete else "incomplete line (no newline)")
+
+
+def _long_pad(f, start, length, budget):
+    """A LongPad for the sealed line of `length` bytes at `start` if it is a pad as
+    pad_pieces() writes it (a head ending in `"fill":"`, then only spaces up to the `"`
+    before the CRC field), else None. Reads the line again in pieces of at most
+    `budget` bytes; leaves `f` at its end."""
+    f.seek(start)
+    piece = f.read(min(budget, length))
+    head = piece.find(b'"fill":"') + 8
+    fields = None
+    if piece.startswith(b'{"pad":') and head > 8:
+        try:
+            fields = shim.loads(piece[:head] + b'"}')  # the head, with its fill closed empty
+        except (ValueError, RuntimeError):
+            pass
+    # What parse_line would call a pad: a dict with "pad" and no "seq".
+    ours = isinstance(fields, dict) and "pad" in fields and "seq" not in fields
+    quote = length - _SUFFIX_LEN - 1  # where the fill's closing quote must be
+    done = 0  # bytes of the line before `piece`
+    while ours:
+        low = max(head - done, 0)
+        high = min(len(piece), quote - done)
+        if high > low and piece[low:high].strip(b" "):
+            ours = False  # a sealed line, but not one pad_pieces() wrote: read it whole
+        elif done <= quote < done + len(piece) and piece[quote - done] != 34:  # '"'
+            ours = False
+        done += len(piece)
+        if done >= length or not piece:
+            break
+        piece = f.read(min(budget, length - done))
+    if not ours or done != length:
+        return None
+    assert isinstance(fields, dict)
+    fields.pop("fill", None)
+    return LongPad(length, fields)
 
 
 def peek_line(f):
