@@ -9,9 +9,12 @@
 # runs on a device one module at a time. The first run builds the firmware (about
 # 60 s, cached in ~/.cache/mini-firmware) and installs Debian's gcc-arm-none-eabi,
 # libnewlib-arm-none-eabi and qemu-system-arm when they are missing.
+import os
+import sys
+
 import pytest
 
-from mcudriver import core_modules, firmware_or_skip, romfs_image, run_on_board
+from mcudriver import core_modules, firmware, firmware_or_skip, romfs_image, run_on_board
 from mpdriver import assert_all_passed
 
 FILESYSTEMS = ["posix", "lfs2-esp32", "lfs2-rp2040", "fat-esp32", "fat-rp2040"]
@@ -82,6 +85,24 @@ def test_core_suite_on_the_mcu_build(target, fs, image):
 def test_damage_larger_than_the_heap_on_the_128k_build(fs, image):
     out = run_on_board("microbit-128k", image, "runner", [fs, "test_long_lines"])
     print(out.strip().splitlines()[-1])
+
+
+# Issue 14's heap goal: each brick's typical workload (bench/mcu_heap.py: 1,000 appends;
+# StateManager recovery of 10,000 records with a snapshot; a queue of 1,000 messages)
+# runs on a board whose whole heap is 96 KB, the bricks frozen. The journal and the state
+# are written in the same boot, on that heap too.
+_QUEUE_96K = pytest.mark.xfail(strict=False, reason="miniqueue keeps an index entry of every live message in RAM "
+                               "(about 100 bytes each): 1,000 messages do not fit in 96 KB yet (issue 14)")
+WORKLOADS = ["appends", "recovery", pytest.param("queue", marks=_QUEUE_96K)]
+
+
+@pytest.mark.parametrize("work", WORKLOADS)
+def test_each_workload_runs_in_a_96k_heap(work, image):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import mcu_heap
+    firmware_or_skip("microbit-frozen-96k")
+    code, out = firmware.run("microbit-frozen-96k", mcu_heap.WORKLOAD % {"work": work, "ballast": 0}, image, 1800)
+    assert code == 0 and "PASSED" in out, out[-3000:]
 
 
 # Power-cut sweeps on the 192 KB board (the RP2040's geometry), at every STRIDE-th
