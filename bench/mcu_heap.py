@@ -14,11 +14,12 @@ not depend on the machine's load. Each line is one fresh boot of the board.
    - .mpy in ROMFS (run in place from flash),
    - frozen into the firmware with micropython/manifest.py (microbit-frozen).
 2. The smallest heap each workload runs in (bricks frozen, LittleFS with the
-   RP2040 geometry on a RAM block device outside the heap): a ballast bytearray
-   allocated first shrinks the free heap of the 192 KB build; a binary search (to
-   1 KB) finds the largest ballast the workload still passes with. The figure is
-   the heap in use before the workload (interpreter, imports, block device
-   objects) plus the free heap it needed:
+   RP2040 geometry on a RAM block device outside the heap): a ballast allocated
+   first (in 256-byte pieces, so that it fills the holes of a fragmented heap as
+   well as its end) shrinks the free heap of the 192 KB build; a binary search
+   finds the largest ballast the workload still passes with. The figure is the
+   heap in use before the workload (interpreter, imports, block device objects)
+   plus the free heap left after that ballast (gc.mem_free()):
    - 1,000 appends of a small record (sync="always");
    - StateManager recovery: 10,000 records journaled, a snapshot at 5,000 (state:
      a dict of 100 counters), reopened = the snapshot + 5,000 records replayed;
@@ -154,9 +155,14 @@ def queue(point):
 def passes(work, ballast):
     gc.collect()
     try:
-        hold = bytearray(ballast) if ballast else None
+        # In pieces: one bytearray would need that much contiguous heap, and the heap
+        # left after prepare_state() is fragmented, so the search would measure the
+        # largest hole rather than what the workload needs.
+        hold = [bytearray(240) for _ in range(ballast // 256)]
     except MemoryError:
         return False
+    gc.collect()
+    print("LEFT", gc.mem_free())  # the free heap the workload gets
     point = None
     try:
         point = fresh() if work is not recovery else None
@@ -239,18 +245,19 @@ def import_heaps(tmp):
 
 
 def bisect(target, image, script_for, passed, step):
-    """The largest ballast (to `step` bytes) with which script_for(ballast) passes: one boot
-    per trial, a trial that does not finish in TRIAL_SECONDS counts as failed (and is noted)."""
-    lo, hi, hung = 0, HEAP_192K, 0
+    """The largest ballast (to `step` bytes) with which script_for(ballast) passes, and the
+    output of that trial: one boot per trial, a trial that does not finish in
+    TRIAL_SECONDS counts as failed (and is noted)."""
+    lo, hi, hung, out_lo = 0, HEAP_192K, 0, None
     while hi - lo > step:
         mid = (lo + hi) // 2
         code, out = firmware.run(target, script_for(mid), image, TRIAL_SECONDS)
         hung += code == -1
         if passed(out):
-            lo = mid
+            lo, out_lo = mid, out
         else:
             hi = mid
-    return lo, hung
+    return lo, hung, out_lo
 
 
 TRIAL_SECONDS = 240
@@ -264,11 +271,12 @@ def workload_heaps(image, step):
         if "PASSED" not in out:
             print("  %s fails on the full heap: %s" % (work, out.strip()[-500:]))
             continue
-        base, free = value(out, "BASE"), value(out, "FREE")
-        lo, hung = bisect("microbit-frozen", image, script_for, lambda o: "PASSED" in o, step)
-        rows[work] = (base, free - lo)
+        base = value(out, "BASE")
+        lo, hung, out_lo = bisect("microbit-frozen", image, script_for, lambda o: "PASSED" in o, step)
+        needed = value(out_lo or out, "LEFT")  # the least free heap it passed with
+        rows[work] = (base, needed)
         print("  %-9s in use before %6d, free heap needed %6d: runs in a heap of %6d bytes%s" % (
-            work, base, free - lo, base + free - lo,
+            work, base, needed, base + needed,
             " (%d trial(s) hung: see the report)" % hung if hung else ""), flush=True)
     return rows
 
@@ -295,7 +303,7 @@ def suite_heaps(image, step):
         if not suite_passed(out):
             print("  %s: fails on the full 192 KB heap" % module)
             continue
-        lo, hung = bisect("microbit-192k", image, probe, suite_passed, step)
+        lo, hung, _ = bisect("microbit-192k", image, probe, suite_passed, step)
         rows[module] = HEAP_192K - lo
         print("  %-18s passes on a heap of %6d bytes (192 KB minus a %d-byte ballast)%s" % (
             module, HEAP_192K - lo, lo, " (%d trial(s) hung)" % hung if hung else ""), flush=True)
