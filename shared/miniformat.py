@@ -66,11 +66,20 @@ class TornTail:
 
 _INF = float("inf")
 _INT_DIGITS = 4300
+_BIG_BITS = 64  # a name, not a literal: mpy-cross would fold a literal into a big-int constant
 try:
-    _BIG = 10 ** 300  # below it an int is short enough without comparing it to the limit
-    _INT_LIMIT = 10 ** _INT_DIGITS  # the smallest int of _INT_DIGITS + 1 digits
+    _BIG = 1 << _BIG_BITS  # below it an int is short enough without comparing it to the limit
 except OverflowError:  # a port without big ints: every int is below any bound
-    _BIG = _INT_LIMIT = _INF
+    _BIG = _INF
+# [10 ** _INT_DIGITS] (the smallest int of _INT_DIGITS + 1 digits), made when the first
+# int of 2 ** 64 or more is checked: it is 1.8 KB of heap, which most apps never need.
+_INT_LIMIT = []
+
+
+def _int_limit():
+    if not _INT_LIMIT:
+        _INT_LIMIT.append(10 ** _INT_DIGITS)
+    return _INT_LIMIT[0]
 
 
 def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _float=float, _small=0x3FFFFFFF,
@@ -109,7 +118,7 @@ def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _flo
     if isinstance(value, int):  # bool is no int on MicroPython, so it is handled above
         # Compared, not counted: CPython's str() itself refuses such an int, with advice
         # (sys.set_int_max_str_digits) that would not make the journal readable elsewhere.
-        if -_small < value < _small or -_BIG < value < _BIG or -_INT_LIMIT < value < _INT_LIMIT:
+        if -_small < value < _small or -_BIG < value < _BIG or -_int_limit() < value < _int_limit():
             return
         raise ValueError("ints of more than %d digits are refused: CPython 3.11+ cannot read them back, "
                          "so the journal would not read on every host (store a string instead)" % _INT_DIGITS)
@@ -146,15 +155,15 @@ def encode_json(value, depth=0):
 # drift at every pass (7.278e-39 -> 9.517e-39 -> 1.064e-38) and is refused. CPython
 # reads its own floats back exactly: nothing to do there.
 FLOAT_TEXT_INEXACT = shim.MICROPYTHON
-# A float in our JSON has a digit just before its "." or "e"; a body without any such
-# pair holds no float and needs no settling (20 C-speed scans instead of a parse).
-_FLOAT_MARKS = tuple(b"%d%s" % (d, m) for m in (b".", b"e") for d in range(10))
-
-
 def may_hold_float(body):
-    for mark in _FLOAT_MARKS:
-        if mark in body:
-            return True
+    """False if `body` holds no float: a float in our JSON has a digit just before its
+    "." or "e", so a body without any such pair needs no settling (a scan, not a parse)."""
+    for mark in (b".", b"e"):
+        at = body.find(mark, 1)
+        while at > 0:
+            if 48 <= body[at - 1] <= 57:  # a digit
+                return True
+            at = body.find(mark, at + 1)
     return False
 
 
