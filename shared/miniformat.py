@@ -249,7 +249,8 @@ def parse_line(line):
     if len(line) < _SUFFIX_LEN + 2 or line[-_SUFFIX_LEN:-11] != _CRC_TAG or line[-3:] != b'"}\n':
         return None, "line has no crc field"
     # Compared as text: int(x, 16) would also take " 1a4b49f", "+1a4b49f" or "1_a4b49f".
-    if b"%08x" % (shim.crc32(line[:-_SUFFIX_LEN]) & 0xFFFFFFFF) != line[-11:-3]:
+    # Through a view: a slice would copy the line (a whole snapshot, say) on the heap.
+    if b"%08x" % (shim.crc32(memoryview(line)[:-_SUFFIX_LEN]) & 0xFFFFFFFF) != line[-11:-3]:
         return None, "crc mismatch" if has_crc_shape(line) else "crc field is not 8 lowercase hex digits"
     try:
         obj = shim.loads(line)
