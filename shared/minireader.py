@@ -36,7 +36,8 @@ class JournalReader:
         self._fast = fast and reporter is None
         self._region = None      # reporter mode: (offset, line, reason, sealed) of damage not yet reported
         if reporter is not None:
-            self._step = self._step_reporting
+            import minireport  # host tools' mode: loaded only for them
+            self._step = lambda line: minireport.step(self, line)
         self.torn = None
         self.pads = 0
         self.lost = []           # (first, last) seq ranges a repair removed (FORMAT.md 2.3)
@@ -278,113 +279,6 @@ class JournalReader:
     @property
     def lines(self):
         return self._line_no
-
-    # -- reporter mode: the same rules, but damage is reported and reading goes on
-
-    def _step_reporting(self, line):
-        offset = self.size
-        if not line:
-            self._finish_reporting()
-            return
-        self.size += len(line)
-        self._line_no += 1
-        number = self._line_no
-        if number == 1:
-            base = check_header(self.path, line, self._peek)  # FormatError: not ours, nothing to report
-            if base is None:
-                self._region = (0, 1, "torn header", False)
-            else:
-                self.base_seq = self.seq = base
-                self._expect = base + 1
-            return
-        region = self._region
-        if number == 2 and region is not None:  # a crash leaves a torn header only as the whole file
-            region = self._region = (0, 1, "damaged header with more lines after it", True)
-        kind, obj = parse_line(line)
-        if kind is None:
-            if region is None:
-                self._region = (offset, number, str(obj), False)
-            return
-        if region is not None and not region[3]:  # sealed data after damage: corruption, not a torn tail
-            region = self._region = (region[0], region[1], region[2], True)
-        damage = _damage(self, kind, obj)
-        if damage is not None or not isinstance(obj, dict):
-            if region is None:
-                self._region = (offset, number, damage or str(obj), True)
-            return
-        reporter = self.reporter
-        assert reporter is not None  # this method runs only with one (see __init__)
-        if kind == PAD:
-            self.pads += 1
-            lost = obj.get("lost")
-            if lost is not None and region is None:
-                if self._batch_left or lost[0] != self._expect:
-                    self._region = (offset, number, "pad with a bad lost range %r" % (lost,), True)
-                else:
-                    self._skip_lost(lost, offset)
-            return
-        seq = obj["seq"]
-        if self._expect < 0:  # intact records after a torn header: they say where it started
-            self._expect = seq
-            self.base_seq = seq - 1
-        if region is not None or seq != self._expect:
-            start = region or (offset, number, "sequence gap: expected seq %d, found %d" % (self._expect, seq), True)
-            first_lost = self._expect
-            if self._batch_left:  # the batch lost a member: it goes whole
-                first_lost = self._batch[0][0]
-                start = (self._batch_at[0], self._batch_at[1],
-                         start[2] + " (inside the batch at seq %d)" % first_lost, True)
-                self._batch = []
-                self._batch_left = 0
-            reporter.report("corrupt", start[1], start[0], offset - start[0], start[2],
-                            (first_lost, seq - 1) if seq > first_lost else None)
-            self._region = None
-            self._expect = seq
-        self._record(obj, offset)
-
-    def _finish_reporting(self):
-        self._done = True
-        self.close()
-        reporter = self.reporter
-        assert reporter is not None
-        start = self._region
-        if self._batch_left:
-            reason = "incomplete batch at seq %d" % self._batch[0][0]
-            sealed = False
-            if start is not None and start[3]:
-                sealed = True
-                reason = "%s (inside the batch at seq %d)" % (start[2], self._batch[0][0])
-            start = (self._batch_at[0], self._batch_at[1], reason, sealed)
-        if start is not None:
-            reporter.report("corrupt" if start[3] else "torn", start[1], start[0],
-                                 self.size - start[0], start[2], None)
-            if not start[3]:
-                self.torn = TornTail(start[0], self.size - start[0], start[1], start[2])
-        if self._line_no == 0:
-            self.torn = TornTail(0, 0, 1, "empty file (no header)")
-            reporter.report("torn", 1, 0, 0, "empty file (no header)", None)
-
-
-def _damage(reader, kind, obj):
-    """Why an intact line cannot be taken where it stands (reporter mode), or None."""
-    if kind == FOREIGN or not isinstance(obj, dict):
-        return str(obj)
-    if kind == HEADER:
-        return "second header"
-    if kind == PAD:
-        lost = obj.get("lost")
-        if lost is None or (isinstance(lost, list) and len(lost) == 2 and is_int(lost[0]) and
-                            is_int(lost[1]) and lost[0] <= lost[1]):
-            return None
-        return "pad line of the wrong shape"
-    batch = obj.get("batch", 1)
-    if not is_int(obj["seq"]) or "rec" not in obj or not is_int(batch) or batch < 1:
-        return "record line of the wrong shape"
-    if reader._expect >= 0 and obj["seq"] < reader._expect:
-        return "seq %r goes backwards (expected %d)" % (obj["seq"], reader._expect)
-    if reader._batch_left and batch != 1:
-        return "batch starts inside a batch"
-    return None
 
 
 class Replay(list):

@@ -217,12 +217,12 @@ MUTANTS = [
     ("compact-newest-snapshot", "ministate.py", "        log.compact(self._snaps.oldest_seq())",
      "        log.compact(seq)", "compaction only keeps the journal back to the newest snapshot", DEFAULT),
     # -- the reader's reporter mode (mini verify / repair): report the damage, read on
-    ("reporter-resync-seq", "minireader.py", "            self._region = None\n            self._expect = seq\n",
-     "            self._region = None\n", "after a damaged region the reporter does not resync on the next record's seq",
+    ("reporter-resync-seq", "minireport.py", "        reader._region = None\n        reader._expect = seq\n",
+     "        reader._region = None\n", "after a damaged region the reporter does not resync on the next record's seq",
      DEFAULT),
-    ("reporter-region-kept", "minireader.py", "            self._region = None\n            self._expect = seq\n",
-     "            self._expect = seq\n", "a reported region is not cleared: later damage is never reported", DEFAULT),
-    ("reporter-lost-range", "minireader.py", "(first_lost, seq - 1) if seq > first_lost else None)",
+    ("reporter-region-kept", "minireport.py", "        reader._region = None\n        reader._expect = seq\n",
+     "        reader._expect = seq\n", "a reported region is not cleared: later damage is never reported", DEFAULT),
+    ("reporter-lost-range", "minireport.py", "(first_lost, seq - 1) if seq > first_lost else None)",
      "None)", "the reporter does not say which seqs a damaged region took with it", DEFAULT),
     # -- every queue-state transition
     ("queue-ckpt-deliveries", "miniqueue.py", '{"ckpt": [mid, shim.loads(body), deliveries, status]}',
