@@ -16,7 +16,9 @@ _CRC_TAG = b',"crc":"'
 MAX_LINE = 1 << 20  # the longest line a writer writes (FORMAT.md 2.2): append refuses longer records
 # Bytes the reader takes at once. A longer line is read in pieces and kept only if it
 # is sealed, so damage of any length costs no more heap than the largest record.
-_LINE_BUDGET = 4096 if shim.MICROPYTHON else MAX_LINE
+# MicroPython's readline(size) allocates `size` bytes before it reads one: at 4 KB, every
+# line needed a 4 KB hole, and a fragmented 128 KB heap often has none (MemoryError).
+_LINE_BUDGET = 512 if shim.MICROPYTHON else MAX_LINE
 _SUFFIX_LEN = 19  # len(b',"crc":"') + 8 hex digits + len(b'"}\n')
 
 
