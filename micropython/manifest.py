@@ -2,6 +2,7 @@
 #     include("<repo>/micropython/manifest.py")
 # or one brick and what it needs with micropython/<brick>/manifest.py.
 metadata(description="mini: crash-safe storage bricks (WAL, log, snapshots, state, queue)", version="0.1.0")
+include("minidamage/manifest.py")
 include("miniflash/manifest.py")
 include("miniflashlog/manifest.py")
 include("miniformat/manifest.py")

@@ -10,8 +10,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARD = os.path.join(TOP, "boards", "virtual", "board.py")
 
 WANT = {
-    "ministore": ["miniformat.py", "minireader.py", "minishim.py", "ministore.py"],
-    "miniqueue": ["miniformat.py", "minilog.py", "miniqueue.py", "minireader.py", "minishim.py",
+    "ministore": ["minidamage.py", "miniformat.py", "minireader.py", "minishim.py", "ministore.py"],
+    "miniqueue": ["minidamage.py", "miniformat.py", "minilog.py", "miniqueue.py", "minireader.py", "minishim.py",
                   "ministore.py"],  # no minisnap
 }
 SMOKE = {

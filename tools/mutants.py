@@ -157,12 +157,13 @@ MUTANTS = [
      'parse_line compares the CRC as a number: a field like "+1a4b49f" passes', DEFAULT),
     ("crc-fast-path", "minireader.py", 'if b"%08x" % (crc32(line[:end]) & 0xFFFFFFFF) != line[-11:-3]:',
      "if False:", "the reader's fast path does not check the CRC", DEFAULT),
-    ("crc-long-line", "miniformat.py",
+    ("crc-long-line", "minidamage.py",
      'if complete and has_crc_shape(pending) and b"%08x" % (crc & 0xFFFFFFFF) == pending[-11:-3]:',
      "if complete and has_crc_shape(pending):",
      "the long-line path reads a damaged long line whole (its CRC is not checked as it passes)", DEFAULT),
     ("crc-header", "miniformat.py", "    kind, obj = parse_line(line)\n    if kind is None:\n        # Damaged",
-     "    kind, obj = parse_line(line)\n    if kind is None and _names_us(line):\n        kind, obj = HEADER, shim.loads(line)\n"
+     "    kind, obj = parse_line(line)\n    import minidamage\n    if kind is None and minidamage._names_us(line):\n"
+     "        kind, obj = HEADER, shim.loads(line)\n"
      "    if kind is None:\n        # Damaged",
      "a header whose CRC fails is trusted when it still parses as our header", DEFAULT),
     ("crc-snapshot", "minisnap.py", "kind, obj = parse_line(data) if data.count",
@@ -170,15 +171,15 @@ MUTANTS = [
     ("crc-pad-pieces", "miniformat.py", "        crc = shim.crc32(chunk, crc)\n", "",
      "recovery's pad (pad_pieces) gets a CRC that leaves out its fill", DEFAULT),
     # -- the header's shape (a file we did not write is never changed)
-    ("header-torn-always", "miniformat.py",
+    ("header-torn-always", "minidamage.py",
      "    if len(line) > _HEADER_MAX:\n        return False  # longer than any header we write",
      "    return True", "is_torn_header takes any first line for a torn header (a foreign file is overwritten)",
      DEFAULT),
-    ("header-torn-never", "miniformat.py",
+    ("header-torn-never", "minidamage.py",
      "    if len(line) > _HEADER_MAX:\n        return False  # longer than any header we write",
      "    return False", "is_torn_header takes no line for a torn header (a crash while creating makes the journal "
      "unreadable)", DEFAULT),
-    ("header-names-any-json", "miniformat.py",
+    ("header-names-any-json", "minidamage.py",
      '    return isinstance(obj, dict) and obj.get("format") == FORMAT_NAME and obj.get("version") == FORMAT_VERSION',
      "    return isinstance(obj, dict)",
      "_names_us takes any JSON object for our damaged header (a foreign JSON file is overwritten)", DEFAULT),
