@@ -61,7 +61,12 @@ def test_core_suite_on_float32_unix_port(fs):
 def _xfails(target, fs):
     # Open work of issue 14: with the whole core (issues 12-19), several tests run out of
     # these heaps at one point or another, depending on fragmentation. A MemoryError is
-    # counted (the "xfailed" line), any other failure fails the test.
+    # counted (the "xfailed" line), any other failure fails the test. Not strict yet: on
+    # microbit-128k lfs2-esp32 (2026-12-02), after the reader stopped asking for 4 KB
+    # blocks, these still did: test_int_past_4300_digits (an 8.6 KB record),
+    # test_sealed_record_nested_too_deep_is_corruption (10 KB), test_failed_write (14
+    # filesystems in one boot), two of test_miniqueue (the queue's index), and
+    # miniflash's sector buffers (HEAP_EDGE).
     names = ["--memory-errors-ok"]
     for name, (where, _why) in sorted(XFAIL.items()):
         if where in ("all", target, target + "/" + fs):
