@@ -97,7 +97,7 @@ def test_damage_larger_than_the_heap_on_the_128k_build(fs, image):
 # runs on a board whose whole heap is 96 KB, the bricks frozen. The journal and the state
 # are written in the same boot, on that heap too.
 _QUEUE_96K = pytest.mark.xfail(strict=False, reason="miniqueue keeps an index entry of every live message in RAM "
-                               "(about 100 bytes each): 1,000 messages do not fit in 96 KB yet (issue 14)")
+                               "(81 bytes each on this build): 1,000 messages do not fit in 96 KB yet (issue 14)")
 WORKLOADS = ["appends", "recovery", pytest.param("queue", marks=_QUEUE_96K)]
 
 
@@ -116,8 +116,9 @@ def test_each_workload_runs_in_a_96k_heap(work, image):
 # recoveries after a cut raise MemoryError (the reader holds whole lines and the
 # sweep's model holds the records too). Strict: they must fail until the
 # bounded-heap reader of issue 14 lands; then remove the mark.
-_HEAP = pytest.mark.xfail(strict=False, reason="MemoryError on a 192 KB heap with 4-6 KB records, in the workload or the "
-                          "recovery after some cuts (issue 14, 'Recovery must fit in a small heap')")
+_HEAP = pytest.mark.xfail(strict=False, reason="MemoryError on a 192 KB heap with 4-6 KB records: the uncut workload's "
+                          "create_snapshot() encodes and settles a 6 KB state while the sweep's model holds the records "
+                          "(2026-12-02; issue 14)")
 SWEEPS = [("powercut_ministore", "lfs2-rp2040", "always", 1),
           ("powercut_ministore", "fat-esp32", "4", 1),
           pytest.param("powercut_ministate", "lfs2-rp2040", "always", 2, marks=_HEAP),
