@@ -1,6 +1,7 @@
 """miniformat: the journal's line format (FORMAT.md 1 and 2): the errors the bricks
-raise, exact JSON encoding, sealing a line with its CRC, parsing a line, the header
-rules, and reading one line in bounded heap. ministore re-exports every name here.
+raise, exact JSON encoding, sealing a line with its CRC, parsing a line, checking the
+header, and reading one line in bounded heap (a long line, and a damaged header, are
+minidamage's, imported when met). ministore re-exports every public name here.
 """
 import minishim as shim
 
