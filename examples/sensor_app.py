@@ -1,8 +1,8 @@
 # A sensor node for a MicroPython board (real or virtual): install it as /main.py,
 # with the bricks in /lib:
-#   mpremote connect PORT fs mkdir :lib + fs cp shared/minishim.py shared/ministore.py \
-#       shared/minilog.py shared/minisnap.py shared/ministate.py shared/minimessages.py shared/miniwait.py \
-#       shared/miniqueue.py :lib/ \
+#   mpremote connect PORT fs mkdir :lib + fs cp shared/minishim.py shared/miniformat.py shared/minidamage.py \
+#       shared/minireader.py shared/ministore.py shared/minilog.py shared/minisnap.py shared/ministate.py \
+#       shared/minimessages.py shared/miniwait.py shared/miniqueue.py :lib/ \
 #       + fs cp examples/sensor_app.py :main.py
 #
 # Every cycle it counts a reading in a ministate counter (/data/state) and puts the

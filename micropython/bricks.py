@@ -17,9 +17,11 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(TOP, "shared")
 HERE = os.path.join(TOP, "micropython")
 VERSION = "0.1.0"
-# Only imports at the top of a module: one inside a function is optional (ministore
-# imports miniflash only when it is handed a flash region).
-_IMPORT = re.compile(r"^(?:import|from)\s+(mini\w+)", re.M)
+# Imports at the top of a module, and those inside a function marked "# lazy": loaded
+# only when needed, but needed (miniformat imports minidamage for a damaged or long
+# line). Any other import inside a function is optional (ministore imports miniflash
+# only when it is handed a flash region).
+_IMPORT = re.compile(r"^(?:import|from)\s+(mini\w+)|^[ \t]+(?:import|from)\s+(mini\w+)[^\n#]*#\s*lazy\b", re.M)
 
 
 def core_modules():
@@ -30,9 +32,24 @@ def core_modules():
 def direct_deps(name):
     """The core modules that `name` imports at its top (what it cannot import without)."""
     with open(os.path.join(SHARED, name + ".py")) as f:
-        found = set(_IMPORT.findall(f.read()))
+        found = set(name for pair in _IMPORT.findall(f.read()) for name in pair if name)
     core = set(core_modules())
     return sorted(found & core - {name})
+
+
+def loaded_on_demand():
+    """The core modules that no module imports at its top: only "# lazy" imports load
+    them, so importing a module does not load them yet (they are in its closure all the
+    same, as the code needs them when it meets what they handle)."""
+    top = re.compile(r"^(?:import|from)\s+(mini\w+)", re.M)
+    at_top = set()
+    for module in core_modules():
+        with open(os.path.join(SHARED, module + ".py")) as f:
+            at_top |= set(top.findall(f.read()))
+    lazy = set()
+    for module in core_modules():
+        lazy |= set(direct_deps(module))
+    return lazy - at_top
 
 
 def closure(name):

@@ -5,8 +5,7 @@
 # name and is valid only when its CRC checks; removing an old one is safe to cut at
 # any point.
 import minishim as shim
-from ministore import (MiniError, FormatError, encode_json, seal, parse_line, has_crc_shape, is_int,
-                       FLOAT_TEXT_INEXACT)
+from ministore import MiniError, FormatError, encode_json, seal, parse_line, is_int, FLOAT_TEXT_INEXACT
 
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
@@ -59,7 +58,8 @@ def is_torn_snapshot(data):
         tail = b',"state":'
         if at == end or (at > fixed and data[at:min(end, at + len(tail))] == tail[:end - at]):
             return True
-    return data.count(b"\n") == 1 and has_crc_shape(data)
+    import minidamage  # lazy: only for a damaged snapshot
+    return data.count(b"\n") == 1 and minidamage.has_crc_shape(data)
 
 
 def read_snapshot(path):

@@ -9,9 +9,12 @@
 # runs on a device one module at a time. The first run builds the firmware (about
 # 60 s, cached in ~/.cache/mini-firmware) and installs Debian's gcc-arm-none-eabi,
 # libnewlib-arm-none-eabi and qemu-system-arm when they are missing.
+import os
+import sys
+
 import pytest
 
-from mcudriver import core_modules, firmware_or_skip, romfs_image, run_on_board
+from mcudriver import core_modules, firmware, firmware_or_skip, romfs_image, run_on_board
 from mpdriver import assert_all_passed
 
 FILESYSTEMS = ["posix", "lfs2-esp32", "lfs2-rp2040", "fat-esp32", "fat-rp2040"]
@@ -35,10 +38,6 @@ XFAIL = {
 # Tests known to be at the edge of these heaps (runner.py --heap-edge NAME would count a
 # MemoryError of just these; the board runs take --memory-errors-ok for all, see _xfails):
 HEAP_EDGE = [
-    # A 20 KB damaged line: this build's readline(size) may return more than `size`, so
-    # the reader can get the line in one piece (MemoryError in parse_line) where the unix
-    # port reads it in 4 KB pieces.
-    "test_a_long_torn_tail_is_cut_and_a_long_damaged_middle_is_corruption",
     # miniflash's 4 KB sector buffers beside the test block device and the file system.
     "test_appends_program_erased_space_and_erase_once_per_sector",
     "test_retain_reuses_the_oldest_sectors_and_spreads_the_wear",
@@ -62,7 +61,12 @@ def test_core_suite_on_float32_unix_port(fs):
 def _xfails(target, fs):
     # Open work of issue 14: with the whole core (issues 12-19), several tests run out of
     # these heaps at one point or another, depending on fragmentation. A MemoryError is
-    # counted (the "xfailed" line), any other failure fails the test.
+    # counted (the "xfailed" line), any other failure fails the test. Not strict yet: on
+    # microbit-128k lfs2-esp32 (2026-12-02), after the reader stopped asking for 4 KB
+    # blocks, these still did: test_int_past_4300_digits (an 8.6 KB record),
+    # test_sealed_record_nested_too_deep_is_corruption (10 KB), test_failed_write (14
+    # filesystems in one boot), two of test_miniqueue (the queue's index), and
+    # miniflash's sector buffers (HEAP_EDGE).
     names = ["--memory-errors-ok"]
     for name, (where, _why) in sorted(XFAIL.items()):
         if where in ("all", target, target + "/" + fs):
@@ -78,14 +82,43 @@ def test_core_suite_on_the_mcu_build(target, fs, image):
         print(module, lines[-1], "(%s by MemoryError)" % lines[-2] if lines[-2].endswith("xfailed") else "")
 
 
+# Issue 14: recovery's heap is bounded by the largest record, whatever the size of the
+# damage. tests/core/test_long_lines.py has a 200 KB torn tail (opened, padded, opened
+# again) and 300 KB of damage in the middle (CorruptRecord); on the 128 KB heap every
+# one of its tests must pass, a MemoryError included in "failed".
+@pytest.mark.parametrize("fs", ["lfs2-esp32", "fat-esp32"])
+def test_damage_larger_than_the_heap_on_the_128k_build(fs, image):
+    out = run_on_board("microbit-128k", image, "runner", [fs, "test_long_lines"])
+    print(out.strip().splitlines()[-1])
+
+
+# Issue 14's heap goal: each brick's typical workload (bench/mcu_heap.py: 1,000 appends;
+# StateManager recovery of 10,000 records with a snapshot; a queue of 1,000 messages)
+# runs on a board whose whole heap is 96 KB, the bricks frozen. The journal and the state
+# are written in the same boot, on that heap too.
+_QUEUE_96K = pytest.mark.xfail(strict=False, reason="miniqueue keeps an index entry of every live message in RAM "
+                               "(81 bytes each on this build): 1,000 messages do not fit in 96 KB yet (issue 14)")
+WORKLOADS = ["appends", "recovery", pytest.param("queue", marks=_QUEUE_96K)]
+
+
+@pytest.mark.parametrize("work", WORKLOADS)
+def test_each_workload_runs_in_a_96k_heap(work, image):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import mcu_heap
+    firmware_or_skip("microbit-frozen-96k")
+    code, out = firmware.run("microbit-frozen-96k", mcu_heap.WORKLOAD % {"work": work, "ballast": 0}, image, 1800)
+    assert code == 0 and "PASSED" in out, out[-3000:]
+
+
 # Power-cut sweeps on the 192 KB board (the RP2040's geometry), at every STRIDE-th
 # flash operation of each brick's workload (tests/mp/powercut_*.py).
 # The ministate and miniqueue workloads carry records of 4-6 KB: on this heap some
 # recoveries after a cut raise MemoryError (the reader holds whole lines and the
 # sweep's model holds the records too). Strict: they must fail until the
 # bounded-heap reader of issue 14 lands; then remove the mark.
-_HEAP = pytest.mark.xfail(strict=False, reason="MemoryError on a 192 KB heap with 4-6 KB records, in the workload or the "
-                          "recovery after some cuts (issue 14, 'Recovery must fit in a small heap')")
+_HEAP = pytest.mark.xfail(strict=False, reason="MemoryError on a 192 KB heap with 4-6 KB records: the uncut workload's "
+                          "create_snapshot() encodes and settles a 6 KB state while the sweep's model holds the records "
+                          "(2026-12-02; issue 14)")
 SWEEPS = [("powercut_ministore", "lfs2-rp2040", "always", 1),
           ("powercut_ministore", "fat-esp32", "4", 1),
           pytest.param("powercut_ministate", "lfs2-rp2040", "always", 2, marks=_HEAP),

@@ -10,8 +10,9 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARD = os.path.join(TOP, "boards", "virtual", "board.py")
 
 WANT = {
-    "ministore": ["minishim.py", "ministore.py"],
-    "miniqueue": ["minilog.py", "minimessages.py", "miniqueue.py", "minishim.py", "ministore.py", "miniwait.py"],  # no minisnap
+    "ministore": ["minidamage.py", "miniformat.py", "minireader.py", "minishim.py", "ministore.py"],
+    "miniqueue": ["minidamage.py", "miniformat.py", "minilog.py", "minimessages.py", "miniqueue.py", "minireader.py",
+                  "minishim.py", "ministore.py", "miniwait.py"],  # no minisnap
 }
 SMOKE = {
     "ministore": "from ministore import MiniStore\nwith MiniStore.open('/data/j.jsonl') as s:\n    s.append({'t': 1})\n"

@@ -1,8 +1,8 @@
 # Damage of any length is read in pieces (FORMAT.md 2.2): the reader never holds more
 # than the longest intact line, and a writer never writes a line longer than MAX_LINE.
-from support import scratch, raises, write_bytes, read_bytes
-from ministore import (MiniStore, CorruptRecord, LongDamage, MAX_LINE, encode_json, header_line, read_line,
-                       record_line)
+from support import scratch, raises, write_bytes, read_bytes, size
+from ministore import (MiniStore, CorruptRecord, LongDamage, LongPad, MAX_LINE, PAD, encode_json, header_line,
+                       pad_line, parse_line, read_line, record_line, seal)
 
 
 def _file(data):
@@ -36,12 +36,15 @@ def test_a_long_torn_tail_is_cut_and_a_long_damaged_middle_is_corruption():
     with MiniStore.open(path) as store:
         store.append(1)
     good = read_bytes(path)
-    write_bytes(path, good + b"z" * 20000)  # torn tail: a long write with no newline
+    _append_filler(path, b"z", 20000)  # torn tail: a long write with no newline
     with MiniStore.open(path) as store:
         assert store.seq == 1
         store.append(2)
     assert MiniStore.replay(path) == [1, 2]
-    write_bytes(path, good + b"z" * 20000 + b"\n" + record_line(2, encode_json(2)))
+    # Written in pieces: the test must not need 20 KB in one block of a board's heap.
+    write_bytes(path, good)
+    _append_filler(path, b"z", 20000)
+    write_bytes(path, b"\n" + record_line(2, encode_json(2)), "ab")
     err = raises(CorruptRecord, MiniStore.replay, path)
     assert err.line == 3 and err.offset == len(good)
 
@@ -57,3 +60,62 @@ def test_a_record_longer_than_a_line_may_be_is_refused_before_writing():
         assert "longer than a journal line may be" in str(err)
         assert store.seq == 0
     assert read_bytes(path) == header_line(0)
+
+
+def test_a_long_pad_is_read_in_pieces_and_never_whole():
+    # A pad is as long as the damage it covers: read whole, it would cost that much heap.
+    plain = pad_line(5000, "torn tail")
+    lost = pad_line(3000, "repair", (3, 7))
+    with open(_file(plain + lost + b"next\n"), "rb") as f:
+        got = read_line(f, 64)
+        assert isinstance(got, LongPad) and len(got) == 5000
+        assert parse_line(got) == (PAD, {"pad": 5000, "why": "torn tail"})
+        got = read_line(f, 64)
+        assert isinstance(got, LongPad) and len(got) == 3000
+        assert parse_line(got) == (PAD, {"pad": 3000, "why": "repair", "lost": [3, 7]})
+        assert read_line(f, 64) == b"next\n"
+
+
+def test_a_long_sealed_line_that_only_looks_like_a_pad_is_read_whole():
+    head = b'{"pad":600,"why":"x","fill":"'
+    for line in (seal(head + b" " * 499 + b"a" + b" " * 50 + b'"'),  # not only spaces
+                 seal(head + b" " * 550 + b'"' + b'," ":" "'),         # more fields after the fill
+                 seal(b'{"pad":600,"seq":1,"fill":"' + b" " * 550 + b'"')):  # a record, for parse_line
+        with open(_file(line + b"next\n"), "rb") as f:
+            assert read_line(f, 64) == line
+            assert read_line(f, 64) == b"next\n"
+
+
+def _append_filler(path, byte, count):
+    piece = byte * 4096  # in pieces: a board's heap could not hold the whole of it
+    with open(path, "ab") as f:
+        for _ in range(count // 4096):
+            f.write(piece)
+        f.write(piece[:count % 4096])
+
+
+def test_a_torn_tail_of_200_kb_opens_and_reopens_and_damage_that_long_is_corruption():
+    # Issue 14: run on the MCU build with a 128 KB heap by tests/test_mcu.py.
+    path = scratch() + "/j.jsonl"
+    with MiniStore.open(path) as store:
+        for i in range(5):
+            store.append({"i": i})
+    good = size(path)
+    write_bytes(path, b'{"seq":6,"rec":"', "ab")  # a 200 KB record the power cut tore
+    _append_filler(path, b"a", 200 * 1024)
+    with MiniStore.open(path) as store:
+        assert store.seq == 5
+        store.append({"after": "recovery"})
+    with MiniStore.open(path) as store:  # the 200 KB pad is read in pieces too
+        assert store.seq == 6
+    assert MiniStore.replay(path) == [{"i": i} for i in range(5)] + [{"after": "recovery"}]
+    middle = scratch() + "/m.jsonl"
+    with MiniStore.open(middle) as store:
+        for i in range(5):
+            store.append({"i": i})
+    _append_filler(middle, b"b", 300 * 1024)
+    write_bytes(middle, b"\n" + record_line(6, encode_json(6)), "ab")
+    err = raises(CorruptRecord, MiniStore.replay, middle)
+    assert err.line == 7 and err.offset == good
+    err = raises(CorruptRecord, MiniStore.open, middle)
+    assert err.line == 7 and err.offset == good

@@ -150,7 +150,9 @@ class RAMFlash:
         # Through a view of exactly the target: assigning to a slice of the whole
         # buffer also moves its tail onto itself (memmove), which costs O(image size)
         # a call on a microcontroller's byte-by-byte memmove.
-        self.mem[start:start + length][:] = self._erased[:length]
+        # The erased bytes through a view too: a slice of bytes would be a 4 KB copy on
+        # the heap at every erase, which no flash driver of a real board allocates.
+        self.mem[start:start + length][:] = memoryview(self._erased)[:length]
 
     def _cut_write(self, start, buf, erase_first):
         """The cut op of a write: apply the mode and return True if it must raise."""
