@@ -53,8 +53,6 @@ NOT_IN_STUBS = {
     "ministore.pad_line": FORMAT_INTERNALS,
     "ministore.pad_pieces": FORMAT_INTERNALS,
     "ministore.parse_line": FORMAT_INTERNALS,
-    "ministore.is_torn_header": FORMAT_INTERNALS,
-    "ministore.has_crc_shape": FORMAT_INTERNALS,
     "ministore.check_header": FORMAT_INTERNALS,
     "ministore.LongDamage": FORMAT_INTERNALS,
     "ministore.read_line": FORMAT_INTERNALS,
