@@ -137,7 +137,8 @@ def test_image_pull_reads_a_region_off_the_virtual_board(tmp_path):
     address = board.start("--size-kb", "256")
     try:
         files = [os.path.join("shared", name) for name in ("minishim.py", "minidamage.py", "miniformat.py",
-                                                           "minireader.py", "ministore.py", "miniflash.py")]
+                                                           "minireader.py", "ministore.py", "miniregion.py",
+                                                           "miniflash.py")]
         mpremote(address, "fs", "mkdir", ":lib", "+", "fs", "cp", *files, "tests/mp/blockdev.py", ":lib/")
         assert "made 400" in mpremote(address, "exec", MAKE_REGION)
         out = tmp_path / "region.bin"

@@ -37,6 +37,8 @@ NO_STUB = {
     "minireader": "ministore's reader, split out of it for size; ministore re-exports JournalReader and the "
                   "ministore stub is its API",
     "minidamage": "the format's rules for damaged lines, loaded by the reader when there is damage: not an API",
+    "miniregion": "miniflash's region and reader, split out of it for size; miniflash re-exports Region, SubDevice, "
+                  "FlashReader and the rest, and the miniflash stub is their API",
     "minireport": "the reader's reporter mode for the host tools (mini verify, repair, tail): not an API",
     "miniwait": "the queue's waiting plumbing (retry delays, wake-ups): reached through MiniQueue.get(timeout), "
                 "nack(delay) and aget(), not an API of its own",

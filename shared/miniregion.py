@@ -1,0 +1,307 @@
+# miniregion: a raw flash region as miniflash uses it (FORMAT.md 6): the sectors of a
+# block device with the extended interface, the writers' registry of the flash bytes
+# they cover, the sector header, and the reader of the ring of sectors. miniflash (the
+# writer, FlashStore) re-exports what applications use from here.
+import minishim as shim
+from ministore import (CorruptRecord, FormatError, LockedError, TornTail, parse_line, seal, is_int,
+                       HEADER, RECORD)
+
+FORMAT_NAME = "miniflash"
+FORMAT_VERSION = 1
+HEADER_MAX = 192     # a sector header line is shorter; a sector holds at most sector_size - HEADER_MAX of records
+_ERASED = 0xFF
+
+
+class Region:
+    """Sectors start..start+sectors-1 of a block device, and how the journal uses them.
+
+    prog: every program is whole aligned units of prog bytes, 0xFF over the bytes that
+    must not change (a NOR program only clears bits): 256 suits RP2040 pages and any NOR.
+    retain: None (reuse a sector only once release() covers its records) or bytes: reuse
+    the oldest sector when the newer ones keep at least that many bytes of records.
+    reformat: write over data that is not a miniflash journal instead of refusing it."""
+
+    def __init__(self, device, start=0, sectors=None, prog=256, retain=None, reformat=False, name=None):
+        self.device = device
+        self.sector_size = device.ioctl(5, 0)
+        total = device.ioctl(4, 0)
+        if sectors is None:
+            sectors = total - start
+        if not is_int(start) or not is_int(sectors) or start < 0 or sectors < 2 or start + sectors > total:
+            raise ValueError("a region needs 2 or more sectors inside the device's %d" % total)
+        if not is_int(prog) or prog < 1 or self.sector_size % prog:
+            raise ValueError("prog must divide the sector size %d" % self.sector_size)
+        if retain is not None and (not is_int(retain) or retain < 0 or
+                                   retain > (sectors - 2) * (self.sector_size - HEADER_MAX)):
+            raise ValueError("retain must be None or 0..(sectors - 2) x (sector size - %d) bytes" % HEADER_MAX)
+        self.start = start
+        self.sectors = sectors
+        self.prog = prog
+        self.retain = retain
+        self.reformat = reformat
+        self.name = name or "flash sectors %d..%d" % (start, start + sectors - 1)
+        flash, first = _where(device)
+        first += start * self.sector_size
+        # Its writer's entry in the lock registry (minishim._held): the bytes it covers.
+        self.key = ("miniflash", flash, first, first + sectors * self.sector_size)
+
+    def read(self, sector, offset, length):
+        buf = bytearray(length)
+        self.device.readblocks(self.start + sector, buf, offset)
+        return bytes(buf)
+
+    def program(self, sector, offset, data):
+        """Program data at offset in a sector, as whole aligned prog units padded with 0xFF."""
+        prog = self.prog
+        first = offset - offset % prog
+        end = offset + len(data)
+        end += (prog - end % prog) % prog
+        if first != offset or end != offset + len(data):
+            buf = bytearray(b"\xff" * (end - first))
+            buf[offset - first:offset - first + len(data)] = data
+            data = buf
+        self.device.writeblocks(self.start + sector, data, first)
+
+    def erase(self, sector):
+        self.device.ioctl(6, self.start + sector)
+
+    def barrier(self):
+        # The ops so far have completed (a no-op on esp32.Partition and rp2.Flash, whose
+        # programs and erases are synchronous; block devices with a write cache flush it).
+        self.device.ioctl(3, 0)
+
+
+def _where(device):
+    """(which flash, byte offset) of a block device's first block, so that two objects
+    on the same flash are known as one: an esp32.Partition tells its address (info());
+    a SubDevice is where its device is, plus its start. Any other device is its own flash."""
+    if isinstance(device, SubDevice):
+        flash, first = _where(device.device)
+        return flash, first + device.start * device.block_size
+    info = getattr(device, "info", None)
+    if info is not None:
+        try:
+            found = info()  # esp32.Partition: (type, subtype, address, size, label, encrypted)
+        except Exception:  # another device's info(), of another meaning: not a partition
+            found = None
+        if isinstance(found, tuple) and len(found) == 6 and is_int(found[2]):
+            return "partitions", found[2]
+    return id(device), 0
+
+
+def _hold(region):
+    """Enter the region in the writers' registry, or LockedError if a writer holds any of its bytes."""
+    key = region.key
+    with shim._held_lock:  # two threads opening at once: one of them wins
+        taken = [k for k in shim._held if isinstance(k, tuple) and k[0] == "miniflash" and k[1] == key[1] and
+                 k[2] < key[3] and key[2] < k[3]]
+        if not taken:
+            shim._held[key] = True
+    if taken:
+        raise LockedError("%s is already open for writing (one writer at a time)" % region.name)
+
+
+def _let_go(key):
+    with shim._held_lock:
+        shim._held.pop(key, None)
+
+
+def as_region(region):
+    if not isinstance(region, Region) and not hasattr(region, "ioctl"):
+        raise TypeError("a journal is a path (str) or a flash block device, not %r" % (region,))
+    return region if isinstance(region, Region) else Region(region)
+
+
+class SubDevice:
+    """Blocks start..start+count-1 of a block device as a block device of their own, with
+    the extended interface: LittleFS on part of a partition and the journal on the rest
+    (ESP32), or a region where rp2.Flash takes no start=/len=. No block outside is touched."""
+
+    def __init__(self, device, start, count):
+        if not is_int(start) or not is_int(count) or start < 0 or count < 1 or start + count > device.ioctl(4, 0):
+            raise ValueError("blocks %r..+%r are not inside the device" % (start, count))
+        self.device = device
+        self.start = start
+        self.count = count
+        self.block_size = device.ioctl(5, 0)
+
+    def _block(self, block, end):
+        if block < 0 or block * self.block_size + end > self.count * self.block_size:
+            raise ValueError("block %d is outside this sub-device" % block)
+        return self.start + block
+
+    def readblocks(self, block, buf, offset=0):
+        self.device.readblocks(self._block(block, offset + len(buf)), buf, offset)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:  # the simple interface: whole blocks, erased first
+            self.device.writeblocks(self._block(block, len(buf)), buf)
+        else:
+            self.device.writeblocks(self._block(block, offset + len(buf)), buf, offset)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.count
+        return self.device.ioctl(op, self._block(arg, 1) if op == 6 else arg)
+
+
+def header_line(region, number, erases, base_seq):
+    return seal(b'{"format":"%s","version":%d,"sector_size":%d,"sectors":%d,"number":%d,"erases":%d,"base_seq":%d' % (
+        FORMAT_NAME.encode(), FORMAT_VERSION, region.sector_size, region.sectors, number, erases, base_seq))
+
+
+def read_header(region, index):
+    """(number, erases, base_seq, header length) of a sector in use, or None."""
+    data = region.read(index, 0, HEADER_MAX)
+    end = data.find(b"\n")
+    if end < 0 or data[0] != 0x7B:  # "{": a retired header is all zero bytes
+        return None
+    kind, obj = parse_line(data[:end + 1])
+    if kind != HEADER or not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
+        return None
+    if obj.get("version") != FORMAT_VERSION:
+        raise FormatError("%s: sector %d: miniflash version %r is not supported (this code reads %d)" % (
+            region.name, index, obj.get("version"), FORMAT_VERSION))
+    if obj.get("sector_size") != region.sector_size or obj.get("sectors") != region.sectors:
+        raise FormatError("%s: the journal was written for %r sectors of %r bytes, not %d of %d" % (
+            region.name, obj.get("sectors"), obj.get("sector_size"), region.sectors, region.sector_size))
+    values = (obj.get("number"), obj.get("erases"), obj.get("base_seq"))
+    for value in values:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CorruptRecord(region.name, 1, index * region.sector_size, "sector header of the wrong shape")
+    return values + (end + 1,)
+
+
+class FlashReader:
+    """Iterates (seq, record) over a region, oldest sector first, in one sector of memory.
+
+    As ministore.JournalReader: `torn` (the head sector's unacknowledged tail), `seq`,
+    `base_seq`, `size`, `pads` (older sectors whose tail a crash cut), `lost` (empty).
+    `line` is the line of the record just yielded; `ring` the sectors in use, oldest
+    first, as [index, number, base_seq, record bytes]; `erases` every sector's erase
+    count (None: unknown); `head_end` where the next record goes (None: a new sector)."""
+
+    def __init__(self, region, from_seq=0, head_only=False):
+        self.region = region = as_region(region)
+        self.path = region.name
+        self.torn = None
+        self.pads = 0
+        self.lost = []
+        self.size = 0
+        self.seq = self.base_seq = None
+        self.head_end = self.line = None
+        self.erases = [None] * region.sectors
+        found = []
+        for index in range(region.sectors):
+            header = read_header(region, index)
+            if header is not None:
+                found.append((header[0], index, header))
+                self.erases[index] = header[1]
+        found.sort()
+        self.ring = []
+        self._headers = []
+        for number, index, header in found:
+            if self.ring:
+                before = self.ring[-1]
+                if number != before[1] + 1 or index != (before[0] + 1) % region.sectors:
+                    raise CorruptRecord(self.path, 1, index * region.sector_size,
+                                        "sector %d (number %d) does not follow sector %d (number %d) in the ring" % (
+                                            index, number, before[0], before[1]))
+            self.ring.append([index, number, header[2], 0])
+            self._headers.append(header[3])
+        if self.ring:
+            self.base_seq = self.seq = self.ring[0][2]
+        self._from = from_seq
+        self._head_only = head_only
+        self._items = self._generate()
+
+    def __iter__(self):
+        return self._items
+
+    def __next__(self):
+        return next(self._items)
+
+    def close(self):  # as JournalReader's: a region holds no file open
+        pass
+
+    def _generate(self):
+        ring = self.ring
+        last = len(ring) - 1
+        for at in range(len(ring)):
+            index, number, base, _ = ring[at]
+            if at < last and (self._head_only or ring[at + 1][2] < self._from):
+                self.seq = ring[at + 1][2]  # skipped: its records all come before what is wanted
+                continue
+            if at and base != self.seq:
+                raise CorruptRecord(self.path, 1, index * self.region.sector_size,
+                                    "sequence gap: sector %d starts after seq %d, but the journal before it "
+                                    "ends at seq %d" % (index, base, self.seq))
+            self.seq = base
+            for item in self._sector(at, at == last):
+                yield item
+
+    def _sector(self, at, is_head):
+        index, number, base, _ = self.ring[at]
+        data = self.region.read(index, 0, self.region.sector_size)
+        where = index * self.region.sector_size  # offsets reported are bytes into the region
+        pos = self._headers[at]
+        line_no = 1
+        expect = base + 1
+        batch = []      # (seq, record, line) of a batch not yet complete
+        left = 0        # its lines still to come
+        batch_at = (0, 0)
+        reason = None
+        while pos < len(data) and data[pos] != _ERASED:
+            end = data.find(b"\n", pos) + 1
+            kind, obj = parse_line(data[pos:end]) if end else (None, "incomplete line (no newline)")
+            if kind is None:
+                reason = obj
+                break
+            line_no += 1
+            if kind != RECORD or not isinstance(obj, dict):
+                raise CorruptRecord(self.path, line_no, where + pos, obj if isinstance(obj, str) else "not a record")
+            seq = obj["seq"]
+            count = obj.get("batch", 1)
+            if not is_int(seq) or not is_int(count) or count < 1 or "rec" not in obj or (left and count != 1):
+                raise CorruptRecord(self.path, line_no, where + pos, "record line of the wrong shape")
+            if seq != expect:
+                raise CorruptRecord(self.path, line_no, where + pos,
+                                    "sequence gap: expected seq %d, found %r" % (expect, seq))
+            expect += 1
+            self.size += end - pos
+            if count > 1:
+                left = count
+                batch_at = (pos, line_no)
+            batch.append((seq, obj["rec"], data[pos:end]))
+            pos = end
+            left = left - 1 if left else 0
+            if left:
+                continue
+            self.seq = seq
+            for item in batch:
+                if item[0] >= self._from:
+                    self.line = item[2]
+                    yield item[0], item[1]
+            batch = []
+        used = len(data.rstrip(b"\xff"))
+        self.ring[at][3] = pos - self._headers[at]  # record bytes, for the retain policy
+        if used > pos:
+            # Written bytes that are not records: a program a crash cut short, or damage.
+            # A crash leaves them only at the end: an intact line after them is damage.
+            pieces = data[pos:used].split(b"\n")
+            for i in range(1, len(pieces) - 1):
+                if parse_line(pieces[i] + b"\n")[0] is not None:
+                    raise CorruptRecord(self.path, line_no, where + pos, "%s (intact lines follow)" % (
+                        reason or "erased bytes inside a line"))
+        if batch:
+            # Batches never cross sectors, so one open at the end of a sector was cut short.
+            pos, line_no = batch_at
+            reason = "incomplete batch at seq %d (%d of %d records)" % (batch[0][0], len(batch), len(batch) + left)
+        elif used <= pos:
+            if is_head:
+                self.head_end = pos
+            return
+        if is_head:
+            self.torn = TornTail(where + pos, max(used, pos) - pos, line_no, reason or "erased bytes inside a line")
+        else:
+            self.pads += 1
