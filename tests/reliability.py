@@ -60,6 +60,30 @@ def record(**fields):
         f.write(json.dumps(line, sort_keys=True) + "\n")
 
 
+class Tally:
+    """What one torture group ran and checked, for record(): the one tally of the CPython
+    suites (test_damage, test_fuzz); each adds the counts of its own kind."""
+
+    failure = AssertionError  # what a failed check raises
+
+    def __init__(self):
+        self.inputs = 0      # inputs run (damaged files, hypothesis examples)
+        self.checks = 0
+        self.outcomes = {}   # outcome -> count, so the report shows what the inputs reached
+
+    def check(self, ok, message, *args):
+        """Count a check; raise `failure(message % args)` (formatted only then: records can be big)."""
+        self.checks += 1
+        if not ok:
+            raise self.failure(message % args if args else message)
+
+    def saw(self, outcome):
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def summary(self):
+        return "; ".join("%s: %d" % (outcome, self.outcomes[outcome]) for outcome in sorted(self.outcomes))
+
+
 def parse_result_lines(output):
     """The RESULT lines a MicroPython script printed ("RESULT {json}"), as dicts."""
     results = []

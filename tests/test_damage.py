@@ -68,25 +68,21 @@ class Violation(Exception):
     """An outcome outside the documented set, or a wrong result."""
 
 
-class Tally:
+class Tally(reliability.Tally):
     """Counts for one brick and one kind of damage; one reliability.record() at the end."""
 
+    failure = Violation
+    expect = reliability.Tally.check
+
     def __init__(self, brick, config):
+        reliability.Tally.__init__(self)
         self.brick = brick
         self.config = config
-        self.checks = 0
-        self.inputs = 0
         self.cut_points = 0
         self.acked_ops = 0     # records (or events, mutations) wholly before the damage
         self.acked_lost = 0    # of those, missing from a recovery that did not refuse
-        self.outcomes = {}
         self.violations = []
         self.started = time.monotonic()
-
-    def expect(self, ok, text, *args):
-        self.checks += 1
-        if not ok:
-            raise Violation(text % args if args else text)
 
     def acked(self, expected, got):
         """`expected` units of data were wholly before the damage; `got` came back."""
@@ -105,11 +101,11 @@ class Tally:
             tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-4:])
             self.violations.append("%s: unexpected %s: %s\n%s" % (where, type(exc).__name__, exc, tail))
         else:
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            self.saw(outcome)
 
     def finish(self, extra_notes=""):
         seconds = time.monotonic() - self.started
-        notes = "; ".join("%s: %d" % (k, self.outcomes[k]) for k in sorted(self.outcomes))
+        notes = self.summary()
         if extra_notes:
             notes = extra_notes + "; " + notes
         reliability.record(suite="damage", brick=self.brick, fs="posix", config=self.config,

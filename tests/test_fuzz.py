@@ -23,7 +23,6 @@
 # Each core bug this file found has an explicit reproducer at the end of the file (all
 # fixed). A bug not yet fixed is marked xfail(strict=True) there: when it is fixed, its
 # test turns XPASS and fails, so the mark gets removed.
-import collections
 import contextlib
 import copy
 import io
@@ -73,26 +72,12 @@ def fuzz_settings(ci, long):
 
 # ---------------------------------------------------------------- bookkeeping
 
-class Tally:
+class Tally(reliability.Tally):
     """What one property group ran and checked, for reliability.record()."""
 
     def __init__(self):
-        self.inputs = 0       # examples run (shrinking included)
-        self.checks = 0
+        reliability.Tally.__init__(self)
         self.violations = 0   # examples that broke a property or raised an undocumented error
-        self.seen = collections.Counter()  # outcomes, so the report shows what the examples reached
-
-    def saw(self, outcome):
-        self.seen[outcome] += 1
-
-    def summary(self):
-        return ", ".join("%s: %d" % (outcome, count) for outcome, count in sorted(self.seen.items()))
-
-    def check(self, condition, message, *args):
-        """Count a check; fail with `message % args` (formatted only then: records can be big)."""
-        self.checks += 1
-        if not condition:
-            raise AssertionError(message % args if args else message)
 
     @contextlib.contextmanager
     def example(self):
