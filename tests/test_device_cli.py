@@ -245,7 +245,7 @@ def test_tail_errors(device):
 @pytest.mark.parametrize("geometry", ["esp32", "rp2040"])
 def test_image_extract_reads_what_the_board_wrote(tmp_path, geometry):
     board = VirtualBoard(tmp_path / ("%s.bin" % geometry), geometry)
-    address = board.start("--preload", "--size-kb", "256")
+    address = board.start("--preload", "--size-kb", "512")
     try:
         assert "made" in mpremote(address, "exec", MAKE)
     finally:

@@ -140,7 +140,7 @@ sys.modules['json'] = _TamperedJSON()
 def tampered(tmp_path_factory):
     work = tmp_path_factory.mktemp("tampered")
     board = VirtualBoard(work / "flash.bin", "esp32")
-    address = board.start("--preload", "--size-kb", "256")
+    address = board.start("--preload", "--size-kb", "512")
     boot = work / "boot.py"
     boot.write_text(TAMPER_BOOT)
     mpremote(address, "fs", "cp", str(boot), ":boot.py")

@@ -34,7 +34,7 @@ def test_tail_follow_resume_keeps_a_running_app_running(tmp_path):
     app = tmp_path / "app.py"
     app.write_text(APP)
     board = VirtualBoard(tmp_path / "flash.bin", "esp32")
-    address = board.start("--preload", "--main", str(app), "--size-kb", "256")
+    address = board.start("--preload", "--main", str(app), "--size-kb", "512")
     try:
         board.wait_console(b"count 5")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOP, "shared"),

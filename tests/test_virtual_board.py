@@ -325,7 +325,7 @@ def test_main_py_is_interrupted_by_mpremote_and_plain_connect_soft_resets(boards
 
 def test_preload_and_board_errors(boards, tmp_path):
     board = boards("rp.bin", "rp2040")
-    address = board.start("--preload", "--size-kb", "256")
+    address = board.start("--preload", "--size-kb", "512")
     out = mpremote(address, "exec", "import os, miniqueue; print(sorted(os.listdir('/lib')), os.statvfs('/')[0])")
     assert str(sorted(BRICKS)) in out and "4096" in out
     code, _, err = run([sys.executable, BOARD_PY, "start", "--image", board.image], check=False)
@@ -344,8 +344,8 @@ def test_preload_and_board_errors(boards, tmp_path):
     assert "not running" in out
     code, out, _ = run([sys.executable, BOARD_PY, "status", "--image", board.image], check=False)
     assert code == 3 and out.strip() == "off"
-    code, _, err = run([sys.executable, BOARD_PY, "start", "--image", board.image, "--size-kb", "512"], check=False)
-    assert code == 2 and "256 KiB" in err
+    code, _, err = run([sys.executable, BOARD_PY, "start", "--image", board.image, "--size-kb", "1024"], check=False)
+    assert code == 2 and "512 KiB" in err
     code, _, err = run([sys.executable, BOARD_PY, "start", "--image", tmp_path / "no" / "dir.bin"], check=False)
     assert code == 2 and "no such directory" in err
     code, _, err = run([sys.executable, BOARD_PY, "reset", "--image", board.image], check=False)
