@@ -434,6 +434,14 @@ except ImportError:
     THREADS = False
 
 
+def held_lock():
+    """A lock taken at once, for another thread to release: a one-shot wake-up that the
+    waiter blocks on (the group commit's followers, a queue's get(timeout))."""
+    lock = allocate_lock()
+    lock.acquire()
+    return lock
+
+
 def wait_release(lock, ms):
     """Wait up to `ms` milliseconds for another thread to release `lock`, which the caller
     acquired; True if it was released (and is now held again by the caller).

@@ -232,11 +232,11 @@ class MiniStore:
                 gate = None
                 if self._leading or (self._due and self._standby is not None):
                     self._timed = True  # threads wait for syncs: time them for the standby
-                    gate = _closed_lock()
+                    gate = shim.held_lock()
                     self._followers.append((seq, gate))
                     wait = -1
                 elif self._due:
-                    gate = self._standby = _closed_lock()
+                    gate = self._standby = shim.held_lock()
                     wait = self._sync_time
                 else:
                     if self._pending:
@@ -269,7 +269,7 @@ class MiniStore:
 
     def _follow(self, seq):
         """Wait for the running sync to end; self._lock is held on entry and on return."""
-        gate = _closed_lock()
+        gate = shim.held_lock()
         self._followers.append((seq, gate))
         self._lock.release()
         try:
@@ -380,12 +380,6 @@ class MiniStore:
         with the threads that wrote meanwhile. A store closed since had synced it first;
         ClosedError if it failed or was closed before (miniqueue's concurrent puts)."""
         self._sync_upto(seq)
-
-
-def _closed_lock():
-    gate = shim.allocate_lock()
-    gate.acquire()
-    return gate
 
 
 # The group commit's clock (CPython only: a MicroPython sync holds _lock, no one waits).

@@ -25,6 +25,15 @@ def backoff(delay, factor, cap, deliveries):
     return min(delay, cap)
 
 
+def ticks_after(seconds):
+    """The ticks_ms() value `seconds` from now."""
+    return shim.ticks_add(shim.ticks_ms(), int(seconds * 1000 + 0.5))
+
+
+def _passed(deadline):
+    return shim.ticks_diff(deadline, shim.ticks_ms()) <= 0
+
+
 class Delays:
     """Ids of nacked messages that are not to be delivered before their time."""
 
@@ -35,7 +44,7 @@ class Delays:
         return len(self._due)
 
     def add(self, mid, seconds):
-        self._due.append([shim.ticks_add(shim.ticks_ms(), int(seconds * 1000 + 0.5)), mid])
+        self._due.append([ticks_after(seconds), mid])
 
     def pop_due(self):
         """The ids whose time has come (removed from here)."""
@@ -72,8 +81,7 @@ class Wakeup:
         self._aio = None  # (asyncio, its loop or None, asyncio.Event) of the tasks in aget()
 
     def register(self):
-        lock = shim.allocate_lock()
-        lock.acquire()
+        lock = shim.held_lock()
         self._locks.append(lock)
         return lock
 
@@ -119,15 +127,14 @@ def _wait_ms(queue, deadline):
 
 def blocking_get(queue, timeout):
     """MiniQueue.get(timeout): deliver, or wait for a put or nack (or a delay to pass)."""
-    check_seconds("timeout", timeout)
-    deadline = shim.ticks_add(shim.ticks_ms(), int(timeout * 1000 + 0.5))
+    deadline = ticks_after(check_seconds("timeout", timeout))
     while True:
         with queue._lock:
             item = queue._get_now()
             if item is not None:
                 return item
             wait = _wait_ms(queue, deadline)
-            if wait == 0 and shim.ticks_diff(deadline, shim.ticks_ms()) <= 0:
+            if wait == 0 and _passed(deadline):
                 return None
             lock = queue._wake.register()
         try:
@@ -142,8 +149,7 @@ async def aget(queue, timeout=None):
     import asyncio  # here, not at the top: the core imports on a port without asyncio
     deadline = None
     if timeout is not None:
-        check_seconds("timeout", timeout)
-        deadline = shim.ticks_add(shim.ticks_ms(), int(timeout * 1000 + 0.5))
+        deadline = ticks_after(check_seconds("timeout", timeout))
     while True:
         with queue._lock:
             event = queue._wake.event(asyncio)
@@ -152,7 +158,7 @@ async def aget(queue, timeout=None):
             if item is not None:
                 return item
             wait = _wait_ms(queue, deadline)
-        if deadline is not None and wait == 0 and shim.ticks_diff(deadline, shim.ticks_ms()) <= 0:
+        if deadline is not None and wait == 0 and _passed(deadline):
             return None
         if wait is None:
             await event.wait()
