@@ -60,6 +60,25 @@ def lines(path):
     return read_bytes(path).split(b"\n")[:-1]
 
 
+def appender(store, per_thread, pad=None, sync_every=None):
+    """A run_threads target: thread t appends 40 records to `store`, every 10th an atomic
+    batch of 3 ([t, i, 0..2]), the others [t, i] (or [t, i, pad]); it keeps the seqs it
+    got in per_thread[t] (one list per thread: MicroPython's unix port and RP2040 run
+    threads with no GIL, so a list shared between them would need a lock of its own).
+    sync_every: also sync() after every that-many-th append."""
+    def writer(t):
+        seqs = per_thread[t]
+        for i in range(40):
+            if i % 10 == 9:
+                last = store.append_many([[t, i, 0], [t, i, 1], [t, i, 2]])
+                seqs.extend([last - 2, last - 1, last])
+            else:
+                seqs.append(store.append([t, i] if pad is None else [t, i, pad]))
+            if sync_every is not None and i % sync_every == 0:
+                store.sync()
+    return writer
+
+
 def run_threads(target, count):
     """Run target(0) .. target(count - 1) in `count` threads at once; re-raise the first error.
 

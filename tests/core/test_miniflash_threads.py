@@ -14,7 +14,7 @@ except ImportError:  # CPython: pytest puts tests/core on the path, not tests/mp
     import blockdev
 
 import support
-from support import scratch, raises, run_threads, has_threads
+from support import appender, scratch, raises, run_threads, has_threads
 import flashsweep
 import minishim
 from miniflash import Region, SubDevice
@@ -52,19 +52,8 @@ def test_threads_appending_to_one_region_get_unique_seqs_in_order_and_lose_nothi
     for sync in ("always", 3):
         dev = flash(16)
         store = MiniStore.open(Region(dev, retain=None), sync=sync)
-        per_thread = [[] for _ in range(THREADS)]  # one list per thread (no GIL on some ports)
-
-        def writer(t):
-            seqs = per_thread[t]
-            for i in range(40):
-                if i % 10 == 9:
-                    last = store.append_many([[t, i, 0], [t, i, 1], [t, i, 2]])
-                    seqs.extend([last - 2, last - 1, last])
-                else:
-                    seqs.append(store.append([t, i, "x" * 60]))
-                if i % 13 == 0:
-                    store.sync()
-        run_racing(writer)
+        per_thread = [[] for _ in range(THREADS)]
+        run_racing(appender(store, per_thread, pad="x" * 60, sync_every=13))
         store.close()
         expected = THREADS * (36 + 4 * 3)
         assert sorted(s for mine in per_thread for s in mine) == list(range(1, expected + 1))

@@ -1,6 +1,6 @@
 # Several threads may share one brick (README "Threads"): every public method holds
 # the object's lock. Each test reopens what the threads wrote and checks exact counts.
-from support import MICROPYTHON, scratch, raises, run_threads, has_threads
+from support import MICROPYTHON, appender, scratch, raises, run_threads, has_threads
 from ministore import MiniStore, LockedError, ClosedError, encode_json
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue
@@ -22,19 +22,8 @@ def test_threads_appending_to_one_store_get_unique_seqs_and_lose_nothing():
         return
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
-    # One list per thread: MicroPython's unix port and RP2040 run threads with no GIL,
-    # so a list shared between threads would need a lock of its own.
     per_thread = [[] for _ in range(THREADS)]
-
-    def writer(t):
-        seqs = per_thread[t]
-        for i in range(40):
-            if i % 10 == 9:
-                last = store.append_many([[t, i, 0], [t, i, 1], [t, i, 2]])
-                seqs.extend([last - 2, last - 1, last])
-            else:
-                seqs.append(store.append([t, i]))
-    run_threads(writer, THREADS)
+    run_threads(appender(store, per_thread), THREADS)
     store.close()
     seqs = [seq for mine in per_thread for seq in mine]
     expected = THREADS * (36 + 4 * 3)
