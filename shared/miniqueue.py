@@ -71,9 +71,10 @@ class MiniQueue(Messages, LogBrick):
         written since the last checkpoint that trigger the next (default max_bytes).
         region: keep the journal on this raw flash region (miniflash, FORMAT.md 6) instead of
         in journal files; it must hold compact_bytes plus a checkpoint, plus 2 sectors.
-        durability: "puts" (the default) syncs puts (under `sync`) and checkpoints; a get,
-        ack, nack, dead letter or purge is written at once and becomes durable with the
-        next put, sync(), close() or checkpoint, or once `unsynced_events` of them wait.
+        durability: "puts" (the default) syncs puts, purges (under `sync`) and checkpoints;
+        a get, ack, nack or dead letter is kept in RAM and written, and synced, with the
+        next put, sync(), close() or checkpoint, or once `unsynced_events` of them wait
+        (an ack replaces its get if that is still in RAM).
         A crash can then only redeliver messages whose ack was not durable yet, and count
         fewer deliveries (FORMAT.md 5.2). "all": every event is synced (under `sync`).
         retry_delay, retry_backoff, retry_max (seconds): a nack() without a delay holds the
@@ -207,13 +208,14 @@ class MiniQueue(Messages, LogBrick):
                     freed += len(self._msgs[mid][_BODY])
                 if self._bytes - freed + need > self.max_bytes:
                     raise QueueFull("queue %s is full of in-flight, delayed and dead messages" % self.directory)
-                events = [{"drop": mid} for mid in drops]
+                events = [b'{"drop":%d}' % mid for mid in drops]
             first = log.seq + self._deferred_events + len(events) + 1  # deferred events go first
             # Group commit (files, sync="always"): written now, synced below, outside the lock,
             # in one sync shared with the threads that put meanwhile. get() delivers none
             # of these before that sync (_get_now), so no id is seen that a crash could reuse.
-            self._write([encode_json(event) for event in events] + [b'{"put":%s}' % body for body in bodies], True,
-                        sync=not group)
+            for body in bodies:
+                events.append(b'{"put":%s}' % body)
+            self._write(events, sync=not group)
             store = log.store if group else None  # compaction may start a new one: this one holds the puts
             for mid in drops:
                 self._forget(mid)
@@ -235,8 +237,9 @@ class MiniQueue(Messages, LogBrick):
             with self._lock:
                 self._close_quietly()  # the puts may be lost: only a reopen is trusted
             raise
-        with self._lock:
-            self._wake.notify()  # now get() may deliver them
+        if self._wake.waiting():  # one that starts waiting from now on sees them durable
+            with self._lock:
+                self._wake.notify()  # now get() may deliver them
         return ids
 
     def get(self, timeout=None):
@@ -278,15 +281,15 @@ class MiniQueue(Messages, LogBrick):
             entry = self._msgs[mid]
             self._pop_ready()
             if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
-                events.append({"dead": mid})
+                events.append(b'{"dead":%d}' % mid)
                 dead.append(entry)
                 continue
-            events.append({"get": mid})
+            events.append(b'{"get":%d}' % mid)
             found = mid
             break
         if not events:
             return None
-        self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
+        written = self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
         for entry in dead:
             entry[_STATUS] = DEAD
         if found is None:
@@ -294,16 +297,19 @@ class MiniQueue(Messages, LogBrick):
         entry = self._msgs[found]
         entry[_DELIVERIES] += 1
         entry[_STATUS] = IN_FLIGHT
-        self._maybe_compact()
+        if written:
+            self._maybe_compact()
         return found, shim.loads(entry[_BODY])
 
     def ack(self, mid):
         """The message was handled: durable (under sync="always"); it is never delivered again."""
         with self._lock:
             self._in_flight(mid)
-            self._write([{"ack": mid}], defer=True)
+            self._drop_deferred_get(mid)
+            written = self._write([b'{"ack":%d}' % mid], defer=True)
             self._forget(mid)
-            self._maybe_compact()
+            if written:
+                self._maybe_compact()
 
     def nack(self, mid, delay=None):
         """Put a delivered message back in its place in the queue, for a later get().
@@ -320,7 +326,7 @@ class MiniQueue(Messages, LogBrick):
             entry = self._in_flight(mid)
             if delay is None:
                 delay = backoff(self.retry_delay, self.retry_backoff, self.retry_max, entry[_DELIVERIES])
-            self._write([{"nack": mid}], defer=True)
+            self._write([b'{"nack":%d}' % mid], defer=True)
             entry[_STATUS] = READY
             if delay > 0:
                 self._delays.add(mid, delay)
@@ -333,7 +339,7 @@ class MiniQueue(Messages, LogBrick):
         """Move a delivered message to the dead letters (dead()) now: it will not be delivered again."""
         with self._lock:
             entry = self._in_flight(mid)
-            self._write([{"dead": mid}], defer=True)
+            self._write([b'{"dead":%d}' % mid], defer=True)
             entry[_STATUS] = DEAD
             self._maybe_compact()
 
@@ -373,7 +379,7 @@ class MiniQueue(Messages, LogBrick):
             self._open_log()
             ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][_STATUS] == DEAD]
             if ids:
-                self._write([{"purge": mid} for mid in ids])  # an atomic batch: not deferred
+                self._write([b'{"purge":%d}' % mid for mid in ids])  # an atomic batch: not deferred
                 for mid in ids:
                     self._forget(mid)
                 self._maybe_compact()
@@ -408,8 +414,9 @@ class MiniQueue(Messages, LogBrick):
                 hi = mid_index
         self._ready.insert(lo, mid)
 
-    def _write(self, events, encoded=False, defer=False, sync=True):
-        """Journal events (one atomic batch), synced under the store's policy.
+    def _write(self, bodies, defer=False, sync=True):
+        """Journal events, encoded (one atomic batch), synced under the store's policy.
+        False if they were deferred, not written (the segment did not grow).
 
         defer=True (a get, ack, nack or dead letter; durability="puts"): the event is
         kept in RAM and written ahead of the next durable write, in the same write() and
@@ -417,7 +424,6 @@ class MiniQueue(Messages, LogBrick):
         written without a sync after it, so no crash can leave it as a hole with later
         lines intact (a file system may persist unsynced appends out of order)."""
         log = self._open_log()
-        bodies = events if encoded else [encode_json(event) for event in events]
         if defer and self.durability == "puts":
             if self._region is not None:
                 # A region's store keeps unsynced records in RAM and programs them in
@@ -427,7 +433,7 @@ class MiniQueue(Messages, LogBrick):
                 self._deferred.append(bodies)  # one call's events stay one atomic batch
                 self._deferred_events += len(bodies)
                 if self._deferred_events < self.unsynced_events:
-                    return
+                    return False
                 bodies = []
         lead, self._deferred = self._deferred, []
         self._deferred_events = 0
@@ -436,10 +442,26 @@ class MiniQueue(Messages, LogBrick):
         except OSError:
             self._close_quietly()  # memory and journal may now disagree: only a reopen is trusted
             raise
+        return True
+
+    def _drop_deferred_get(self, mid):
+        """An ack's message was delivered by a get that is still deferred (never written):
+        drop that get, so the ack alone is written. An ack needs no get before it (FORMAT.md
+        5.2), and a crash before the ack is durable loses both either way, so the journal
+        says the same to a restart with fewer bytes: on LittleFS, fewer block copies."""
+        deferred = self._deferred
+        if deferred:
+            get = b'{"get":%d}' % mid
+            for i in range(len(deferred) - 1, -1, -1):
+                if get in deferred[i]:  # the get of this delivery (an earlier one was nacked)
+                    if len(deferred[i]) == 1:  # in a batch of its own: after dead letters it stays
+                        del deferred[i]
+                        self._deferred_events -= 1
+                    return
 
     def _flush_deferred(self):
         if self._deferred:
-            self._write([], True)
+            self._write([])
 
     @property
     def seq(self):
@@ -502,11 +524,11 @@ class MiniQueue(Messages, LogBrick):
                 self._write(chunk, sync=unordered)
                 chunk = []
                 size = 0
-            chunk.append({"ckpt": [mid, shim.loads(body), deliveries, status]})
+            chunk.append(encode_json({"ckpt": [mid, shim.loads(body), deliveries, status]}))
             size += len(body) + MESSAGE_OVERHEAD
         if chunk:
             self._write(chunk, sync=unordered)
-        self._write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}], sync=unordered)
+        self._write([encode_json({"ckpt_end": {"messages": len(mids), "dropped": self.dropped}})], sync=unordered)
         log.sync()
         log.compact(log.segments[-1].base_seq)
         self._ckpt_size = log.active_bytes()

@@ -89,6 +89,11 @@ class Wakeup:
         if lock in self._locks:
             self._locks.remove(lock)
 
+    def waiting(self):
+        """True if a thread or task may be waiting (read without the queue's lock: a
+        waiter registers under it, after looking for a message)."""
+        return bool(self._locks) or self._aio is not None
+
     def notify(self):
         locks, self._locks = self._locks, []
         for lock in locks:

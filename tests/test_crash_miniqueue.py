@@ -224,7 +224,7 @@ class Checker:
         for line in c_lines:
             words = line.split()
             kind = words[0]
-            if kind == "closed":
+            if kind in ("closed", "synced"):
                 self.acked |= session_acks
                 session_acks = set()
                 session_gets = {}

@@ -62,14 +62,22 @@ class QueueOracle:
     seq of the event that acked it, or that removed it (ack, drop or purge);
     checkpoints: (first seq, last seq) of each checkpoint written.
 
+    defer (durability="puts" on journal files, FORMAT.md 5.2): a get, ack, nack or dead
+    letter is kept in RAM (its seq is past `flushed`) until a put, purge, checkpoint,
+    flush() (sync or close) or `unsynced_events` of them write it; an ack drops its get
+    while that is still in RAM, alone in its batch, and the seqs after it move down.
+
     complete is False while the history is not whole: a journal that starts after
     seq 0 holds no queue until its first complete checkpoint (5.1); events before
     that change nothing here.
     """
 
-    def __init__(self, base_seq=0):
+    def __init__(self, base_seq=0, defer=False, unsynced_events=32):
         self.base_seq = base_seq
         self.seq = base_seq
+        self.defer = defer
+        self.unsynced_events = unsynced_events
+        self.flushed = base_seq
         self.msgs = {}
         self.bytes = 0
         self.dropped = 0
@@ -148,13 +156,54 @@ class QueueOracle:
 
     def replayed(self, n):
         """A new oracle holding the first n events, as a reopen finds the queue."""
-        other = QueueOracle(self.base_seq)
+        other = QueueOracle(self.base_seq, self.defer, self.unsynced_events)
         for seq in range(self.base_seq + 1, n + 1):
             other.apply(self.records[seq])
         other.bounds = [b for b in self.bounds if b <= n]
         other.checkpoints = [c for c in self.checkpoints if c[1] <= n]
         other.reopen()
         return other
+
+    def flush(self):
+        """sync() or close(): every event so far is written."""
+        self.flushed = self.seq
+
+    def _deferred(self, events):
+        self.write(events)
+        if not self.defer or self.seq - self.flushed >= self.unsynced_events:
+            self.flushed = self.seq
+
+    def _written(self, events):
+        self.write(events)
+        self.flushed = self.seq
+
+    def _drop_get(self, mid):
+        """ack(mid) while the get that delivered it is in RAM, alone in its batch: that
+        get is never written, and the events after it take one seq less."""
+        for g in range(self.seq, self.flushed, -1):
+            if self.records[g] == {"get": mid}:
+                break
+        else:
+            return
+        at = len(self.bounds) - 1
+        while self.bounds[at] > g:
+            at -= 1
+        if self.bounds[at] != g or self.bounds[at - 1] != g - 1:
+            return  # batched with dead letters: it stays
+        del self.records[g]
+        del self.bounds[at]
+        for i in range(at, len(self.bounds)):
+            self.bounds[i] -= 1
+        for seqs in (self.acks, self.gone):
+            for k in seqs:
+                if seqs[k] > g:
+                    seqs[k] -= 1
+        self.seq -= 1
+        self.msgs[mid][1] -= 1
+        self._dropped_event(g, mid)
+
+    def _dropped_event(self, g, mid):
+        """For subclasses that keep something per seq: event g (mid's get) is gone."""
 
     # -- what the writer does (FORMAT.md 5.2 to 5.4)
 
@@ -174,35 +223,44 @@ class QueueOracle:
         if drops is None:
             return None
         first = self.seq + len(drops) + 1
-        self.write([{"drop": mid} for mid in drops] + [{"put": m} for m in msgs])
+        self._written([{"drop": mid} for mid in drops] + [{"put": m} for m in msgs])
         return list(range(first, first + len(msgs)))
 
     def get(self, max_deliveries):
         """(id, message) that get returns, or None; the dead letters it passes over are
-        written first (max_deliveries None: no limit)."""
+        written first, in the same batch (max_deliveries None: no limit)."""
+        events = []
         for mid in self.ready():
             entry = self.msgs[mid]
             if max_deliveries is not None and entry[1] >= max_deliveries:
-                self.write([{"dead": mid}])
+                events.append({"dead": mid})
                 continue
-            self.write([{"get": mid}])
+            self._deferred(events + [{"get": mid}])
             return mid, entry[0]
+        if events:
+            self._deferred(events)
         return None
 
     def ack(self, mid):
-        self.write([{"ack": mid}])
+        if self.defer:
+            self._drop_get(mid)
+        self._deferred([{"ack": mid}])
 
     def nack(self, mid):
-        self.write([{"nack": mid}])
+        self._deferred([{"nack": mid}])
+
+    def dead_letter(self, mid):
+        self._deferred([{"dead": mid}])
 
     def purge_dead(self):
         ids = self.dead_ids()
         if ids:
-            self.write([{"purge": mid} for mid in ids])
+            self._written([{"purge": mid} for mid in ids])
         return len(ids)
 
     def reopen(self):
         """A restart: every message in flight is ready again (5.1)."""
+        self.flushed = self.seq
         for mid in self.msgs:
             if self.msgs[mid][2] == IN_FLIGHT:
                 self.msgs[mid][2] = READY
@@ -210,6 +268,7 @@ class QueueOracle:
     def checkpoint(self):
         """The events of a compaction's checkpoint: the live messages in batches of
         CKPT_CHUNK, then the end marker (5.4)."""
+        self.flush()  # the events in RAM go into the old segment first
         first = self.seq + 1
         mids = sorted(self.msgs)
         for start in range(0, len(mids), CKPT_CHUNK):
@@ -218,7 +277,7 @@ class QueueOracle:
                 entry = self.msgs[mid]
                 chunk.append({"ckpt": [mid, entry[0], entry[1], entry[2]]})
             self.write(chunk)
-        self.write([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
+        self._written([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
         self.checkpoints.append((first, self.seq))
 
 

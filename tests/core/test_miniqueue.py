@@ -199,11 +199,46 @@ def test_bad_input_and_second_writer():
 
 def test_journal_is_readable_events():
     d = scratch()
-    with MiniQueue.open(d) as q:
+    with MiniQueue.open(d, durability="all") as q:
         q.put({"t": 23.5})
         q.ack(q.get()[0])
     events = MiniStore.replay(segment_files(d)[0][1])
     assert events == [{"put": {"t": 23.5}}, {"get": 1}, {"ack": 1}]
+
+
+def test_an_ack_replaces_its_get_while_the_get_is_not_yet_written():
+    # durability="puts": a get is deferred; acked before anything writes it, only the
+    # ack is journaled (FORMAT.md 5.2). A get already written, or one batched with dead
+    # letters, stays; a nack never replaces its get (the delivery count must survive).
+    d = scratch()
+    with MiniQueue.open(d, max_deliveries=1) as q:
+        a, b, c, e = q.put("a"), q.put("b"), q.put("c"), q.put("e")
+        assert q.get()[0] == a
+        assert q.get()[0] == b
+        q.ack(a)          # its get is deferred, not last: dropped all the same
+        q.sync()
+        q.ack(b)          # its get was written by the sync: it stays
+        assert q.get()[0] == c
+        q.nack(c)
+        assert q.get() == (e, "e")  # c is out of deliveries: dead, in the get's batch
+        q.ack(e)
+        assert q.seq == 12
+    events = MiniStore.replay(segment_files(d)[0][1])
+    assert events == [{"put": "a"}, {"put": "b"}, {"put": "c"}, {"put": "e"}, {"get": b}, {"ack": a},
+                      {"ack": b}, {"get": c}, {"nack": c}, {"dead": c}, {"get": e}, {"ack": e}], events
+    with MiniQueue.open(d) as q:
+        assert q.dead() == [(c, "c", 1)]
+        assert q.get() is None and len(q) == 0
+    # Delivered, nacked, delivered again and acked, all in RAM: only the last get goes.
+    d = scratch()
+    with MiniQueue.open(d) as q:
+        x = q.put("x")
+        q.get()
+        q.nack(x)
+        q.get()
+        q.ack(x)
+    events = MiniStore.replay(segment_files(d)[0][1])
+    assert events == [{"put": "x"}, {"get": x}, {"nack": x}, {"ack": x}], events
 
 
 def test_inspect_reads_without_locking_or_writing():

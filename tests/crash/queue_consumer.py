@@ -6,7 +6,8 @@
 # Each turn: open the queue, get up to a few messages one at a time and handle each:
 # mostly ack it, sometimes nack it (it must come back at once: it is the oldest), and
 # sometimes close the queue with it still in flight (it must be delivered again, first,
-# after the reopen); then close and sleep a little (PAUSE scales the sleeps).
+# after the reopen); now and then sync() (gets and acks durable) or compact(); then
+# close and sleep a little (PAUSE scales the sleeps).
 #
 # Lines on stdout (each one os.write, atomic on a pipe), besides start, opening/open,
 # ckpt-begin/ckpt-end and closing/closed as in queue_producer.py:
@@ -19,6 +20,9 @@
 #                      may undo it
 #   nacked ID          nack(ID) returned
 #   abandon ID         the queue is closed with ID in flight
+#   synced             q.sync() returned: every get and ack of the session so far is
+#                      durable (a get that its ack replaced before it was written is
+#                      not: the ack alone is, FORMAT.md 5.2)
 import random
 import sys
 import time
@@ -55,6 +59,14 @@ def main(argv):
             else:
                 q.ack(mid)
                 emit("acked %d" % mid)
+            if rng.random() < 0.2:  # a consumer that wants its gets durable now: they are then written apart from their acks
+                q.sync()
+                emit("synced")
+        if rng.random() < 0.3:
+            # compact() called by the app: acks take few bytes (each replaces its get), so
+            # the consumer seldom reaches compact_bytes itself, and its checkpoints (which
+            # drop what it acked) must be cut by kills too
+            q.compact()
         close_queue(q)
         if pause:
             time.sleep(pause)

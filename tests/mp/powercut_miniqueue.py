@@ -123,7 +123,7 @@ class Model(QueueOracle):
     """
 
     def __init__(self):
-        QueueOracle.__init__(self)
+        QueueOracle.__init__(self, defer=True)  # durability="puts", the default
         self.ids = {}
         self.states = [((), 0)]
 
@@ -139,6 +139,13 @@ class Model(QueueOracle):
         if "put" in event:
             self.ids[event["put"]["k"]] = self.seq
         self.states.append(self.state())
+
+    def _dropped_event(self, g, mid):
+        # The states after the dropped get: one delivery of mid fewer.
+        del self.states[g]
+        for n in range(g, len(self.states)):
+            entries, dropped = self.states[n]
+            self.states[n] = (tuple((m, d - 1 if m == mid else d, dead) for m, d, dead in entries), dropped)
 
 
 # ---------------------------------------------------------------- the workload
@@ -226,6 +233,7 @@ def run_workload(flash, sync):
                     out.acked = max(out.acked, q._log.store.durable_seq)
                 continue
             if op == "close":
+                model.flush()
                 _, acked = call(flash, op, q.close)
                 if acked:
                     out.acked = model.seq  # close syncs every event

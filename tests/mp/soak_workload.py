@@ -249,7 +249,7 @@ class App:
         self.flash = None
         self.sm = self.q = self.j = None
         self.smodel = StateOracle(INITIAL, rebuild)
-        self.qmodel = QueueOracle()
+        self.qmodel = QueueOracle(defer=True)  # durability="puts", the default
         self.jmodel = JournalModel()
         self.acked_s = self.acked_q = self.acked_j = 0
         self.acked_puts = {}   # id -> k of each acknowledged put whose removal is not acknowledged
@@ -562,6 +562,7 @@ class App:
 
     def close_queue(self):
         q, self.q = self.q, None
+        self.qmodel.flush()
         _, acked = self.call("close queue", q.close)
         if acked:
             self.acked_q = self.qmodel.seq
@@ -676,6 +677,7 @@ class App:
             if acked:
                 self.acked_s = len(self.smodel.records)
         elif which == 1:
+            self.qmodel.flush()
             _, acked = self.call("queue sync", self.q.sync)
             if acked:
                 self.acked_q = self.qmodel.seq
@@ -766,13 +768,13 @@ class App:
 
     def op_ack(self):
         mid = self.take_in_flight()
-        self.qmodel.write([{"ack": mid}])
+        self.qmodel.ack(mid)
         self.queue_call("ack", self.q.ack, mid)
         self.counts.acks += 1
 
     def op_nack(self):
         mid = self.take_in_flight()
-        self.qmodel.write([{"nack": mid}])
+        self.qmodel.nack(mid)
         self.queue_call("nack", self.q.nack, mid)
         self.counts.nacks += 1
 
@@ -856,7 +858,7 @@ class App:
             if ids and got[0] <= ids[-1]:
                 self.fail("queue order", "drain delivered %d after %d" % (got[0], ids[-1]))
             ids.append(got[0])
-            self.qmodel.write([{"ack": got[0]}])
+            self.qmodel.ack(got[0])
             self.queue_call("ack", self.q.ack, got[0])
 
 
