@@ -282,11 +282,13 @@ def bench_micropython(messages):
         for r in wear:
             n = r["messages"]
             print("  %-7s %-9s %-7s %-11s %8d %10.3f %12.0f %12d   %d, %d%s" % (
-                r["geometry"], "%d/%d" % (r["block_size"], r["prog_size"]), r["sync"], r["durability"],
+                r["geometry"], "%d/%d" % (r["block_size"], r["prog_size"]), r["sync"],
+                r["durability"] + ("" if r.get("reopen", True) else "*"),
                 r["erases"], r["erases"] / n, r["programmed"] / n, r["compactions"], r["compact_erases"],
                 r["compact_programmed"],
                 "   (goal <= 1.1 erases/msg: %s)" % ("MET" if r["erases"] / n <= 1.1 else "MISSED")
                 if r["sync"] == "always" and r["durability"] == "puts" else ""))
+        print("  (*: without the journal's LittleFS reopens, MiniStore.refresh: FORMAT.md 2.3, BENCHMARKS.md)")
         print("  (geometry: block size / program size; at the end: %d segment, %d-%d bytes on disk)" % (
             max(r["segments"] for r in wear), min(r["disk_bytes"] for r in wear),
             max(r["disk_bytes"] for r in wear)))

@@ -18,6 +18,7 @@ SHARED, ARGS = mp_setup.setup()
 import vfs  # noqa: E402
 
 import blockdev  # noqa: E402
+import ministore  # noqa: E402
 from miniqueue import MiniQueue  # noqa: E402
 from minilog import segment_files  # noqa: E402
 
@@ -35,11 +36,16 @@ def report(**fields):
     print("RESULT " + json.dumps(fields))
 
 
-def wear(geometry, sync, count, durability="puts"):
+def wear(geometry, sync, count, durability="puts", reopen=True):
     """put + get + ack of `count` messages; counted after the queue exists, up to and
-    including close()."""
+    including close(). reopen=False: without the journal's LittleFS reopens
+    (MiniStore.refresh and every _REOPEN_EVERY syncs), to show what they save."""
     flash, fs = blockdev.make_fs("lfs2", geometry, blocks=512)
     vfs.mount(fs, MOUNT)
+    every, refresh = ministore._REOPEN_EVERY, ministore.MiniStore.refresh
+    if not reopen:
+        ministore._REOPEN_EVERY = 0
+        ministore.MiniStore.refresh = lambda self: None
     try:
         q = MiniQueue.open(DIR, sync=sync, durability=durability)  # defaults: max_bytes = compact_bytes = 64 KiB
         compacting = [0, 0, 0]  # calls, erases, bytes programmed inside compact()
@@ -67,16 +73,18 @@ def wear(geometry, sync, count, durability="puts"):
                events=events,
                erases=flash.erases, programmed=flash.programmed, compactions=compacting[0],
                compact_erases=compacting[1], compact_programmed=compacting[2],
-               compact_bytes=q.compact_bytes, segments=segments, disk_bytes=disk)
+               compact_bytes=q.compact_bytes, segments=segments, disk_bytes=disk, reopen=reopen)
     finally:
+        ministore._REOPEN_EVERY, ministore.MiniStore.refresh = every, refresh
         vfs.umount(MOUNT)
 
 
 def main():
     count = int(ARGS[0]) if ARGS else 2000
     for geometry in ("esp32", "rp2040"):
-        for sync, durability in (("always", "puts"), ("always", "all"), (16, "puts")):
-            wear(geometry, sync, count, durability)
+        for sync, durability, reopen in (("always", "puts", True), ("always", "all", True), (16, "puts", True),
+                                          ("always", "all", False)):
+            wear(geometry, sync, count, durability, reopen)
             gc.collect()
     print("DONE")
 

@@ -17,12 +17,19 @@ BOARDS = {
     "rp2040": (352, "Raspberry Pi Pico (2 MiB flash): the filesystem is 1.375 MiB = 352 blocks"),
 }
 
-# erases per operation, measured (BENCHMARKS.md, 2026-11-24)
+# erases per operation, measured (BENCHMARKS.md, 2026-12-02: bench/bench_ministore.py and
+# bench/bench_miniqueue.py, section "MicroPython", 2,000 records or messages): a synced
+# write ends with a "block end" pad when the LittleFS block would not hold the next one
+# (FORMAT.md 2.3), and the queue's ack replaces its get while that is in RAM (5.2)
 MEASURED = {
-    "esp32": [("ministore append, sync=\"always\"", 1.048), ("ministore append, sync=16", 0.096),
-              ("miniqueue put+get+ack, sync=\"always\"", 3.11), ("miniqueue put+get+ack, sync=16", 0.254)],
-    "rp2040": [("ministore append, sync=\"always\"", 1.093), ("ministore append, sync=16", 0.099),
-               ("miniqueue put+get+ack, sync=\"always\"", 3.24), ("miniqueue put+get+ack, sync=16", 0.260)],
+    "esp32": [("ministore append, sync=\"always\"", 1.040), ("ministore append, sync=16", 0.096),
+              ("miniqueue put+get+ack, sync=\"always\" (durability=\"puts\", the default)", 1.028),
+              ("miniqueue put+get+ack, sync=16", 0.177),
+              ("miniqueue put+get+ack, durability=\"all\" (3 syncs)", 3.109)],
+    "rp2040": [("ministore append, sync=\"always\"", 1.071), ("ministore append, sync=16", 0.099),
+               ("miniqueue put+get+ack, sync=\"always\" (durability=\"puts\", the default)", 1.071),
+               ("miniqueue put+get+ack, sync=16", 0.181),
+               ("miniqueue put+get+ack, durability=\"all\" (3 syncs)", 3.233)],
 }
 
 

@@ -150,6 +150,8 @@ class SegmentedLog:
             shim.remove_durably(self.segments[0].path)
             self.segments.pop(0)
             removed += 1
+        if removed:
+            self.store.refresh()  # pyright: ignore[reportAttributeAccessIssue] (files: a MiniStore; RegionLog has its own compact)
         return removed
 
 

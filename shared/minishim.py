@@ -192,6 +192,47 @@ def makedirs(path):
     sync_dir(dirname(path) or ".")
 
 
+def littlefs_block(path):
+    """The block size of the LittleFS (v2) that holds `path`, or None: CPython, FAT, the
+    posix VFS, or a port whose vfs module cannot list its mounts."""
+    if not MICROPYTHON:
+        return None
+    try:
+        import vfs  # pyright: ignore[reportMissingImports] (MicroPython 1.23+)
+        mounts = vfs.mount()
+    except Exception:
+        return None
+    full = normpath(path)
+    found = None
+    for fs, point in mounts:
+        if full == point or full.startswith(point.rstrip("/") + "/"):
+            if found is None or len(point) > len(found[1]):
+                found = (fs, point)
+    if found is None or type(found[0]).__name__ != "VfsLfs2":
+        return None
+    return os.statvfs(found[1])[0]  # pyright: ignore[reportAttributeAccessIssue] (stub gap)
+
+
+def _ones(n):
+    count = 0
+    while n:
+        count += n & 1
+        n >>= 1
+    return count
+
+
+def littlefs_left(size, block):
+    """Bytes left in the block that holds byte `size` of a LittleFS file: a file is a
+    CTZ skip-list whose block i > 0 starts with ctz(i) + 1 pointers of 4 bytes (littlefs
+    SPEC.md, "CTZ skip-lists"; the arithmetic of lfs_ctz_index)."""
+    per = block - 8
+    index = size // per
+    if index == 0:
+        return block - size
+    index = (size - 4 * (_ones(index - 1) + 2)) // per
+    return block - (size - per * index - 4 * _ones(index))
+
+
 listdir = os.listdir
 remove = os.remove
 rename = os.rename
@@ -364,6 +405,13 @@ class JournalFile(_Holder):
             f.flush()
         return written
 
+    def reopen(self):
+        """Close and open again the file start_appending() opened (MicroPython)."""
+        f, self._f = self._f, None
+        if f is not None:
+            f.close()
+            self._f = open(self.path, "ab")
+
     def start_appending(self):
         if self._fd is not None:
             os.lseek(self._fd, 0, 2)
@@ -382,10 +430,18 @@ class JournalFile(_Holder):
             while view:
                 view = view[os.write(self._fd, view):]
 
+    reopen_every = 0  # on LittleFS: reopen after that many syncs (MiniStore.refresh)
+    _syncs = 0
+
     if MICROPYTHON:
         def sync(self):
             # flush() is lfs_file_sync on LittleFS, f_sync on FAT and fsync on posix.
             self._f.flush()  # pyright: ignore[reportOptionalMemberAccess] (as in write)
+            if self.reopen_every:
+                self._syncs += 1
+                if self._syncs >= self.reopen_every:
+                    self._syncs = 0
+                    self.reopen()
     else:
         def sync(self):
             # fdatasync also writes the file size, which is all an append changes.
