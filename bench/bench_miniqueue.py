@@ -235,13 +235,18 @@ def bench_producers(root, rounds, block, threads=8):
         handles.append(q.close)
 
         def run():
+            ready = threading.Barrier(count + 1)  # the clock starts once every thread is up
+
             def worker(t):
-                for i in range(block // count):
-                    q.put(record(t * block + i))
+                messages = [record(t * block + i) for i in range(block // count)]
+                ready.wait()
+                for message in messages:
+                    q.put(message)
             workers = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
-            t0 = time.perf_counter()
             for w in workers:
                 w.start()
+            ready.wait()
+            t0 = time.perf_counter()
             for w in workers:
                 w.join()
             return (block // count) * count, time.perf_counter() - t0

@@ -117,7 +117,7 @@ class MiniStore:
         """Append one record; return its seq. Durable on return under sync="always"."""
         body = encode_json(record)  # outside the lock: other threads need not wait for it
         with self._lock:
-            seq = self._put(record_line(self.seq + 1, body), 1, True)
+            seq = self._put(record_line(self.seq + 1, body), 1, self.sync_every is None)
         self._sync_if_due(seq)
         return seq
 
@@ -125,7 +125,7 @@ class MiniStore:
         """Append records as one atomic batch with one sync; return the last seq."""
         return self.append_encoded([encode_json(r) for r in records])  # validate all before writing any
 
-    def append_encoded(self, bodies, durable=True, lead=()):
+    def append_encoded(self, bodies, durable=True, lead=(), waits=False):
         """Append records encoded by encode_json() (nothing else: they are not checked again):
         one, or an atomic batch. Returns the last seq.
 
@@ -135,7 +135,10 @@ class MiniStore:
         the records become durable with the next sync. lead: groups of records written
         first, each an atomic batch (or a single record), in the same write (miniqueue's
         deferred gets and acks, ahead of the put that makes them durable): one write, so
-        a crash keeps a prefix of it, and of each group all or nothing.
+        a crash keeps a prefix of it, and of each group all or nothing. waits=True (with
+        durable=False): the caller calls wait_durable() for them next, outside its own
+        lock (miniqueue's concurrent puts), so the store may leave their lines to the
+        sync it will wait for, as an append's (_put).
         """
         count = len(bodies)
         with self._lock:
@@ -155,17 +158,19 @@ class MiniStore:
                 lines.append(record_line(seq + 1, bodies[0], count))
                 for i in range(1, count):
                     lines.append(record_line(seq + 1 + i, bodies[i]))
-            seq = self._put(lines[0] if len(lines) == 1 else b"".join(lines), seq + count - self.seq, durable)
+            joins = waits or (durable and self.sync_every is None)
+            seq = self._put(lines[0] if len(lines) == 1 else b"".join(lines), seq + count - self.seq, joins)
         if durable:
             self._sync_if_due(seq)
         return seq
 
-    def _put(self, data, count, durable):
+    def _put(self, data, count, joins):
         """Under the lock: append `data` (`count` records); return the last seq. A thread
-        that will wait for a sync that has not begun (one runs, or one is awaited) leaves
-        its lines to the leader of that sync, which writes them all in one write: one
-        system call, not one per thread (each lets CPython's GIL go to another thread)."""
-        if durable and self.sync_every is None and (self._leading or self._due):
+        that joins the group commit (it waits for a sync next, _sync_upto) while the sync
+        it will wait for has not begun (one runs, or one is awaited) leaves its lines to
+        the leader of that sync, which writes them all in one write: one system call,
+        not one per thread (each lets CPython's GIL go to another thread)."""
+        if joins and (self._leading or self._due):
             if self._file is None:
                 raise ClosedError("%s is closed" % self.path)
             self._pending.append(data)
