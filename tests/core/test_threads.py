@@ -129,6 +129,90 @@ def test_lines_left_to_a_sync_are_written_before_any_later_line():
     assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "waits"), (3, "unsynced")]
 
 
+def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_returns():
+    # append_encoded(durable=False, waits=True) then wait_durable() (miniqueue's concurrent
+    # puts): while a sync runs, its line is left to the next sync, and still comes before
+    # any later line.
+    if MICROPYTHON or not has_threads():
+        return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
+    import threading
+    import time
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    real_sync = store._file.sync
+    waited = []
+
+    def put_and_wait():
+        seq = store.append_encoded([encode_json("put")], durable=False, waits=True)
+        store.wait_durable(seq)
+        waited.append((seq, store.durable_seq))
+
+    def first_sync():
+        store._file.sync = real_sync
+        threading.Thread(target=put_and_wait).start()
+        while store.seq < 2:
+            time.sleep(0.001)
+        assert store._pending and not waited  # left to the next sync, not written yet
+        store.append_encoded([encode_json("later")], durable=False)
+        real_sync()
+    store._file.sync = first_sync
+    assert store.append("leads") == 1
+    while not waited:  # it leads the next sync itself
+        time.sleep(0.001)
+    assert waited == [(2, 3)], waited  # the next sync covered it (and the later line)
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "put"), (3, "later")]
+
+
+def test_a_standby_whose_threads_do_not_come_back_leads_on_its_own():
+    # After a shared sync, the next append stands by for the threads that sync let go;
+    # when none comes back, it syncs alone after its wait (the wait's timeout path).
+    if MICROPYTHON or not has_threads():
+        return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    store.append("first")
+    store._due = 3  # as if a sync had let go three threads that never append again
+    store._sync_time = 0.001
+    seq = store.append("alone")
+    assert store.durable_seq >= seq == 2 and store._standby is None and store._due == 0
+    assert store._pending == [] and store._followers == []
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "first"), (2, "alone")]
+
+
+def test_a_standby_whose_timer_ends_during_the_sync_it_follows_waits_for_that_sync():
+    # The last thread back leads and makes the standby follow its sync without waking it;
+    # the standby's timer may end during that sync: it must wait for it, once.
+    if MICROPYTHON or not has_threads():
+        return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
+    import threading
+    import time
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    real_sync = store._file.sync
+    returned = []
+    during = []
+
+    def slow_sync():  # outlasts the standby's timer (3 x 1 ms)
+        time.sleep(0.05)
+        during.append((list(returned), [seq for seq, _ in store._followers]))
+        real_sync()
+    store._due = 2  # two threads let go by the last sync are not back yet
+    store._sync_time = 0.001
+    standby = threading.Thread(target=lambda: returned.append(store.append("standby")))
+    standby.start()
+    while store._standby is None:
+        time.sleep(0.0005)
+    store._file.sync = slow_sync
+    assert store.append("last back") == 2  # it leads: its sync covers the standby's line
+    standby.join()
+    assert during == [([], [1])], during  # the standby had not returned, and followed once
+    assert returned == [1] and store.durable_seq == 2 and store._followers == []
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "standby"), (2, "last back")]
+
+
 def test_threads_applying_with_automatic_snapshots_reopen_to_the_same_state():
     if not has_threads():
         return
