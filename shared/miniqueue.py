@@ -215,7 +215,7 @@ class MiniQueue(Messages, LogBrick):
             # of these before that sync (_get_now), so no id is seen that a crash could reuse.
             for body in bodies:
                 events.append(b'{"put":%s}' % body)
-            self._write(events, sync=not group)
+            self._write(events, sync=not group, waits=group)
             store = log.store if group else None  # compaction may start a new one: this one holds the puts
             for mid in drops:
                 self._forget(mid)
@@ -414,7 +414,7 @@ class MiniQueue(Messages, LogBrick):
                 hi = mid_index
         self._ready.insert(lo, mid)
 
-    def _write(self, bodies, defer=False, sync=True):
+    def _write(self, bodies, defer=False, sync=True, waits=False):
         """Journal events, encoded (one atomic batch), synced under the store's policy.
         False if they were deferred, not written (the segment did not grow).
 
@@ -438,7 +438,10 @@ class MiniQueue(Messages, LogBrick):
         lead, self._deferred = self._deferred, []
         self._deferred_events = 0
         try:
-            log.append_encoded(bodies, sync, lead)
+            if waits:  # a put that waits for the store's group commit next (put_many)
+                log.store.append_encoded(bodies, False, lead, waits=True)  # pyright: ignore[reportCallIssue] (a MiniStore)
+            else:
+                log.append_encoded(bodies, sync, lead)
         except OSError:
             self._close_quietly()  # memory and journal may now disagree: only a reopen is trusted
             raise
