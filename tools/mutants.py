@@ -121,6 +121,13 @@ MUTANTS = [
     ("sync-replay", "minilog.py", "        self.store.sync()  # a reader must see everything appended so far",
      "        pass", "a rebuild reads the journal before its writes are flushed (MicroPython)",
      ["mp:lfs2-esp32", "mp:fat-esp32"]),
+    # -- LittleFS "block end" pads (FORMAT.md 2.3)
+    ("littlefs-left-pointers", "minishim.py", "    return block - (size - per * index - 4 * _ones(index))",
+     "    return block - (size - per * index)", "block ends are placed without the CTZ pointers: pads end off a block end",
+     ["mp:lfs2-rp2040"]),
+    ("block-end-pad-unsynced", "ministore.py", "        if sync_every is None:\n            store._block = store._littlefs",
+     "        if True:\n            store._block = store._littlefs", "pads are written under sync=N too, where no sync follows a write",
+     ["mp:lfs2-esp32"]),
     # -- the queue's deferred events (durability="puts")
     ("queue-flush-in-sync", "miniqueue.py", "            self._flush_deferred()\n            self._open_log().sync()",
      "            self._open_log().sync()", "MiniQueue.sync() leaves deferred gets and acks in RAM", DEFAULT),
