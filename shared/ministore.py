@@ -54,8 +54,7 @@ class MiniStore:
         self._sync_time = 0.0  # how long the last sync took: a standby waits at most 3 times that
         self._timed = False  # whether syncs are timed (once a thread followed one)
         self._pending = []  # lines left to the next sync to write (_put)
-        self._littlefs = None  # the block size of the LittleFS the file is on (refresh)
-        self._block = None  # the same, if each write is synced there (_block_end)
+        self._littlefs = None  # the block size of the LittleFS the file is on (refresh, _block_end)
         # What the leader takes once its sync is over: on MicroPython it still holds _lock.
         self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
 
@@ -92,8 +91,6 @@ class MiniStore:
         store._littlefs = shim.littlefs_block(path)
         if store._littlefs:
             journal_file.reopen_every = _REOPEN_EVERY  # see refresh()
-        if sync_every is None:
-            store._block = store._littlefs
         return store
 
     # -- reading (class-level, no lock needed)
@@ -200,7 +197,9 @@ class MiniStore:
             data_out = b"".join(pending)
         else:
             data_out = data
-        fill = self._block_end(len(data_out), self.size + len(data)) if self._block else b""
+        # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
+        fill = (self._block_end(len(data_out), self.size + len(data))
+                if self._littlefs and self.sync_every is None else b"")
         try:
             journal_file.write(data_out + fill if fill else data_out)
         except OSError:
@@ -239,7 +238,7 @@ class MiniStore:
         not hold another write as long as this one (`length` bytes, ending at file offset
         `end`), a pad fills it, so the next write starts a block of its own: about 0.03
         erases per append fewer at 134-byte records (bench/mp_ministore.py)."""
-        left = shim.littlefs_left(end, self._block)
+        left = shim.littlefs_left(end, self._littlefs)
         if left >= length:
             return b""
         fill = pad_line(left, "block end")
