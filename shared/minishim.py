@@ -60,7 +60,7 @@ EISDIR = getattr(errno, "EISDIR", 21)
 
 
 if MICROPYTHON:
-    def dumps(obj):  # pyright: ignore[reportRedeclaration] (one name, two runtimes)
+    def dumps(obj):
         """Compact JSON text. MicroPython writes non-ASCII as UTF-8, so CPython does too."""
         return json.dumps(obj, separators=(",", ":"))
 
@@ -77,11 +77,12 @@ else:
         None, _json_encoder.default, json.encoder.encode_basestring,  # pyright: ignore[reportAttributeAccessIssue]
         None, ":", ",", False, False, False)
 
-    def dumps(obj):
+    def _dumps_c(obj):
         """Compact JSON text, as MicroPython's (non-ASCII as UTF-8); NaN and inf refused."""
-        if _encode_chunks is None:
-            return _json_encoder.encode(obj)
-        return "".join(_encode_chunks(obj, 0))
+        return "".join(_encode_chunks(obj, 0))  # pyright: ignore[reportOptionalCall] (chosen only when built)
+
+    dumps = (_json_encoder.encode  # pyright: ignore[reportAssignmentType] (one name, two runtimes)
+             if _encode_chunks is None else _dumps_c)
 
     def _not_json(name):
         # CPython alone reads NaN and Infinity; MicroPython refuses them, and so must
