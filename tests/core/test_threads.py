@@ -102,29 +102,39 @@ def test_many_threads_share_syncs_and_each_append_is_durable_when_it_returns():
     assert [seq for seq, _ in MiniStore.stream(store.path)] == list(range(1, THREADS * 30 + 1))
 
 
+def _start_during_the_next_sync(store, target, later, check=None):
+    """Make the store's next sync first start `target` in a thread and wait until the
+    thread's line is left to the sync after it (seq 2), then run check(), write `later`
+    without a sync, and sync. Returns a list that then holds the thread."""
+    import threading
+    import time
+    real_sync = store._file.sync
+    started = []
+
+    def first_sync():
+        store._file.sync = real_sync
+        started.append(threading.Thread(target=target))
+        started[0].start()
+        while store.seq < 2:  # its line is left to the next sync
+            time.sleep(0.001)
+        if check is not None:
+            check()
+        store.append_encoded([encode_json(later)], durable=False)
+        real_sync()
+    store._file.sync = first_sync
+    return started
+
+
 def test_lines_left_to_a_sync_are_written_before_any_later_line():
     # group-commit-pending-dropped: a thread that appends while a sync runs leaves its
     # line to the next leader; a write in between (durable=False) must not overtake it.
     if MICROPYTHON or not has_threads():
         return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
-    import threading
-    import time
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
-    waiting = []
-    real_sync = store._file.sync
-
-    def first_sync():
-        store._file.sync = real_sync
-        waiting.append(threading.Thread(target=store.append, args=("waits",)))
-        waiting[0].start()
-        while store.seq < 2:  # its line is left to the next sync
-            time.sleep(0.001)
-        store.append_encoded([encode_json("unsynced")], durable=False)
-        real_sync()
-    store._file.sync = first_sync
+    started = _start_during_the_next_sync(store, lambda: store.append("waits"), "unsynced")
     assert store.append("leads") == 1
-    waiting[0].join()
+    started[0].join()
     store.close()
     assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "waits"), (3, "unsynced")]
 
@@ -135,11 +145,9 @@ def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_r
     # any later line.
     if MICROPYTHON or not has_threads():
         return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
-    import threading
     import time
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
-    real_sync = store._file.sync
     waited = []
 
     def put_and_wait():
@@ -147,15 +155,9 @@ def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_r
         store.wait_durable(seq)
         waited.append((seq, store.durable_seq))
 
-    def first_sync():
-        store._file.sync = real_sync
-        threading.Thread(target=put_and_wait).start()
-        while store.seq < 2:
-            time.sleep(0.001)
+    def left_to_the_next_sync():
         assert store._pending and not waited  # left to the next sync, not written yet
-        store.append_encoded([encode_json("later")], durable=False)
-        real_sync()
-    store._file.sync = first_sync
+    _start_during_the_next_sync(store, put_and_wait, "later", left_to_the_next_sync)
     assert store.append("leads") == 1
     while not waited:  # it leads the next sync itself
         time.sleep(0.001)
