@@ -199,16 +199,18 @@ class MiniStore:
             data_out = data
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
         fill = (self._block_end(len(data_out), self.size + len(data))
-                if self._littlefs and self.sync_every is None else b"")
+                if self._littlefs and self.sync_every is None else ())
         try:
-            journal_file.write(data_out + fill if fill else data_out)
+            journal_file.write(data_out)
+            for piece in fill:  # written in pieces: on a board one pad of up to 4 KB may find no block that large
+                journal_file.write(piece)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
             self._abandon()
             raise
         self.seq += count
-        self.size += len(data) + len(fill)
+        self.size += len(data) + sum(len(piece) for piece in fill)
         return self.seq
 
     def refresh(self):
@@ -231,7 +233,7 @@ class MiniStore:
                 raise
 
     def _block_end(self, length, end):
-        """A pad line that fills the rest of the LittleFS block, or b"" (FORMAT.md 2.3).
+        """A pad line that fills the rest of the LittleFS block, in pieces, or () (FORMAT.md 2.3).
 
         LittleFS copies a file's last block to a newly erased one at every sync; a synced
         write that runs into the next block erases that one too. When the block would
@@ -240,9 +242,9 @@ class MiniStore:
         erases per append fewer at 134-byte records (bench/mp_ministore.py)."""
         left = shim.littlefs_left(end, self._littlefs)
         if left >= length:
-            return b""
-        fill = pad_line(left, "block end")
-        return fill if len(fill) == left else b""  # too short to pad: the next write crosses
+            return ()
+        fill = list(pad_pieces(left, "block end", piece=256))
+        return fill if sum(len(piece) for piece in fill) == left else ()  # too short to pad: the next write crosses
 
     def _sync_if_due(self, seq):
         if self.sync_every is None or self.seq - self.durable_seq >= self.sync_every:

@@ -125,8 +125,8 @@ MUTANTS = [
     ("littlefs-left-pointers", "minishim.py", "    return block - (size - per * index - 4 * _ones(index))",
      "    return block - (size - per * index)", "block ends are placed without the CTZ pointers: pads end off a block end",
      ["mp:lfs2-rp2040"]),
-    ("block-end-pad-unsynced", "ministore.py", "                if self._littlefs and self.sync_every is None else b\"\")",
-     "                if self._littlefs else b\"\")", "pads are written under sync=N too, where no sync follows a write",
+    ("block-end-pad-unsynced", "ministore.py", "                if self._littlefs and self.sync_every is None else ())",
+     "                if self._littlefs else ())", "pads are written under sync=N too, where no sync follows a write",
      ["mp:lfs2-esp32"]),
     # -- the queue's deferred events (durability="puts")
     ("queue-flush-in-sync", "miniqueue.py", "            self._flush_deferred()\n            self._open_log().sync()",
