@@ -18,16 +18,6 @@ from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa
 from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
 from miniwait import Delays, Wakeup, aget, backoff, blocking_get, check_seconds
 
-try:
-    from micropython import const  # pyright: ignore[reportMissingImports, reportAssignmentType] (MicroPython only)
-except ImportError:
-    def const(value):  # CPython: the plain value
-        return value
-
-# A live message is [body, deliveries, status] (minimessages): the same three indexes.
-_BODY = const(0)         # the message as stored JSON bytes
-_DELIVERIES = const(1)
-_STATUS = const(2)
 _CKPT_CHUNK = 32        # checkpoint entries per write, so a checkpoint never needs all of RAM twice
 MESSAGE_OVERHEAD = 64   # journal bytes around a message in a checkpoint line, at most (FORMAT.md 5.4)
 
@@ -125,7 +115,7 @@ class MiniQueue(Messages, LogBrick):
         # Where the checkpoint in the active segment ended is not stored; a generous
         # estimate from the live messages keeps the trigger from firing at once and,
         # unlike a count reset at each boot, keeps the segment bounded across reboots.
-        q._ckpt_size = min(log.active_bytes(), q._bytes + MESSAGE_OVERHEAD * (len(q._msgs) + 1))
+        q._ckpt_size = min(log.active_bytes(), q._ix.size + MESSAGE_OVERHEAD * (len(q._ix) + 1))
         return q
 
     @staticmethod
@@ -154,7 +144,7 @@ class MiniQueue(Messages, LogBrick):
         """How many messages are ready now (delayed ones not yet: see delayed())."""
         with self._lock:
             self._promote_due()
-            return len(self._ready) - self._head
+            return self._ix.fresh + len(self._ix.back)
 
     def delayed(self):
         """How many nacked messages wait for their retry delay to pass."""
@@ -164,11 +154,11 @@ class MiniQueue(Messages, LogBrick):
     def __repr__(self):
         with self._lock:
             self._promote_due()
+            ix = self._ix
             return "<MiniQueue %r ready=%d%s in_flight=%d dead=%d dropped=%d live_bytes=%d%s>" % (
-                self.directory, len(self._ready) - self._head,
+                self.directory, ix.fresh + len(ix.back),
                 " delayed=%d" % len(self._delays) if len(self._delays) else "",
-                sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == IN_FLIGHT),
-                sum(1 for mid in self._msgs if self._msgs[mid][_STATUS] == DEAD), self.dropped, self._bytes,
+                self._count(IN_FLIGHT), self._count(DEAD), self.dropped, ix.size,
                 "" if self._log is not None else " (not open: closed, or from inspect())")
 
     def put(self, message):
@@ -194,19 +184,20 @@ class MiniQueue(Messages, LogBrick):
             if not bodies:
                 return []
             group = self._group
+            ix = self._ix
             events = []
             drops = []
-            if self._bytes + need > self.max_bytes:
+            if ix.size + need > self.max_bytes:
                 if self.on_full == "reject":
                     raise QueueFull("queue %s is full: %d + %d bytes > max_bytes=%d" % (
-                        self.directory, self._bytes, need, self.max_bytes))
+                        self.directory, ix.size, need, self.max_bytes))
                 freed = 0
-                for mid in self._ready[self._head:]:
-                    if self._bytes - freed + need <= self.max_bytes:
+                for i in ix.ready_in_order():
+                    if ix.size - freed + need <= self.max_bytes:
                         break
-                    drops.append(mid)
-                    freed += len(self._msgs[mid][_BODY])
-                if self._bytes - freed + need > self.max_bytes:
+                    drops.append(ix.id_at(i))
+                    freed += len(ix.body_at(i))
+                if ix.size - freed + need > self.max_bytes:
                     raise QueueFull("queue %s is full of in-flight, delayed and dead messages" % self.directory)
                 events = [b'{"drop":%d}' % mid for mid in drops]
             first = log.seq + self._deferred_events + len(events) + 1  # deferred events go first
@@ -218,14 +209,11 @@ class MiniQueue(Messages, LogBrick):
             self._write(events, sync=not group, waits=group)
             store = log.store if group else None  # compaction may start a new one: this one holds the puts
             for mid in drops:
-                self._forget(mid)
+                ix.remove(ix.find(mid))
                 self.dropped += 1
-            if drops:
-                self._head += len(drops)
             ids = []
             for i in range(len(bodies)):
-                self._add(first + i, bodies[i], 0, READY)
-                self._ready.append(first + i)
+                ix.add(first + i, bodies[i], 0, READY)
                 ids.append(first + i)
             self._maybe_compact()
             if store is None:
@@ -271,43 +259,47 @@ class MiniQueue(Messages, LogBrick):
         # Group commit: a put is delivered only once it is durable (put_many).
         limit = log.durable_seq if self._group else None
         # The dead letters it passes over and the delivery: one atomic batch.
+        ix = self._ix
         events = []
         dead = []
-        found = None
-        while self._head < len(self._ready):
-            mid = self._ready[self._head]
+        found = -1
+        while True:
+            i = ix.head()
+            if i < 0:
+                break
+            mid = ix.id_at(i)
             if limit is not None and mid > limit:
                 break  # written, not yet synced: its put has not returned
-            entry = self._msgs[mid]
-            self._pop_ready()
-            if self.max_deliveries is not None and entry[_DELIVERIES] >= self.max_deliveries:
+            ix.take(i)
+            if self.max_deliveries is not None and ix.counts.get(mid, 0) >= self.max_deliveries:
                 events.append(b'{"dead":%d}' % mid)
-                dead.append(entry)
+                dead.append(i)
                 continue
             events.append(b'{"get":%d}' % mid)
-            found = mid
+            found = i
             break
         if not events:
             return None
         written = self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
-        for entry in dead:
-            entry[_STATUS] = DEAD
-        if found is None:
+        for i in dead:
+            ix.set_status(i, DEAD)
+        if found < 0:
             return None
-        entry = self._msgs[found]
-        entry[_DELIVERIES] += 1
-        entry[_STATUS] = IN_FLIGHT
+        mid = ix.id_at(found)
+        ix.counts[mid] = ix.counts.get(mid, 0) + 1
+        ix.set_status(found, IN_FLIGHT)
+        message = shim.loads(ix.body_at(found))
         if written:
             self._maybe_compact()
-        return found, shim.loads(entry[_BODY])
+        return mid, message
 
     def ack(self, mid):
         """The message was handled: durable (under sync="always"); it is never delivered again."""
         with self._lock:
-            self._in_flight(mid)
+            i = self._in_flight(mid)
             self._drop_deferred_get(mid)
             written = self._write([b'{"ack":%d}' % mid], defer=True)
-            self._forget(mid)
+            self._ix.remove(i)
             if written:
                 self._maybe_compact()
 
@@ -323,24 +315,25 @@ class MiniQueue(Messages, LogBrick):
         if delay is not None:
             check_seconds("delay", delay)
         with self._lock:
-            entry = self._in_flight(mid)
+            i = self._in_flight(mid)
+            ix = self._ix
             if delay is None:
-                delay = backoff(self.retry_delay, self.retry_backoff, self.retry_max, entry[_DELIVERIES])
+                delay = backoff(self.retry_delay, self.retry_backoff, self.retry_max, ix.counts.get(mid, 0))
             self._write([b'{"nack":%d}' % mid], defer=True)
-            entry[_STATUS] = READY
             if delay > 0:
+                ix.set_status(i, READY)
                 self._delays.add(mid, delay)
             else:
-                self._insert_ready(mid)
+                ix.ready_again(i)
             self._wake.notify()
             self._maybe_compact()
 
     def dead_letter(self, mid):
         """Move a delivered message to the dead letters (dead()) now: it will not be delivered again."""
         with self._lock:
-            entry = self._in_flight(mid)
+            i = self._in_flight(mid)
             self._write([b'{"dead":%d}' % mid], defer=True)
-            entry[_STATUS] = DEAD
+            self._ix.set_status(i, DEAD)
             self._maybe_compact()
 
     def peek(self):
@@ -348,12 +341,14 @@ class MiniQueue(Messages, LogBrick):
         with self._lock:
             log = self._open_log()
             self._promote_due()
-            if self._head >= len(self._ready):
+            ix = self._ix
+            i = ix.head()
+            if i < 0:
                 return None
-            mid = self._ready[self._head]
+            mid = ix.id_at(i)
             if self._group and mid > log.durable_seq:
                 return None  # as get(): not before its put is durable
-            return mid, shim.loads(self._msgs[mid][_BODY])
+            return mid, shim.loads(ix.body_at(i))
 
     def qsize(self):
         """How many messages are ready (persist-queue's name for len(q))."""
@@ -363,7 +358,7 @@ class MiniQueue(Messages, LogBrick):
         """True when the live messages fill max_bytes: a put would be refused (on_full="reject")
         or would drop the oldest ("drop_oldest")."""
         with self._lock:
-            return self._bytes >= self.max_bytes
+            return self._ix.size >= self.max_bytes
 
     def __iter__(self):
         """Deliver messages until none is ready, as get() does: ack (or nack) each one."""
@@ -377,42 +372,31 @@ class MiniQueue(Messages, LogBrick):
         """Remove every dead letter; return how many."""
         with self._lock:
             self._open_log()
-            ids = [mid for mid in sorted(self._msgs) if self._msgs[mid][_STATUS] == DEAD]
+            ix = self._ix
+            ids = [ix.id_at(i) for i in ix.slots() if ix.status_at(i) == DEAD]
             if ids:
                 self._write([b'{"purge":%d}' % mid for mid in ids])  # an atomic batch: not deferred
                 for mid in ids:
-                    self._forget(mid)
+                    ix.remove(ix.find(mid))
                 self._maybe_compact()
             return len(ids)
 
     def _in_flight(self, mid):
+        """The slot of message mid, which must be in flight."""
         self._open_log()
-        entry = self._msgs.get(mid)
-        if entry is None or entry[_STATUS] != IN_FLIGHT:
-            state = "unknown or already acked" if entry is None else ("dead" if entry[_STATUS] == DEAD else "not delivered")
+        ix = self._ix
+        i = ix.find(mid)
+        if i < 0 or ix.status_at(i) != IN_FLIGHT:
+            state = "unknown or already acked" if i < 0 else ("dead" if ix.status_at(i) == DEAD else "not delivered")
             raise UnknownMessage("message %r is not in flight (%s)" % (mid, state))
-        return entry
+        return i
 
     def _promote_due(self):
+        ix = self._ix
         for mid in self._delays.pop_due():
-            if mid in self._msgs and self._msgs[mid][_STATUS] == READY:
-                self._insert_ready(mid)
-
-    def _pop_ready(self):
-        self._head += 1
-        if self._head >= 64 and self._head * 2 >= len(self._ready):
-            del self._ready[:self._head]
-            self._head = 0
-
-    def _insert_ready(self, mid):
-        lo, hi = self._head, len(self._ready)
-        while lo < hi:
-            mid_index = (lo + hi) // 2
-            if self._ready[mid_index] < mid:
-                lo = mid_index + 1
-            else:
-                hi = mid_index
-        self._ready.insert(lo, mid)
+            i = ix.find(mid)
+            if i >= 0 and ix.status_at(i) == READY:
+                ix.ready_again(i)
 
     def _write(self, bodies, defer=False, sync=True, waits=False):
         """Journal events, encoded (one atomic batch), synced under the store's policy.
@@ -512,7 +496,7 @@ class MiniQueue(Messages, LogBrick):
         log = self._open_log()
         self._flush_deferred()  # into the old segment, which roll() then syncs and closes
         log.roll()
-        mids = sorted(self._msgs)
+        ix = self._ix
         # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
         limit = None if self._region is None else 2048
         # A file system may persist unsynced appends out of order, so on files each chunk
@@ -521,8 +505,13 @@ class MiniQueue(Messages, LogBrick):
         unordered = self._region is None
         chunk = []
         size = 0
-        for mid in mids:
-            body, deliveries, status = self._msgs[mid]
+        count = 0
+        for i in ix.slots():
+            mid = ix.id_at(i)
+            body = ix.body_at(i)
+            deliveries = ix.counts.get(mid, 0)
+            status = ix.status_at(i)
+            count += 1
             if len(chunk) == _CKPT_CHUNK or (chunk and limit is not None and size + len(body) > limit):
                 self._write(chunk, sync=unordered)
                 chunk = []
@@ -531,11 +520,11 @@ class MiniQueue(Messages, LogBrick):
             size += len(body) + MESSAGE_OVERHEAD
         if chunk:
             self._write(chunk, sync=unordered)
-        self._write([encode_json({"ckpt_end": {"messages": len(mids), "dropped": self.dropped}})], sync=unordered)
+        self._write([encode_json({"ckpt_end": {"messages": count, "dropped": self.dropped}})], sync=unordered)
         log.sync()
         log.compact(log.segments[-1].base_seq)
         self._ckpt_size = log.active_bytes()
-        return len(mids)
+        return count
 
     def disk_bytes(self):
         """Bytes of all journal segments now on disk (on a region: of the records in it)."""

@@ -96,9 +96,7 @@ def test_damage_larger_than_the_heap_on_the_128k_build(fs, image):
 # StateManager recovery of 10,000 records with a snapshot; a queue of 1,000 messages)
 # runs on a board whose whole heap is 96 KB, the bricks frozen. The journal and the state
 # are written in the same boot, on that heap too.
-_QUEUE_96K = pytest.mark.xfail(strict=False, reason="miniqueue keeps an index entry of every live message in RAM "
-                               "(81 bytes each on this build): 1,000 messages do not fit in 96 KB yet (issue 14)")
-WORKLOADS = ["appends", "recovery", pytest.param("queue", marks=_QUEUE_96K)]
+WORKLOADS = ["appends", "recovery", "queue"]
 
 
 @pytest.mark.parametrize("work", WORKLOADS)

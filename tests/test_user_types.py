@@ -65,8 +65,6 @@ NOT_IN_STUBS = {
     "minilog.walk_segments": "the walk behind SegmentedLog.open and read_segments",
     "miniflash.header_line": FORMAT_INTERNALS,
     "miniflash.read_header": FORMAT_INTERNALS,
-    "miniqueue.const": "MicroPython's const(), a plain function on CPython",
-    "minimessages.const": "MicroPython's const(), a plain function on CPython",
 }
 # Where a stub's parameters must differ from the runtime signature, with why. Beyond
 # these, one rule: a runtime parameter whose name starts with "_" is not for callers

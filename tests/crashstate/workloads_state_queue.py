@@ -86,8 +86,9 @@ class StateWorkload(Workload):
 def queue_view(q):
     """The queue as a restart finds it: in-flight messages are ready again, counts kept."""
     msgs = []
-    for mid in sorted(q._msgs):
-        body, deliveries, status = q._msgs[mid]
+    entries = q._entries()
+    for mid in sorted(entries):
+        body, deliveries, status = entries[mid]
         msgs.append((mid, body, deliveries, READY if status == IN_FLIGHT else status))
     return (tuple(msgs), q.dropped)
 
@@ -122,11 +123,13 @@ class QueueWorkload(Workload):
             return q
 
         def ack_first(q):
-            q.ack(min(mid for mid in q._msgs if q._msgs[mid][2] == IN_FLIGHT))
+            entries = q._entries()
+            q.ack(min(mid for mid in entries if entries[mid][2] == IN_FLIGHT))
             return q
 
         def nack_first(q):
-            q.nack(min(mid for mid in q._msgs if q._msgs[mid][2] == IN_FLIGHT))
+            entries = q._entries()
+            q.nack(min(mid for mid in entries if entries[mid][2] == IN_FLIGHT))
             return q
 
         def put_many(q):

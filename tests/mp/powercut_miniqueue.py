@@ -177,8 +177,9 @@ def queue_state(q, model):
     whose content is not the message the model put under that id (or None)."""
     out = []
     wrong = None
-    for mid in sorted(q._msgs):
-        body, deliveries, status = q._msgs[mid]
+    entries = q._entries()
+    for mid in sorted(entries):
+        body, deliveries, status = entries[mid]
         out.append((mid, deliveries, status == DEAD))
         if wrong is None and minishim.loads(body) != model.puts.get(mid):
             wrong = mid
@@ -384,7 +385,7 @@ def verify(kind, geometry, flash, sync, out, stats):
         n = min(n, model.seq)
         msgs, dropped, wrong = queue_state(q, model)
         if wrong is not None:
-            problems.append("message %d has content %r" % (wrong, q._msgs[wrong][0]))
+            problems.append("message %d has content %r" % (wrong, q._entries()[wrong][0]))
         if (msgs, dropped) != model.states[n]:
             problems.append("the queue %r (dropped %d) is not the model after %d events %r" % (
                 msgs, dropped, n, model.states[n]))

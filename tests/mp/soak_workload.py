@@ -370,10 +370,10 @@ class App:
             model.reopen()
         else:
             model = self.qmodel = model.replayed(n)
-        self.check_queue(q._msgs, q.dropped, "after open")
+        self.check_queue(q._entries(), q.dropped, "after open")
         if q.in_flight():
             self.fail("queue in flight", "%d messages in flight after open" % q.in_flight())
-        ready = q._ready[q._head:]
+        ready = q._ready_ids()
         if ready != model.ready():
             self.fail("queue order", "ready ids %r, model %r" % (ready, model.ready()))
         self.acked_q = n
@@ -508,8 +508,9 @@ class App:
         if "queue" in found:
             seen = found["queue"]
             msgs = {}
-            for mid in seen._msgs:
-                body, deliveries, status = seen._msgs[mid]
+            entries = seen._entries()
+            for mid in entries:
+                body, deliveries, status = entries[mid]
                 msgs[mid] = [body, deliveries, READY if status == IN_FLIGHT else status]
             if seen.last_seq != self.q.seq or queue_problems(msgs, seen.dropped, self.qmodel):
                 self.fail("read-only differs", "MiniQueue.inspect gave seq %d, open seq %d: %r" % (
