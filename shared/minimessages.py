@@ -7,7 +7,7 @@ from ministore import MiniError, is_int
 from minilog import CompactionGap, oldest_base
 
 try:
-    from bisect import bisect_left as _bisect_left  # CPython: in C
+    from bisect import bisect_left as _bisect_left  # pyright: ignore[reportAssignmentType] (CPython: in C; the def below is MicroPython's)
 except ImportError:  # MicroPython
     def _bisect_left(ids, mid, lo=0):
         hi = len(ids)
