@@ -144,3 +144,30 @@ def float32_values(n, seed=1):
 
 def is_subnormal32(value):
     return value != 0.0 and -1.1754944e-38 < value < 1.1754944e-38
+
+
+class Rng:
+    """A small seeded generator (MicroPython's random has no Random class)."""
+
+    def __init__(self, seed):
+        self.state = seed * 2654435761 % 2 ** 32 or 1
+
+    def _next(self):
+        x = self.state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.state = x
+        return x
+
+    def random(self):
+        return self._next() / 2 ** 32
+
+    def randint(self, a, b):
+        return a + self._next() % (b - a + 1)
+
+    def choice(self, items):
+        return items[self._next() % len(items)]
+
+    def below(self, n):
+        return self._next() % n

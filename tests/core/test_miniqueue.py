@@ -1,5 +1,5 @@
 # miniqueue tests, on CPython (pytest) and MicroPython (tests/mp/runner.py).
-from support import scratch, raises, read_bytes, write_bytes, MICROPYTHON, float32_values, is_subnormal32, FLOAT32
+from support import Rng, scratch, raises, read_bytes, write_bytes, MICROPYTHON, float32_values, is_subnormal32, FLOAT32
 import minishim
 from ministore import MiniStore, LockedError, MiniError, ClosedError
 from minilog import CompactionGap, segment_files
@@ -298,34 +298,10 @@ def test_cut_while_removing_old_segments_after_an_unfinished_checkpoint():
         assert got == [2, 3, "later"], got
 
 
-class _Rng:
-    """A small seeded generator (MicroPython's random has no Random class)."""
-
-    def __init__(self, seed):
-        self.state = seed * 2654435761 % 2 ** 32 or 1
-
-    def _next(self):
-        x = self.state
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.state = x
-        return x
-
-    def random(self):
-        return self._next() / 2 ** 32
-
-    def randint(self, a, b):
-        return a + self._next() % (b - a + 1)
-
-    def choice(self, items):
-        return items[self._next() % len(items)]
-
-
 def test_random_operations_match_a_simple_model():
     # Long enough to cross the ready list's trimming point many times, with
     # nacks (re-inserts), drops (ring buffer) and reopens mixed in.
-    rng = _Rng(7)
+    rng = Rng(7)
     d = scratch()
     q = MiniQueue.open(d, max_bytes=1200, on_full="drop_oldest", sync=50)
     ready = []      # model: ready ids ascending

@@ -1,21 +1,10 @@
-# The queue's index of live messages in RAM (minimessages.Index: pages of 64 slots,
+# The queue's index of live messages in RAM (minimessages._Index: pages of 64 slots,
 # short bodies in a page buffer), on CPython and MicroPython (tests/mp/runner.py).
 # A seeded run of random operations against a plain model, across page ends, packing,
 # drops, dead letters, compactions and reopens; and the bounds on what the index keeps.
-from support import scratch, raises
+from support import Rng, scratch, raises
 import minishim
 from miniqueue import MiniQueue, UnknownMessage, READY, IN_FLIGHT, DEAD
-
-
-class Rng:
-    """A small LCG: the same sequence on every runtime."""
-
-    def __init__(self, seed):
-        self.state = seed
-
-    def below(self, n):
-        self.state = (self.state * 1103515245 + 12345) & 0x7FFFFFFF
-        return (self.state >> 8) % n
 
 
 def body_bytes(message):
