@@ -498,7 +498,9 @@ class MiniQueue(Messages, LogBrick):
         log.roll()
         ix = self._ix
         # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
-        limit = None if self._region is None else 2048
+        # On files at about 4 KiB: a chunk is encoded, sealed and joined at once, and a
+        # board's heap may have no larger block (32 entries of 4 KB needed 128 KB).
+        limit = 4096 if self._region is None else 2048
         # A file system may persist unsynced appends out of order, so on files each chunk
         # is synced (under the store's policy); a region keeps them in RAM and programs
         # them in order at the sync below.
@@ -512,7 +514,7 @@ class MiniQueue(Messages, LogBrick):
             deliveries = ix.counts.get(mid, 0)
             status = ix.status_at(i)
             count += 1
-            if len(chunk) == _CKPT_CHUNK or (chunk and limit is not None and size + len(body) > limit):
+            if len(chunk) == _CKPT_CHUNK or (chunk and size + len(body) > limit):
                 self._write(chunk, sync=unordered)
                 chunk = []
                 size = 0

@@ -249,6 +249,9 @@ MUTANTS = [
     ("queue-ckpt-end-dropped", "minimessages.py", '            self.dropped = arg["dropped"]\n',
      '            self.dropped += arg["dropped"]\n', "a checkpoint's drop count is added to the count before it, "
      "not restated", DEFAULT),
+    ("queue-ckpt-batch-bytes", "miniqueue.py", "        limit = 4096 if self._region is None else 2048",
+     "        limit = 10 ** 9 if self._region is None else 2048",
+     "checkpoint batches on files are bounded by count only (32 long messages at once)", DEFAULT),
     ("queue-ckpt-complete", "minimessages.py", "            self._ix = entries  # built apart: nothing replayed before it is kept\n            self._complete = True",
      "            self._ix = entries  # built apart: nothing replayed before it is kept",
      "a complete checkpoint does not make the history whole", DEFAULT),

@@ -16,6 +16,7 @@
 # Each (configuration, cut point, mode) is one check; main() ends with
 # "N passed, N failed".
 import gc
+import sys
 import os
 import time
 import vfs
@@ -165,6 +166,7 @@ def sweep(name, sync, run_workload, verify, stats, total):
     label = "%s %s" % (name, sync)
 
     # The uncut run: count the ops and check the workload itself.
+    SWEEP.update(cut_points=0, checks=0, acked_ops=0, hazards=0, hazard_examples=[], started=now())
     flash = fresh(kind, geometry)
     start = flash.ops
     out = run_workload(flash, sync)
@@ -173,6 +175,8 @@ def sweep(name, sync, run_workload, verify, stats, total):
         umount()
         print("FAIL %s: the uncut workload failed: %r (acked %d of %d, leaked %r)" % (
             label, out.error, out.acked, total, out.leaked))
+        if out.error is not None and hasattr(sys, "print_exception"):
+            sys.print_exception(out.error)  # pyright: ignore[reportAttributeAccessIssue] (MicroPython)
         return 0, 1, start, end
     umount()
     problem = verify(kind, geometry, flash, sync, out, stats)
