@@ -15,7 +15,8 @@ import minishim
 
 # A message's status, as a checkpoint entry writes it (FORMAT.md 5).
 READY, IN_FLIGHT, DEAD = 0, 1, 2
-CKPT_CHUNK = 32  # checkpoint entries per write (FORMAT.md 5.4)
+CKPT_CHUNK = 32  # checkpoint entries per write at most (FORMAT.md 5.4)
+CKPT_BYTES = 4096  # ... and about this many bytes of messages (on files)
 
 
 def copy(value):
@@ -265,17 +266,25 @@ class QueueOracle:
             if self.msgs[mid][2] == IN_FLIGHT:
                 self.msgs[mid][2] = READY
 
-    def checkpoint(self):
-        """The events of a compaction's checkpoint: the live messages in batches of
-        CKPT_CHUNK, then the end marker (5.4)."""
+    def checkpoint(self, limit=CKPT_BYTES):
+        """The events of a compaction's checkpoint: the live messages in batches of at
+        most CKPT_CHUNK that stop at about `limit` bytes of messages (each counted with
+        64 bytes around it), then the end marker (5.4)."""
         self.flush()  # the events in RAM go into the old segment first
         first = self.seq + 1
         mids = sorted(self.msgs)
-        for start in range(0, len(mids), CKPT_CHUNK):
-            chunk = []
-            for mid in mids[start:start + CKPT_CHUNK]:
-                entry = self.msgs[mid]
-                chunk.append({"ckpt": [mid, entry[0], entry[1], entry[2]]})
+        chunk = []
+        size = 0
+        for mid in mids:
+            entry = self.msgs[mid]
+            length = message_size(entry[0])
+            if len(chunk) == CKPT_CHUNK or (chunk and size + length > limit):
+                self.write(chunk)
+                chunk = []
+                size = 0
+            chunk.append({"ckpt": [mid, entry[0], entry[1], entry[2]]})
+            size += length + 64
+        if chunk:
             self.write(chunk)
         self._written([{"ckpt_end": {"messages": len(mids), "dropped": self.dropped}}])
         self.checkpoints.append((first, self.seq))
