@@ -200,17 +200,19 @@ class MiniStore:
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
         fill = (self._block_end(len(data_out), self.size + len(data))
                 if self._littlefs and self.sync_every is None else ())
+        padded = 0
         try:
             journal_file.write(data_out)
             for piece in fill:  # written in pieces: on a board one pad of up to 4 KB may find no block that large
                 journal_file.write(piece)
+                padded += len(piece)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
             self._abandon()
             raise
         self.seq += count
-        self.size += len(data) + sum(len(piece) for piece in fill)
+        self.size += len(data) + padded
         return self.seq
 
     def refresh(self):
