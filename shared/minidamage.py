@@ -74,11 +74,43 @@ def _names_us(line):
     return isinstance(obj, dict) and obj.get("format") == FORMAT_NAME and obj.get("version") == FORMAT_VERSION
 
 
+class LongDamage:
+    """A damaged line longer than the reader takes at once: its length and why, not its bytes."""
+
+    def __init__(self, length, reason):
+        self.length = length
+        self.reason = reason
+
+    def __len__(self):
+        return self.length
+
+    def parsed(self):
+        """What parse_line() gives for this line."""
+        return None, self.reason
+
+
+class LongPad:
+    """A sealed pad line longer than the reader takes at once, in the shape pad_pieces()
+    writes: its length and its fields (the fill of spaces left out), not its bytes."""
+
+    def __init__(self, length, fields):
+        self.length = length
+        self.fields = fields
+
+    def __len__(self):
+        return self.length
+
+    def parsed(self):
+        """What parse_line() gives for this line."""
+        from miniformat import PAD
+        return PAD, self.fields
+
+
 def read_long(f, line, budget):
     """read_line() for a line longer than `budget` (`line`, its first piece, just read):
     the rest is read in pieces, its CRC computed as they pass, and the line is read
     whole only if it is sealed and not a pad."""
-    from miniformat import LongDamage, _SUFFIX_LEN
+    from miniformat import _SUFFIX_LEN
     start = f.tell() - len(line)
     crc = shim.crc32(line[:-_SUFFIX_LEN])
     pending = line[-_SUFFIX_LEN:]  # the last bytes, which may be the CRC field
@@ -109,7 +141,7 @@ def _long_pad(f, start, length, budget):
     pad_pieces() writes it (a head ending in `"fill":"`, then only spaces up to the `"`
     before the CRC field), else None. Reads the line again in pieces of at most
     `budget` bytes; leaves `f` at its end."""
-    from miniformat import LongPad, _SUFFIX_LEN
+    from miniformat import _SUFFIX_LEN
     f.seek(start)
     piece = f.read(min(budget, length))
     head = piece.find(b'"fill":"') + 8

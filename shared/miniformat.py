@@ -243,10 +243,8 @@ def parse_line(line):
     line this code reads (another writer, or a runtime that wrote JSON this one
     cannot parse). It is corruption wherever it is, never a torn tail.
     """
-    if line.__class__ is LongDamage:
-        return None, line.reason
-    if line.__class__ is LongPad:
-        return PAD, line.fields
+    if line.__class__ is not bytes and not isinstance(line, (bytearray, memoryview)):
+        return line.parsed()  # a minidamage.LongDamage or LongPad: a line too long to hold
     if line[-1:] != b"\n":
         return None, "incomplete line (no newline)"
     if len(line) < _SUFFIX_LEN + 2 or line[-_SUFFIX_LEN:-11] != _CRC_TAG or line[-3:] != b'"}\n':
@@ -298,29 +296,6 @@ def check_header(path, line, peek=None):
     if not is_int(base) or base < 0:
         raise FormatError("%s: header has no valid base_seq" % path)
     return base
-
-
-class LongDamage:
-    """A damaged line longer than the reader takes at once: its length and why, not its bytes."""
-
-    def __init__(self, length, reason):
-        self.length = length
-        self.reason = reason
-
-    def __len__(self):
-        return self.length
-
-
-class LongPad:
-    """A sealed pad line longer than the reader takes at once, in the shape pad_pieces()
-    writes: its length and its fields (the fill of spaces left out), not its bytes."""
-
-    def __init__(self, length, fields):
-        self.length = length
-        self.fields = fields
-
-    def __len__(self):
-        return self.length
 
 
 def read_line(f, budget=_LINE_BUDGET):

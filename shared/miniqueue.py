@@ -10,16 +10,23 @@ specified in FORMAT.md, section 5.
 # Space comes back through checkpoints: a new segment that restates the live
 # messages, ended by a "ckpt_end" marker; older segments are removed only once
 # that marker is durable. The messages in RAM and their replay are minimessages';
-# waiting for one (get(timeout), aget, retry delays) is miniwait's.
+# waiting for one (get(timeout), aget, retry delays) is miniwait's, imported at the
+# first wait or delay: an app that never waits does not hold it in RAM.
 import minishim as shim
 from ministore import MiniError, encode_json, is_int, settle
 # QueueCorrupt, CompactionGap and the statuses stay importable from here.
 from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa: F401
 from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
-from miniwait import Delays, Wakeup, aget, backoff, blocking_get, check_seconds
 
 _CKPT_CHUNK = 32        # checkpoint entries per write, so a checkpoint never needs all of RAM twice
 MESSAGE_OVERHEAD = 64   # journal bytes around a message in a checkpoint line, at most (FORMAT.md 5.4)
+
+
+def _check_seconds(name, value, high=shim.MAX_DELAY):
+    """`value` as a number of seconds in 0..high, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise ValueError("%s must be a number of seconds from 0 to %d, not %r" % (name, high, value))
+    return value
 
 
 class QueueFull(MiniError):
@@ -43,8 +50,8 @@ class MiniQueue(Messages, LogBrick):
         self.retry_delay = 0
         self.retry_backoff = 2.0
         self.retry_max = 600
-        self._delays = Delays()  # nacked with a delay: not ready before their time (RAM only)
-        self._wake = Wakeup()
+        self._delays = None  # a miniwait.Delays once a nack has a delay (RAM only)
+        self._wake = None    # a miniwait.Wakeup once something waits: get(timeout), aget()
         self._group = False  # puts share syncs across threads (files, sync="always")
         self.last_seq = 0
 
@@ -83,8 +90,8 @@ class MiniQueue(Messages, LogBrick):
                 raise ValueError("%s must be an int >= 1" % name)
         if max_bytes is None:
             raise ValueError("max_bytes must be an int >= 1")
-        check_seconds("retry_delay", retry_delay)
-        check_seconds("retry_max", retry_max)
+        _check_seconds("retry_delay", retry_delay)
+        _check_seconds("retry_max", retry_max)
         backoff_ok = isinstance(retry_backoff, (int, float)) and not isinstance(retry_backoff, bool)
         if not backoff_ok or not 1 <= retry_backoff <= 100:
             raise ValueError("retry_backoff must be a number from 1 to 100, not %r" % (retry_backoff,))
@@ -149,15 +156,15 @@ class MiniQueue(Messages, LogBrick):
     def delayed(self):
         """How many nacked messages wait for their retry delay to pass."""
         with self._lock:
-            return len(self._delays)
+            return len(self._delays) if self._delays is not None else 0
 
     def __repr__(self):
+        delayed = self.delayed()
         with self._lock:
             self._promote_due()
             ix = self._ix
             return "<MiniQueue %r ready=%d%s in_flight=%d dead=%d dropped=%d live_bytes=%d%s>" % (
-                self.directory, ix.fresh + len(ix.back),
-                " delayed=%d" % len(self._delays) if len(self._delays) else "",
+                self.directory, ix.fresh + len(ix.back), " delayed=%d" % delayed if delayed else "",
                 self._count(IN_FLIGHT), self._count(DEAD), self.dropped, ix.size,
                 "" if self._log is not None else " (not open: closed, or from inspect())")
 
@@ -217,7 +224,7 @@ class MiniQueue(Messages, LogBrick):
                 ids.append(first + i)
             self._maybe_compact()
             if store is None:
-                self._wake.notify()
+                self._notify()
                 return ids
         try:
             store.wait_durable(ids[-1])  # pyright: ignore[reportAttributeAccessIssue] (group: a MiniStore)
@@ -225,9 +232,10 @@ class MiniQueue(Messages, LogBrick):
             with self._lock:
                 self._close_quietly()  # the puts may be lost: only a reopen is trusted
             raise
-        if self._wake.waiting():  # one that starts waiting from now on sees them durable
+        wake = self._wake
+        if wake is not None and wake.waiting():  # one that starts waiting from now on sees them durable
             with self._lock:
-                self._wake.notify()  # now get() may deliver them
+                self._notify()  # now get() may deliver them
         return ids
 
     def get(self, timeout=None):
@@ -241,6 +249,8 @@ class MiniQueue(Messages, LogBrick):
         the timeout has passed. asyncio apps: aget().
         """
         if timeout is not None:
+            _check_seconds("timeout", timeout)
+            from miniwait import blocking_get  # lazy: only an app that waits needs it
             return blocking_get(self, timeout)
         with self._lock:
             return self._get_now()
@@ -251,6 +261,9 @@ class MiniQueue(Messages, LogBrick):
         same loop; on CPython also of another thread), or returns None once `timeout`
         seconds have passed (None: no limit). No background task. asyncio is imported only
         when this is called: the module imports on ports without it."""
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+        from miniwait import aget  # lazy: only an app that waits needs it
         return aget(self, timeout)
 
     def _get_now(self):
@@ -313,19 +326,23 @@ class MiniQueue(Messages, LogBrick):
         at-least-once allows (FORMAT.md 5.2); a board's clock does not survive a reboot.
         """
         if delay is not None:
-            check_seconds("delay", delay)
+            _check_seconds("delay", delay)
         with self._lock:
             i = self._in_flight(mid)
             ix = self._ix
-            if delay is None:
+            if delay is None and self.retry_delay:
+                from miniwait import backoff  # lazy: only with a retry policy
                 delay = backoff(self.retry_delay, self.retry_backoff, self.retry_max, ix.counts.get(mid, 0))
             self._write([b'{"nack":%d}' % mid], defer=True)
-            if delay > 0:
+            if delay:
                 ix.set_status(i, READY)
+                if self._delays is None:
+                    from miniwait import Delays  # lazy: only once a message is held back
+                    self._delays = Delays()
                 self._delays.add(mid, delay)
             else:
                 ix.ready_again(i)
-            self._wake.notify()
+            self._notify()
             self._maybe_compact()
 
     def dead_letter(self, mid):
@@ -392,6 +409,8 @@ class MiniQueue(Messages, LogBrick):
         return i
 
     def _promote_due(self):
+        if self._delays is None:
+            return
         ix = self._ix
         for mid in self._delays.pop_due():
             i = ix.find(mid)
@@ -473,13 +492,24 @@ class MiniQueue(Messages, LogBrick):
                     raise
                 log, self._log = self._log, None
                 self._closed_seq = log.seq
-                self._delays.clear()
-                self._wake.notify()  # a waiting get() raises ClosedError
+                self._delays = None
+                self._notify()  # a waiting get() raises ClosedError
                 log.close()
 
     def _close_quietly(self):
         LogBrick._close_quietly(self)
-        self._wake.notify()
+        self._notify()
+
+    def _notify(self):
+        if self._wake is not None:
+            self._wake.notify()
+
+    def _waiters(self):
+        """The miniwait.Wakeup of this queue, made at the first wait."""
+        if self._wake is None:
+            from miniwait import Wakeup  # lazy: only an app that waits needs it
+            self._wake = Wakeup()
+        return self._wake
 
     # -- space
 

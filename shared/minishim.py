@@ -477,6 +477,7 @@ class JournalFile(_Holder):
 # A monotonic clock in milliseconds, for delays and timeouts. MicroPython's ticks_ms
 # wraps (at 2**30 on most ports): compare only through ticks_diff, which is right for
 # two ticks less than 2**29 ms (6.2 days) apart.
+MAX_DELAY = 86400  # seconds: the longest wait or delay measured in ticks (one day, within 6.2)
 if MICROPYTHON:
     import time as _time  # MicroPython's: the names below are not CPython's
     ticks_ms = _time.ticks_ms  # pyright: ignore[reportAttributeAccessIssue, reportAssignmentType]

@@ -10,7 +10,7 @@ import minishim as shim
 from miniformat import (FORMAT_NAME, FORMAT_VERSION, MAX_DEPTH, MAX_LINE, MiniError, CorruptRecord,
                         FormatError, LockedError, ClosedError, TornTail, check_value, encode_json,
                         FLOAT_TEXT_INEXACT, may_hold_float, settle, seal, header_line, record_line, pad_line,
-                        pad_pieces, HEADER, RECORD, PAD, FOREIGN, parse_line, check_header, LongDamage, LongPad,
+                        pad_pieces, HEADER, RECORD, PAD, FOREIGN, parse_line, check_header,
                         read_line, peek_line, is_int)
 from minireader import JournalReader, Replay
 

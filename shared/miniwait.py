@@ -5,14 +5,8 @@ awaiting aget(), and the retry delays of nack(), which live in RAM only (FORMAT.
 # and a waiter that expects a delayed message to come due sleeps only until then.
 import minishim as shim
 
-MAX_DELAY = 86400  # seconds: a delay is measured with ticks_ms, whose differences hold 6.2 days
-
-
-def check_seconds(name, value, high=MAX_DELAY):
-    """`value` as a number of seconds in 0..high, or ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
-        raise ValueError("%s must be a number of seconds from 0 to %d, not %r" % (name, high, value))
-    return value
+# miniqueue imports this module at the first wait or delay, and checks every number of
+# seconds before it gets here (miniqueue._check_seconds).
 
 
 def backoff(delay, factor, cap, deliveries):
@@ -55,7 +49,7 @@ class Delays:
         for item in self._due:
             left = shim.ticks_diff(item[0], now)
             # More than MAX_DELAY ahead cannot be: the ticks wrapped round a time long past.
-            if left <= 0 or left > MAX_DELAY * 1000:
+            if left <= 0 or left > shim.MAX_DELAY * 1000:
                 due.append(item)
         for item in due:
             self._due.remove(item)
@@ -123,7 +117,7 @@ class Wakeup:
 
 def _wait_ms(queue, deadline):
     """Milliseconds to wait: until `deadline` (ticks) or the next delayed message, at least 0."""
-    due = queue._delays.next_ms()
+    due = queue._delays.next_ms() if queue._delays is not None else None
     left = None if deadline is None else max(0, shim.ticks_diff(deadline, shim.ticks_ms()))
     if due is None:
         return left
@@ -132,7 +126,7 @@ def _wait_ms(queue, deadline):
 
 def blocking_get(queue, timeout):
     """MiniQueue.get(timeout): deliver, or wait for a put or nack (or a delay to pass)."""
-    deadline = ticks_after(check_seconds("timeout", timeout))
+    deadline = ticks_after(timeout)
     while True:
         with queue._lock:
             item = queue._get_now()
@@ -141,12 +135,12 @@ def blocking_get(queue, timeout):
             wait = _wait_ms(queue, deadline)
             if wait == 0 and _passed(deadline):
                 return None
-            lock = queue._wake.register()
+            lock = queue._waiters().register()
         try:
             shim.wait_release(lock, wait)
         finally:
             with queue._lock:
-                queue._wake.unregister(lock)
+                queue._waiters().unregister(lock)
 
 
 async def aget(queue, timeout=None):
@@ -154,10 +148,10 @@ async def aget(queue, timeout=None):
     import asyncio  # here, not at the top: the core imports on a port without asyncio
     deadline = None
     if timeout is not None:
-        deadline = ticks_after(check_seconds("timeout", timeout))
+        deadline = ticks_after(timeout)
     while True:
         with queue._lock:
-            event = queue._wake.event(asyncio)
+            event = queue._waiters().event(asyncio)
             event.clear()  # before looking: a put from now on sets it again
             item = queue._get_now()
             if item is not None:

@@ -56,7 +56,6 @@ NOT_IN_STUBS = {
     "ministore.pad_pieces": FORMAT_INTERNALS,
     "ministore.parse_line": FORMAT_INTERNALS,
     "ministore.check_header": FORMAT_INTERNALS,
-    "ministore.LongDamage": FORMAT_INTERNALS,
     "ministore.read_line": FORMAT_INTERNALS,
     "ministore.peek_line": FORMAT_INTERNALS,
     "ministore.hold": "the lock helper the writers share",

@@ -288,14 +288,16 @@ MUTANTS = [
     ("queue-nack-ready", "miniqueue.py", "            else:\n                ix.ready_again(i)\n",
      "            else:\n                pass\n", "nack() leaves the message in flight", DEFAULT),
     ("queue-nack-delay-ignored", "miniqueue.py",
-     "            if delay > 0:\n                ix.set_status(i, READY)\n                self._delays.add(mid, delay)\n"
+     "            if delay:\n                ix.set_status(i, READY)\n                if self._delays is None:\n"
+     "                    from miniwait import Delays  # lazy: only once a message is held back\n"
+     "                    self._delays = Delays()\n                self._delays.add(mid, delay)\n"
      "            else:\n                ix.ready_again(i)",
      "            ix.ready_again(i)", "nack(delay=...) makes the message ready at once", DEFAULT),
     ("queue-group-no-wait", "miniqueue.py", "            store.wait_durable(ids[-1])", "            pass",
      "a put from several threads returns before its sync (group commit)", DEFAULT),
     ("queue-group-ungated", "miniqueue.py", "                break  # written, not yet synced", "                pass",
      "get() delivers a put that is written but not yet durable (a crash could reuse its id)", DEFAULT),
-    ("queue-close-no-wake", "miniqueue.py", "                self._wake.notify()  # a waiting get() raises", "                pass  #",
+    ("queue-close-no-wake", "miniqueue.py", "                self._notify()  # a waiting get() raises", "                pass  #",
      "close() leaves a get(timeout) waiting until its timeout", DEFAULT),
     ("queue-drop-journal", "miniqueue.py", "            events = [b'{\"drop\":%d}' % mid for mid in drops]",
      "            events = []", "drops are not journaled", DEFAULT),

@@ -1,8 +1,9 @@
 # Damage of any length is read in pieces (FORMAT.md 2.2): the reader never holds more
 # than the longest intact line, and a writer never writes a line longer than MAX_LINE.
 from support import scratch, raises, write_bytes, read_bytes, size
-from ministore import (MiniStore, CorruptRecord, LongDamage, LongPad, MAX_LINE, PAD, encode_json, header_line,
-                       pad_line, parse_line, read_line, record_line, seal)
+from ministore import (MiniStore, CorruptRecord, MAX_LINE, PAD, encode_json, header_line, pad_line, parse_line,
+                       read_line, record_line, seal)
+from minidamage import LongDamage, LongPad
 
 
 def _file(data):
