@@ -162,7 +162,9 @@ class _Index:
             return self.find(self.back[0])  # before next, so older than any slot from there
         p = self.next
         end = self.end
-        while p < end and self.status_at(p) != READY:
+        pages = self.status_pages
+        base = self.base
+        while p < end and pages[(p >> 6) - base][p & 63] != READY:
             p += 1  # in flight, dead or gone: none of these is ready here again (a nack uses back)
         self.next = p
         return p if p < end else -1
@@ -191,7 +193,8 @@ class _Index:
                 yield p
 
     def remove(self, p):
-        j = (p >> 6) - self.base
+        base = self.base
+        j = (p >> 6) - base
         k = p & 63
         status = self.status_pages[j]
         mid = self.id_pages[j][k]
@@ -200,23 +203,32 @@ class _Index:
                 self.fresh -= 1
             elif mid in self.back:
                 self.back.remove(mid)
-        body = self.body_pages[j][k]
+        bodies = self.body_pages[j]
+        body = bodies[k]
         self.size -= body & 255 if type(body) is int else len(body)
-        self.body_pages[j][k] = None
+        bodies[k] = None
         status[k] = _GONE
         self.counts.pop(mid, None)
         self.live -= 1
-        self.gone += 1
-        if p == self.first:
-            while self.first < self.end and self.status_at(self.first) == _GONE:
-                self.first += 1
-                self.gone -= 1
-        while (self.base + 1) << 6 <= self.first:  # a page wholly gone at the head
-            del self.id_pages[0], self.body_pages[0], self.status_pages[0], self.buffers[0], self.firsts[0]
-            self.base += 1
-        if self.next < self.first:
-            self.next = self.first
-        if self.gone > 32 and self.gone > self.live:
+        gone = self.gone
+        if p == self.first:  # the head moves past it, and past the gone slots after it
+            first = p + 1
+            end = self.end
+            pages = self.status_pages
+            while first < end and pages[(first >> 6) - base][first & 63] == _GONE:
+                first += 1
+                gone -= 1
+            self.first = first
+            while (base + 1) << 6 <= first:  # a page wholly gone at the head
+                del self.id_pages[0], self.body_pages[0], self.status_pages[0], self.buffers[0], self.firsts[0]
+                base += 1
+            self.base = base
+            if self.next < first:
+                self.next = first
+        else:
+            gone += 1
+        self.gone = gone
+        if gone > 32 and gone > self.live:
             self._pack()  # acks out of order, or a dead letter at the head: copy the live slots
 
     def _pack(self):

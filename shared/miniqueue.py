@@ -207,7 +207,8 @@ class MiniQueue(Messages, LogBrick):
                 if ix.size - freed + need > self.max_bytes:
                     raise QueueFull("queue %s is full of in-flight, delayed and dead messages" % self.directory)
                 events = [b'{"drop":%d}' % mid for mid in drops]
-            first = log.seq + self._deferred_events + len(events) + 1  # deferred events go first
+            # (log.store.seq: log.seq is a property, which CPython 3.11 calls through C)
+            first = log.store.seq + self._deferred_events + len(events) + 1  # deferred events go first
             # Group commit (files, sync="always"): written now, synced below, outside the lock,
             # in one sync shared with the threads that put meanwhile. get() delivers none
             # of these before that sync (_get_now), so no id is seen that a crash could reuse.
@@ -219,9 +220,11 @@ class MiniQueue(Messages, LogBrick):
                 ix.remove(ix.find(mid))
                 self.dropped += 1
             ids = []
-            for i in range(len(bodies)):
-                ix.add(first + i, bodies[i], 0, READY)
-                ids.append(first + i)
+            mid = first
+            for body in bodies:
+                ix.add(mid, body, 0, READY)
+                ids.append(mid)
+                mid += 1
             self._maybe_compact()
             if store is None:
                 self._notify()
@@ -270,7 +273,7 @@ class MiniQueue(Messages, LogBrick):
         log = self._open_log()
         self._promote_due()
         # Group commit: a put is delivered only once it is durable (put_many).
-        limit = log.durable_seq if self._group else None
+        limit = log.store.durable_seq if self._group else None  # (group: files, so a MiniStore's)
         # The dead letters it passes over and the delivery: one atomic batch.
         ix = self._ix
         events = []
@@ -298,8 +301,7 @@ class MiniQueue(Messages, LogBrick):
             ix.set_status(i, DEAD)
         if found < 0:
             return None
-        mid = ix.id_at(found)
-        ix.counts[mid] = ix.counts.get(mid, 0) + 1
+        ix.counts[mid] = ix.counts.get(mid, 0) + 1  # mid: the id at found, the last one the loop read
         ix.set_status(found, IN_FLIGHT)
         message = shim.loads(ix.body_at(found))
         if written:
@@ -425,12 +427,14 @@ class MiniQueue(Messages, LogBrick):
         kept in RAM and written ahead of the next durable write, in the same write() and
         sync, or on its own once `unsynced_events` wait (FORMAT.md 5.2). It is never
         written without a sync after it, so no crash can leave it as a hole with later
-        lines intact (a file system may persist unsynced appends out of order)."""
-        log = self._open_log()
+        lines intact (a file system may persist unsynced appends out of order).
+        Its callers hold the lock and found the queue open: an event kept in RAM needs no
+        second look."""
         if defer and self.durability == "puts":
             if self._region is not None:
                 # A region's store keeps unsynced records in RAM and programs them in
                 # order at its next sync: nothing to hold back here.
+                log = self._open_log()
                 sync = log.seq + len(bodies) - log.durable_seq >= self.unsynced_events
             else:
                 self._deferred.append(bodies)  # one call's events stay one atomic batch
@@ -438,6 +442,7 @@ class MiniQueue(Messages, LogBrick):
                 if self._deferred_events < self.unsynced_events:
                     return False
                 bodies = []
+        log = self._open_log()
         lead, self._deferred = self._deferred, []
         self._deferred_events = 0
         try:
@@ -514,7 +519,8 @@ class MiniQueue(Messages, LogBrick):
     # -- space
 
     def _maybe_compact(self):
-        if self._open_log().active_bytes() - self._ckpt_size >= self.compact_bytes:
+        log = self._log  # open: its callers, under the lock, just wrote or deferred an event
+        if log is not None and log.active_bytes() - self._ckpt_size >= self.compact_bytes:
             self._compact()
 
     def compact(self):

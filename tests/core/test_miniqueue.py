@@ -239,6 +239,20 @@ def test_an_ack_replaces_its_get_while_the_get_is_not_yet_written():
         q.ack(x)
     events = MiniStore.replay(segment_files(d)[0][1])
     assert events == [{"put": "x"}, {"get": x}, {"nack": x}, {"ack": x}], events
+    # The same with another get after it: the ack looks back past that one, and still
+    # drops only the last get of its message, never the one before the nack.
+    d = scratch()
+    with MiniQueue.open(d) as q:
+        x, y = q.put("x"), q.put("y")
+        q.get()
+        q.nack(x)
+        assert q.get()[0] == x
+        assert q.get()[0] == y
+        q.ack(x)
+        q.ack(y)
+        assert q.seq == 6
+    events = MiniStore.replay(segment_files(d)[0][1])
+    assert events == [{"put": "x"}, {"put": "y"}, {"get": x}, {"nack": x}, {"ack": x}, {"ack": y}], events
 
 
 def test_inspect_reads_without_locking_or_writing():
