@@ -192,18 +192,35 @@ def seal(body):
     return b"%s,\"crc\":\"%08x\"}\n" % (body, shim.crc32(body) & 0xFFFFFFFF)
 
 
+def seal_pieces(head, body):
+    """seal(head + body) as [head, body, tail]: the same bytes, to write one after another,
+    without a copy of `body`."""
+    return [head, body, b'%s%08x"}\n' % (_CRC_TAG, shim.crc32(body, shim.crc32(head)) & 0xFFFFFFFF)]
+
+
 def header_line(base_seq):
     return seal(b'{"format":"%s","version":%d,"base_seq":%d' % (
         FORMAT_NAME.encode(), FORMAT_VERSION, base_seq))
 
 
 def record_line(seq, body, batch=1):
+    return seal(_record_head(seq, body, batch) + body)
+
+
+def record_pieces(seq, body, batch=1):
+    """record_line() as [head, body, tail]: the same bytes, `body` itself among them, not
+    copied into a line (twice: the line, then its sealed copy). A board's heap may have
+    no free block as large as a 4 KB record, let alone three."""
+    return seal_pieces(_record_head(seq, body, batch), body)
+
+
+def _record_head(seq, body, batch):
     if len(body) > MAX_LINE - 64:  # room for the seq, batch and CRC around it
         raise ValueError("a record of %d bytes is longer than a journal line may be (%d bytes)" % (
             len(body), MAX_LINE))
     if batch > 1:
-        return seal(b'{"seq":%d,"batch":%d,"rec":%s' % (seq, batch, body))
-    return seal(b'{"seq":%d,"rec":%s' % (seq, body))
+        return b'{"seq":%d,"batch":%d,"rec":' % (seq, batch)
+    return b'{"seq":%d,"rec":' % seq
 
 
 def pad_line(length, reason, lost=None):
