@@ -34,6 +34,7 @@ GEOMETRY = {
 }
 
 MODES = ("raise", "torn", "drop", "reorder")
+_PIECE = 256  # bytes a program is compared and copied in (_program)
 
 
 class PowerCut(OSError):
@@ -129,19 +130,26 @@ class RAMFlash:
 
     def _program(self, start, buf):
         # AND through big ints: C speed, and an erased target (the usual case)
-        # takes the plain copy.
+        # takes the plain copy. _PIECE bytes at a time: a 4 KB sector as three 4 KB
+        # ints was 12 KB of a board's heap at once (MemoryError on the 128 KB board).
         n = len(buf)
         if not n:
             return
-        target = self.mem[start:start + n]
-        old = int.from_bytes(target, "big")
-        new = int.from_bytes(buf, "big")
-        landed = old & new
-        if landed == new:
-            target[:] = buf
-        else:
+        data = memoryview(buf)
+        dirty = False
+        for at in range(0, n, _PIECE):
+            end = min(at + _PIECE, n)
+            target = self.mem[start + at:start + end]
+            piece = data[at:end]
+            new = int.from_bytes(piece, "big")
+            landed = int.from_bytes(target, "big") & new
+            if landed == new:
+                target[:] = piece
+            else:
+                dirty = True
+                target[:] = landed.to_bytes(end - at, "big")
+        if dirty:
             self.dirty_programs += 1
-            target[:] = landed.to_bytes(n, "big")
 
     def _erase(self, block, length=None):
         start = block * self.block_size
