@@ -204,23 +204,27 @@ def header_line(base_seq):
 
 
 def record_line(seq, body, batch=1):
-    return seal(_record_head(seq, body, batch) + body)
+    if len(body) > MAX_LINE - 64:  # room for the seq, batch and CRC around it
+        raise _too_long(body)
+    if batch > 1:
+        return seal(b'{"seq":%d,"batch":%d,"rec":%s' % (seq, batch, body))
+    return seal(b'{"seq":%d,"rec":%s' % (seq, body))
 
 
 def record_pieces(seq, body, batch=1):
     """record_line() as [head, body, tail]: the same bytes, `body` itself among them, not
     copied into a line (twice: the line, then its sealed copy). A board's heap may have
     no free block as large as a 4 KB record, let alone three."""
-    return seal_pieces(_record_head(seq, body, batch), body)
-
-
-def _record_head(seq, body, batch):
-    if len(body) > MAX_LINE - 64:  # room for the seq, batch and CRC around it
-        raise ValueError("a record of %d bytes is longer than a journal line may be (%d bytes)" % (
-            len(body), MAX_LINE))
+    if len(body) > MAX_LINE - 64:
+        raise _too_long(body)
     if batch > 1:
-        return b'{"seq":%d,"batch":%d,"rec":' % (seq, batch)
-    return b'{"seq":%d,"rec":' % seq
+        return seal_pieces(b'{"seq":%d,"batch":%d,"rec":' % (seq, batch), body)
+    return seal_pieces(b'{"seq":%d,"rec":' % seq, body)
+
+
+def _too_long(body):
+    return ValueError("a record of %d bytes is longer than a journal line may be (%d bytes)" % (
+        len(body), MAX_LINE))
 
 
 def pad_line(length, reason, lost=None):
