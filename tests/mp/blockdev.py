@@ -34,7 +34,7 @@ GEOMETRY = {
 }
 
 MODES = ("raise", "torn", "drop", "reorder")
-_PIECE = 256  # bytes a program is compared and copied in (_program)
+_PIECE = 1024  # bytes a longer program is compared and copied in (_program)
 
 
 class PowerCut(OSError):
@@ -130,26 +130,28 @@ class RAMFlash:
 
     def _program(self, start, buf):
         # AND through big ints: C speed, and an erased target (the usual case)
-        # takes the plain copy. _PIECE bytes at a time: a 4 KB sector as three 4 KB
-        # ints was 12 KB of a board's heap at once (MemoryError on the 128 KB board).
+        # takes the plain copy.
         n = len(buf)
         if not n:
             return
-        data = memoryview(buf)
-        dirty = False
-        for at in range(0, n, _PIECE):
-            end = min(at + _PIECE, n)
-            target = self.mem[start + at:start + end]
-            piece = data[at:end]
-            new = int.from_bytes(piece, "big")
-            landed = int.from_bytes(target, "big") & new
-            if landed == new:
-                target[:] = piece
-            else:
-                dirty = True
-                target[:] = landed.to_bytes(end - at, "big")
-        if dirty:
+        if n > _PIECE:
+            # A 4 KB FAT sector as three 4 KB ints was 12 KB of a board's heap at once
+            # (MemoryError on the 128 KB board); 1 KB at a time, counted as one program.
+            data = memoryview(buf)
+            before = self.dirty_programs
+            for at in range(0, n, _PIECE):
+                self._program(start + at, data[at:at + _PIECE])
+            self.dirty_programs = min(self.dirty_programs, before + 1)
+            return
+        target = self.mem[start:start + n]
+        old = int.from_bytes(target, "big")
+        new = int.from_bytes(buf, "big")
+        landed = old & new
+        if landed == new:
+            target[:] = buf
+        else:
             self.dirty_programs += 1
+            target[:] = landed.to_bytes(n, "big")
 
     def _erase(self, block, length=None):
         start = block * self.block_size
