@@ -123,7 +123,8 @@ class MiniStore:
         """Append one record; return its seq. Durable on return under sync="always"."""
         body = encode_json(record)  # outside the lock: other threads need not wait for it
         with self._lock:
-            seq = self._put(_line(self.seq + 1, body, 1), 1, self.sync_every is None)
+            line = record_line(self.seq + 1, body) if len(body) <= _PIECE else record_pieces(self.seq + 1, body)
+            seq = self._put(line, 1, self.sync_every is None)
         self._sync_if_due(seq)
         return seq
 
@@ -155,17 +156,22 @@ class MiniStore:
             for group in lead:
                 if len(group) == 1:  # a get or an ack: no batch to mark
                     seq += 1
-                    lines.append(_line(seq, group[0], 1))
+                    lines.append(record_line(seq, group[0]))
                     continue
                 for i in range(len(group)):
-                    lines.append(_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
+                    lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
                 seq += len(group)
-            if count:
-                lines.append(_line(seq + 1, bodies[0], count))
-                for i in range(1, count):
-                    lines.append(_line(seq + 1 + i, bodies[i], 1))
+            long_record = False
+            for i in range(count):
+                body = bodies[i]
+                if len(body) > _PIECE:
+                    long_record = True
+                    lines.append(record_pieces(seq + 1 + i, body, count if i == 0 else 1))
+                else:
+                    lines.append(record_line(seq + 1 + i, body, count if i == 0 else 1))
             joins = waits or (durable and self.sync_every is None)
-            seq = self._put(_joined(lines), seq + count - self.seq, joins)
+            data = _joined(lines) if long_record else lines[0] if len(lines) == 1 else b"".join(lines)
+            seq = self._put(data, seq + count - self.seq, joins)
         if durable:
             self._sync_if_due(seq)
         return seq
@@ -181,7 +187,7 @@ class MiniStore:
                 raise ClosedError("%s is closed" % self.path)
             self._pending.append(data)
             self.seq += count
-            self.size += _length(data)
+            self.size += _length(data) if isinstance(data, list) else len(data)
             return self.seq
         return self._write(data, count)
 
@@ -198,12 +204,14 @@ class MiniStore:
             data_out = _joined(pending)
         else:
             data_out = data
+        in_pieces = isinstance(data_out, list)  # a long record's line (record_pieces) among them
+        length = _length(data) if isinstance(data, list) else len(data)
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
-        fill = (self._block_end(_length(data_out), self.size + _length(data))
+        fill = (self._block_end(_length(data_out) if in_pieces else len(data_out), self.size + length)
                 if self._littlefs and self.sync_every is None else ())
         padded = 0
         try:
-            if isinstance(data_out, list):  # pieces of lines (_line): one write() after another, no sync between
+            if in_pieces:  # one write() after another, no sync between: a crash keeps a prefix, as of one
                 for piece in data_out:
                     journal_file.write(piece)
             else:
@@ -217,7 +225,7 @@ class MiniStore:
             self._abandon()
             raise
         self.seq += count
-        self.size += _length(data) + padded
+        self.size += length + padded
         return self.seq
 
     def refresh(self):
@@ -456,11 +464,6 @@ _MAX_STANDBY = 0.01  # seconds: as jbd2 (Linux's ext4 journal) bounds its own ba
 # A record longer than this is written as its line's pieces (record_pieces), not copied
 # into the line: on a board the copies of a 4 KB record, not the record, ran out of heap.
 _PIECE = 1024
-
-
-def _line(seq, body, batch):
-    """The line of record `seq`: bytes, or for a long record a list of its pieces."""
-    return record_line(seq, body, batch) if len(body) <= _PIECE else record_pieces(seq, body, batch)
 
 
 def _joined(items):

@@ -141,7 +141,7 @@ MUTANTS = [
     ("queue-lead-dropped", "ministore.py", "            for group in lead:\n", "            for group in ():\n",
      "append_encoded does not write the lead groups (the deferred events)", DEFAULT),
     ("queue-lead-not-atomic", "ministore.py",
-     "group[i], len(group) if i == 0 else 1))", "group[i], 1))",
+     "group[i], len(group) if i == 0 else 1))", "group[i]))",
      "a lead group (a get() with its dead letters) is written as single records, not one atomic batch",
      DEFAULT),
     ("queue-lead-ids", "miniqueue.py", "first = log.seq + self._deferred_events + len(events) + 1",
