@@ -192,6 +192,12 @@ def seal(body):
     return b"%s,\"crc\":\"%08x\"}\n" % (body, shim.crc32(body) & 0xFFFFFFFF)
 
 
+def seal_pieces(head, body):
+    """seal(head + body) as [head, body, tail]: the same bytes, to write one after another,
+    without a copy of `body`."""
+    return [head, body, b'%s%08x"}\n' % (_CRC_TAG, shim.crc32(body, shim.crc32(head)) & 0xFFFFFFFF)]
+
+
 def header_line(base_seq):
     return seal(b'{"format":"%s","version":%d,"base_seq":%d' % (
         FORMAT_NAME.encode(), FORMAT_VERSION, base_seq))
@@ -199,13 +205,28 @@ def header_line(base_seq):
 
 def record_line(seq, body, batch=1):
     if len(body) > MAX_LINE - 64:  # room for the seq, batch and CRC around it
-        raise ValueError("a record of %d bytes is longer than a journal line may be (%d bytes)" % (
-            len(body), MAX_LINE))
+        raise _too_long(body)
     if batch > 1:
         line = b'{"seq":%d,"batch":%d,"rec":%s' % (seq, batch, body)
     else:
         line = b'{"seq":%d,"rec":%s' % (seq, body)
     return b"%s,\"crc\":\"%08x\"}\n" % (line, shim.crc32(line) & 0xFFFFFFFF)  # seal(line), without a call
+
+
+def record_pieces(seq, body, batch=1):
+    """record_line() as [head, body, tail]: the same bytes, `body` itself among them, not
+    copied into a line (twice: the line, then its sealed copy). A board's heap may have
+    no free block as large as a 4 KB record, let alone three."""
+    if len(body) > MAX_LINE - 64:
+        raise _too_long(body)
+    if batch > 1:
+        return seal_pieces(b'{"seq":%d,"batch":%d,"rec":' % (seq, batch), body)
+    return seal_pieces(b'{"seq":%d,"rec":' % seq, body)
+
+
+def _too_long(body):
+    return ValueError("a record of %d bytes is longer than a journal line may be (%d bytes)" % (
+        len(body), MAX_LINE))
 
 
 def pad_line(length, reason, lost=None):

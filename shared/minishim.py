@@ -296,11 +296,13 @@ def sync_dir(path):
 
 
 def write_new_file(path, data):
-    """Create `path` (it must not exist) holding `data`, durable before this returns."""
+    """Create `path` (it must not exist) holding `data` (bytes, or a list of bytes written one
+    after another), durable before this returns."""
     if file_size(path) is not None:
         raise OSError(EEXIST, path)
     with open(path, "wb") as f:
-        f.write(data)
+        for piece in data if isinstance(data, list) else (data,):
+            f.write(piece)
         f.flush()  # the sync on MicroPython
         if not MICROPYTHON:
             os.fsync(f.fileno())

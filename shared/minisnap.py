@@ -5,7 +5,7 @@
 # name and is valid only when its CRC checks; removing an old one is safe to cut at
 # any point.
 import minishim as shim
-from ministore import MiniError, FormatError, encode_json, seal, parse_line, is_int, FLOAT_TEXT_INEXACT
+from ministore import MiniError, FormatError, encode_json, seal_pieces, parse_line, is_int, FLOAT_TEXT_INEXACT
 
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
@@ -23,14 +23,21 @@ class SnapshotError(MiniError):
 
 def snapshot_bytes(state, seq, state_json=None):
     """The snapshot file's bytes; state_json is encode_json(state), if the caller has it already."""
+    return b"".join(snapshot_pieces(state, seq, state_json))
+
+
+def snapshot_pieces(state, seq, state_json=None):
+    """snapshot_bytes() as [head, state_json, tail], written one after another: the state's
+    JSON is not copied into the line, then into its sealed copy (a 6 KB state needed
+    three 6 KB blocks of a board's heap at once)."""
     if state_json is None:
         state_json = encode_json(state)
     if FLOAT_TEXT_INEXACT and shim.loads(state_json) != state:
         # restore() would not give back this state (StateManager settles its state first).
         raise ValueError("the state holds a float that this runtime does not "
                          "read back exactly; store it as an int or a string")
-    return seal(b'{"format":"%s","version":%d,"seq":%d,"state":%s' % (
-        SNAP_FORMAT.encode(), SNAP_VERSION, seq, state_json))
+    return seal_pieces(b'{"format":"%s","version":%d,"seq":%d,"state":' % (
+        SNAP_FORMAT.encode(), SNAP_VERSION, seq), state_json)
 
 
 _SNAP_FIXED = b'{"format":"minisnap","version":1,"seq":'
@@ -108,7 +115,7 @@ class SnapStore:
         """
         if not is_int(seq) or seq < 0:
             raise ValueError("seq must be an int >= 0")
-        data = snapshot_bytes(state, seq, state_json)  # validates the state before touching the disk
+        data = snapshot_pieces(state, seq, state_json)  # validates the state before touching the disk
         shim.makedirs(self.directory)
         existing = self.files()
         number = existing[-1][0] + 1 if existing else 1

@@ -9,8 +9,8 @@ import minishim as shim
 # theirs is re-exported here, so `from ministore import X` works for all of them.
 from miniformat import (FORMAT_NAME, FORMAT_VERSION, MAX_DEPTH, MAX_LINE, MiniError, CorruptRecord,
                         FormatError, LockedError, ClosedError, TornTail, check_value, encode_json,
-                        FLOAT_TEXT_INEXACT, may_hold_float, settle, seal, header_line, record_line, pad_line,
-                        pad_pieces, HEADER, RECORD, PAD, FOREIGN, parse_line, check_header,
+                        FLOAT_TEXT_INEXACT, may_hold_float, settle, seal, seal_pieces, header_line, record_line,
+                        record_pieces, pad_line, pad_pieces, HEADER, RECORD, PAD, FOREIGN, parse_line, check_header,
                         read_line, peek_line, is_int)
 from minireader import JournalReader, Replay
 
@@ -122,7 +122,8 @@ class MiniStore:
         """Append one record; return its seq. Durable on return under sync="always"."""
         body = encode_json(record)  # outside the lock: other threads need not wait for it
         with self._lock:
-            seq = self._put(record_line(self.seq + 1, body), 1, self.sync_every is None)
+            line = record_line(self.seq + 1, body) if len(body) <= _PIECE else record_pieces(self.seq + 1, body)
+            seq = self._put(line, 1, self.sync_every is None)
         self._sync_if_due(seq)
         return seq
 
@@ -159,12 +160,17 @@ class MiniStore:
                 for i in range(len(group)):
                     lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
                 seq += len(group)
-            if count:
-                lines.append(record_line(seq + 1, bodies[0], count))
-                for i in range(1, count):
-                    lines.append(record_line(seq + 1 + i, bodies[i]))
+            long_record = False
+            for i in range(count):
+                body = bodies[i]
+                if len(body) > _PIECE:
+                    long_record = True
+                    lines.append(record_pieces(seq + 1 + i, body, count if i == 0 else 1))
+                else:
+                    lines.append(record_line(seq + 1 + i, body, count if i == 0 else 1))
             joins = waits or (durable and self.sync_every is None)
-            seq = self._put(lines[0] if len(lines) == 1 else b"".join(lines), seq + count - self.seq, joins)
+            data = _joined(lines) if long_record else lines[0] if len(lines) == 1 else b"".join(lines)
+            seq = self._put(data, seq + count - self.seq, joins)
         if durable:
             self._sync_if_due(seq)
         return seq
@@ -180,7 +186,7 @@ class MiniStore:
                 raise ClosedError("%s is closed" % self.path)
             self._pending.append(data)
             self.seq += count
-            self.size += len(data)
+            self.size += _length(data) if isinstance(data, list) else len(data)
             return self.seq
         return self._write(data, count)
 
@@ -194,15 +200,21 @@ class MiniStore:
         if pending:  # they come first: seqs go up through the file
             self._pending = []
             pending.append(data)
-            data_out = b"".join(pending)
+            data_out = _joined(pending)
         else:
             data_out = data
+        in_pieces = isinstance(data_out, list)  # a long record's line (record_pieces) among them
+        length = _length(data) if isinstance(data, list) else len(data)
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
-        fill = (self._block_end(len(data_out), self.size + len(data))
+        fill = (self._block_end(_length(data_out) if in_pieces else len(data_out), self.size + length)
                 if self._littlefs and self.sync_every is None else ())
         padded = 0
         try:
-            journal_file.write(data_out)
+            if in_pieces:  # one write() after another, no sync between: a crash keeps a prefix, as of one
+                for piece in data_out:
+                    journal_file.write(piece)
+            else:
+                journal_file.write(data_out)
             for piece in fill:  # written in pieces: on a board one pad of up to 4 KB may find no block that large
                 journal_file.write(piece)
                 padded += len(piece)
@@ -212,7 +224,7 @@ class MiniStore:
             self._abandon()
             raise
         self.seq += count
-        self.size += len(data) + padded
+        self.size += length + padded
         return self.seq
 
     def refresh(self):
@@ -446,6 +458,40 @@ _REOPEN_EVERY = 16
 # The group commit's clock (CPython only: a MicroPython sync holds _lock, no one waits).
 _clock = getattr(__import__("time"), "perf_counter", None) or (lambda: 0.0)
 _MAX_STANDBY = 0.01  # seconds: as jbd2 (Linux's ext4 journal) bounds its own batching wait
+
+
+# A record longer than this is written as its line's pieces (record_pieces), not copied
+# into the line: on a board the copies of a 4 KB record, not the record, ran out of heap.
+_PIECE = 1024
+
+
+def _joined(items):
+    """What one write of `items` (each bytes, or a list of pieces) puts in the file: the
+    bytes joined, as one; or with a long record among them, a list of pieces in which each
+    long one stands as it is and only the short ones between them are joined."""
+    for item in items:
+        if isinstance(item, list):
+            break
+    else:
+        return items[0] if len(items) == 1 else b"".join(items)
+    out = []
+    run = []
+    for item in items:
+        for piece in item if isinstance(item, list) else (item,):
+            if len(piece) > _PIECE:
+                if run:
+                    out.append(b"".join(run))
+                    run = []
+                out.append(piece)
+            else:
+                run.append(piece)
+    if run:
+        out.append(b"".join(run))
+    return out
+
+
+def _length(data):
+    return sum(len(piece) for piece in data) if isinstance(data, list) else len(data)
 
 
 def _flash():

@@ -110,20 +110,15 @@ def test_each_workload_runs_in_a_96k_heap(work, image):
 
 # Power-cut sweeps on the 192 KB board (the RP2040's geometry), at every STRIDE-th
 # flash operation of each brick's workload (tests/mp/powercut_*.py).
-# The ministate and miniqueue workloads carry records of 4-6 KB: on this heap some
-# recoveries after a cut raise MemoryError (the reader holds whole lines and the
-# sweep's model holds the records too). Strict: they must fail until the
-# bounded-heap reader of issue 14 lands; then remove the mark.
-_HEAP = pytest.mark.xfail(strict=False, reason="MemoryError on a 192 KB heap with 4-6 KB records: the uncut workload's "
-                          "create_snapshot() encodes and settles a 6 KB state while the sweep's model holds the records "
-                          "(2026-12-02; issue 14)")
+# The ministate and miniqueue workloads carry records of 4-6 KB. They used to run out
+# of this heap (issue 14): the sweeps' models held 38 KB (ministate) and 13 KB or more
+# (miniqueue) of it, and the core copied a long record into its line twice (and a 6 KB
+# snapshot likewise), where the heap, fragmented, had no such blocks left. Both pass
+# now with about 30 KB of the heap taken away beforehand (1 KB blocks), not with 40-50.
 SWEEPS = [("powercut_ministore", "lfs2-rp2040", "always", 1),
           ("powercut_ministore", "fat-esp32", "4", 1),
-          pytest.param("powercut_ministate", "lfs2-rp2040", "always", 2, marks=_HEAP),
-          # At the edge: one cut (op 112, reorder) ran out of heap in the workload on
-          # some runs and not others, as the core's allocations moved by a few bytes.
-          pytest.param("powercut_miniqueue", "lfs2-rp2040", "4", 3, marks=pytest.mark.xfail(
-              strict=False, reason="at the edge of the 192 KB heap: MemoryError on some runs (4 KB records)"))]
+          ("powercut_ministate", "lfs2-rp2040", "always", 2),
+          ("powercut_miniqueue", "lfs2-rp2040", "4", 3)]
 _IDS = ["ministore-lfs2-rp2040-sync_always", "ministore-fat-esp32-sync_4",
         "ministate-lfs2-rp2040-sync_always", "miniqueue-lfs2-rp2040-sync_4"]
 

@@ -60,6 +60,7 @@ NOT_IN_STUBS = {
     "ministore.peek_line": FORMAT_INTERNALS,
     "ministore.hold": "the lock helper the writers share",
     "minisnap.snapshot_bytes": FORMAT_INTERNALS,
+    "minisnap.snapshot_pieces": FORMAT_INTERNALS,
     "minisnap.is_torn_snapshot": FORMAT_INTERNALS,
     "minilog.walk_segments": "the walk behind SegmentedLog.open and read_segments",
     "miniflash.header_line": FORMAT_INTERNALS,

@@ -34,6 +34,7 @@ GEOMETRY = {
 }
 
 MODES = ("raise", "torn", "drop", "reorder")
+_PIECE = 1024  # bytes a longer program is compared and copied in (_program)
 
 
 class PowerCut(OSError):
@@ -132,6 +133,15 @@ class RAMFlash:
         # takes the plain copy.
         n = len(buf)
         if not n:
+            return
+        if n > _PIECE:
+            # A 4 KB FAT sector as three 4 KB ints was 12 KB of a board's heap at once
+            # (MemoryError on the 128 KB board); 1 KB at a time, counted as one program.
+            data = memoryview(buf)
+            before = self.dirty_programs
+            for at in range(0, n, _PIECE):
+                self._program(start + at, data[at:at + _PIECE])
+            self.dirty_programs = min(self.dirty_programs, before + 1)
             return
         target = self.mem[start:start + n]
         old = int.from_bytes(target, "big")
