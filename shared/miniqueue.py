@@ -530,7 +530,8 @@ class MiniQueue(Messages, LogBrick):
 
     def _compact(self):
         log = self._open_log()
-        self._flush_deferred()  # into the old segment, which roll() then syncs and closes
+        # Deferred events are not flushed into the old segment first (a sync of their own):
+        # they lead the checkpoint's first batch in the new one, which supersedes them.
         log.roll()
         ix = self._ix
         # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
