@@ -160,16 +160,16 @@ class MiniStore:
                 for i in range(len(group)):
                     lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
                 seq += len(group)
-            long_record = False
+            runs = _IN_RUNS  # through _joined: a long record, or any batch on MicroPython
             for i in range(count):
                 body = bodies[i]
                 if len(body) > _PIECE:
-                    long_record = True
+                    runs = True
                     lines.append(record_pieces(seq + 1 + i, body, count if i == 0 else 1))
                 else:
                     lines.append(record_line(seq + 1 + i, body, count if i == 0 else 1))
             joins = waits or (durable and self.sync_every is None)
-            data = _joined(lines) if long_record else lines[0] if len(lines) == 1 else b"".join(lines)
+            data = _joined(lines) if runs else lines[0] if len(lines) == 1 else b"".join(lines)
             seq = self._put(data, seq + count - self.seq, joins)
         if durable:
             self._sync_if_due(seq)
@@ -465,26 +465,43 @@ _MAX_STANDBY = 0.01  # seconds: as jbd2 (Linux's ext4 journal) bounds its own ba
 _PIECE = 1024
 
 
+# On MicroPython a batch's lines are joined in runs of at most _PIECE bytes, each run a
+# write() of its own: a board's fragmented heap may have no larger block (a checkpoint
+# batch of 4 KiB, or a put_many, needed one). CPython joins a whole batch: one system call.
+_IN_RUNS = shim.MICROPYTHON
+_JOIN_MAX = _PIECE if _IN_RUNS else 0x3FFFFFFF
+
+
 def _joined(items):
     """What one write of `items` (each bytes, or a list of pieces) puts in the file: the
-    bytes joined, as one; or with a long record among them, a list of pieces in which each
-    long one stands as it is and only the short ones between them are joined."""
+    bytes joined, as one; or, with a long record among them or (MicroPython) more than
+    _JOIN_MAX bytes in all, a list of pieces in which each long one stands as it is and
+    the short ones between them are joined in runs of at most _JOIN_MAX bytes."""
+    size = 0
     for item in items:
         if isinstance(item, list):
             break
+        size += len(item)
     else:
-        return items[0] if len(items) == 1 else b"".join(items)
+        if len(items) == 1:
+            return items[0]
+        if size <= _JOIN_MAX:
+            return b"".join(items)
     out = []
     run = []
+    size = 0
     for item in items:
         for piece in item if isinstance(item, list) else (item,):
-            if len(piece) > _PIECE:
-                if run:
-                    out.append(b"".join(run))
-                    run = []
+            n = len(piece)
+            if run and (n > _PIECE or size + n > _JOIN_MAX):
+                out.append(b"".join(run))
+                run = []
+                size = 0
+            if n > _PIECE:
                 out.append(piece)
             else:
                 run.append(piece)
+                size += n
     if run:
         out.append(b"".join(run))
     return out
