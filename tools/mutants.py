@@ -128,6 +128,9 @@ MUTANTS = [
     ("block-end-pad-unsynced", "ministore.py", "                if self._littlefs and self.sync_every is None else ())",
      "                if self._littlefs else ())", "pads are written under sync=N too, where no sync follows a write",
      ["mp:lfs2-esp32"]),
+    ("join-runs-uncapped", "ministore.py", "            if run and (n > _PIECE or size + n > _JOIN_MAX):",
+     "            if run and n > _PIECE:", "MicroPython joins a whole batch: a 4 KB block of a board's heap per checkpoint batch",
+     ["mp:posix"]),
     # -- the queue's deferred events (durability="puts")
     ("queue-flush-in-sync", "miniqueue.py", "            self._flush_deferred()\n            self._open_log().sync()",
      "            self._open_log().sync()", "MiniQueue.sync() leaves deferred gets and acks in RAM", DEFAULT),
