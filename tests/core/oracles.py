@@ -270,7 +270,7 @@ class QueueOracle:
         """The events of a compaction's checkpoint: the live messages in batches of at
         most CKPT_CHUNK that stop at about `limit` bytes of messages (each counted with
         64 bytes around it), then the end marker (5.4)."""
-        self.flush()  # the events in RAM go into the old segment first
+        self.flush()  # the events in RAM are written first (they lead the first batch, in the new segment)
         first = self.seq + 1
         mids = sorted(self.msgs)
         chunk = []
