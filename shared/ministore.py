@@ -203,8 +203,8 @@ class MiniStore:
             data_out = _joined(pending)
         else:
             data_out = data
-        in_pieces = isinstance(data_out, list)  # a long record's line (record_pieces) among them
-        length = _length(data) if isinstance(data, list) else len(data)
+        in_pieces = type(data_out) is list  # a long record's line (record_pieces) among them
+        length = _length(data) if type(data) is list else len(data)
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
         fill = (self._block_end(_length(data_out) if in_pieces else len(data_out), self.size + length)
                 if self._littlefs and self.sync_every is None else ())
@@ -215,9 +215,10 @@ class MiniStore:
                     journal_file.write(piece)
             else:
                 journal_file.write(data_out)
-            for piece in fill:  # written in pieces: on a board one pad of up to 4 KB may find no block that large
-                journal_file.write(piece)
-                padded += len(piece)
+            if fill:  # written in pieces: on a board one pad of up to 4 KB may find no block that large
+                for piece in fill:
+                    journal_file.write(piece)
+                    padded += len(piece)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
