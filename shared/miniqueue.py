@@ -13,7 +13,7 @@ specified in FORMAT.md, section 5.
 # waiting for one (get(timeout), aget, retry delays) is miniwait's, imported at the
 # first wait or delay: an app that never waits does not hold it in RAM.
 import minishim as shim
-from ministore import MiniError, encode_json, is_int, settle, FLOAT_TEXT_INEXACT
+from ministore import MiniError, check_value, encode_json, is_int, settle, FLOAT_TEXT_INEXACT
 # QueueCorrupt, CompactionGap and the statuses stay importable from here.
 from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa: F401
 from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
@@ -170,7 +170,8 @@ class MiniQueue(Messages, LogBrick):
 
     def put(self, message):
         """Add a message; durable (under sync="always") when its id is returned."""
-        body = encode_json(message, 2)  # as put_many's, without its loop: the hot path
+        check_value(message, 2)  # encode_json(message, 2), as put_many's, without its calls: the hot path
+        body = shim.dumps(message).encode()
         if FLOAT_TEXT_INEXACT:
             body = settle(body)
         return self._put_bodies([body], len(body))[0]
@@ -318,8 +319,7 @@ class MiniQueue(Messages, LogBrick):
         if found < 0:
             return None
         ix.counts[mid] = ix.counts.get(mid, 0) + 1  # mid: the id at found, the last one the loop read
-        ix.set_status(found, IN_FLIGHT)
-        message = shim.loads(ix.body_at(found))
+        message = shim.loads(ix.deliver(found))  # now in flight
         if written:
             self._maybe_compact()
         return mid, message
@@ -484,7 +484,9 @@ class MiniQueue(Messages, LogBrick):
         deferred = self._deferred
         if deferred:
             get = b'{"get":%d}' % mid
-            for i in range(len(deferred) - 1, -1, -1):
+            i = len(deferred)
+            while i:  # newest first, without a range object (every ack passes here)
+                i -= 1
                 if get in deferred[i]:  # the get of this delivery (an earlier one was nacked)
                     if len(deferred[i]) == 1:  # in a batch of its own: after dead letters it stays
                         del deferred[i]

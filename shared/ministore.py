@@ -161,16 +161,18 @@ class MiniStore:
                     lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
                 seq += len(group)
             runs = _IN_RUNS  # through _joined: a long record, or any batch on MicroPython
-            for i in range(count):
-                body = bodies[i]
+            batch = count  # on the batch's first line
+            for body in bodies:
+                seq += 1
                 if len(body) > _PIECE:
                     runs = True
-                    lines.append(record_pieces(seq + 1 + i, body, count if i == 0 else 1))
+                    lines.append(record_pieces(seq, body, batch))
                 else:
-                    lines.append(record_line(seq + 1 + i, body, count if i == 0 else 1))
+                    lines.append(record_line(seq, body, batch))
+                batch = 1
             joins = waits or (durable and self.sync_every is None)
             data = _joined(lines) if runs else lines[0] if len(lines) == 1 else b"".join(lines)
-            seq = self._put(data, seq + count - self.seq, joins)
+            seq = self._put(data, seq - self.seq, joins)
         if durable:
             self._sync_if_due(seq)
         return seq
@@ -445,11 +447,11 @@ class MiniStore:
     def __exit__(self, *exc):
         self.close()
 
-    def wait_durable(self, seq):
-        """Return once record `seq` (appended with durable=False) is durable, sharing one sync
-        with the threads that wrote meanwhile. A store closed since had synced it first;
-        ClosedError if it failed or was closed before (miniqueue's concurrent puts)."""
-        self._sync_upto(seq)
+    # wait_durable(seq): return once record `seq` (appended with durable=False) is durable,
+    # sharing one sync with the threads that wrote meanwhile. A store closed since had synced
+    # it first; ClosedError if it failed or was closed before (miniqueue's concurrent puts).
+    # _sync_upto itself, not a call to it: every put of a queue waits through it.
+    wait_durable = _sync_upto
 
 
 # LittleFS: reopen the journal file after that many syncs, which bounds the erases an
