@@ -189,6 +189,8 @@ class MiniQueue(Messages, LogBrick):
         return self._put_bodies(bodies, need)
 
     def _put_bodies(self, bodies, need):
+        """put() and put_many(): `bodies` (encoded and settled, `need` bytes in all) as one
+        atomic batch; their ids."""
         if need > self.max_bytes:
             # No retry can help, so this is not QueueFull.
             raise ValueError("%s of %d bytes can never fit max_bytes=%d" % (
