@@ -207,14 +207,17 @@ def header_line(base_seq):
         FORMAT_NAME.encode(), FORMAT_VERSION, base_seq))
 
 
-def record_line(seq, body, batch=1):
-    if len(body) > MAX_LINE - 64:  # room for the seq, batch and CRC around it
+def record_line(seq, body, batch=1, _crc32=shim.crc32, _longest=MAX_LINE - 64):
+    """The sealed line of record `body` (encoded) at `seq`; `batch` on a batch's first line.
+    The underscore arguments are not for callers: locals, as in check_value (every
+    record's line is made here)."""
+    if len(body) > _longest:  # room for the seq, batch and CRC around it
         raise _too_long(body)
     if batch > 1:
         line = b'{"seq":%d,"batch":%d,"rec":%s' % (seq, batch, body)
     else:
         line = b'{"seq":%d,"rec":%s' % (seq, body)
-    return b"%s,\"crc\":\"%08x\"}\n" % (line, shim.crc32(line) & 0xFFFFFFFF)  # seal(line), without a call
+    return b"%s,\"crc\":\"%08x\"}\n" % (line, _crc32(line) & 0xFFFFFFFF)  # seal(line), without a call
 
 
 def record_pieces(seq, body, batch=1):

@@ -95,6 +95,18 @@ class _Index:
     def set_status(self, p, status):
         self.status_pages[(p >> 6) - self.base][p & 63] = status
 
+    def deliver(self, p):
+        """Slot p (taken from head()) is in flight now. Returns its body to parse: for a short
+        one, a bytearray slice, which json reads as it is on both runtimes (no bytes copy)."""
+        j = (p >> 6) - self.base
+        k = p & 63
+        self.status_pages[j][k] = IN_FLIGHT
+        body = self.body_pages[j][k]
+        if type(body) is int:
+            start = body >> 8
+            return self.buffers[j][0][start:start + (body & 255)]
+        return body
+
     def add(self, mid, body, deliveries, status):
         """Append a message; ids only grow (a put's seq, or a checkpoint's ascending entries)."""
         length = len(body)

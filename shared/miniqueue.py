@@ -13,7 +13,7 @@ specified in FORMAT.md, section 5.
 # waiting for one (get(timeout), aget, retry delays) is miniwait's, imported at the
 # first wait or delay: an app that never waits does not hold it in RAM.
 import minishim as shim
-from ministore import MiniError, encode_json, is_int, settle
+from ministore import MiniError, check_value, encode_json, is_int, settle, FLOAT_TEXT_INEXACT
 # QueueCorrupt, CompactionGap and the statuses stay importable from here.
 from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa: F401
 from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
@@ -170,7 +170,11 @@ class MiniQueue(Messages, LogBrick):
 
     def put(self, message):
         """Add a message; durable (under sync="always") when its id is returned."""
-        return self.put_many([message])[0]
+        check_value(message, 2)  # encode_json(message, 2), as put_many's, without its calls: the hot path
+        body = shim.dumps(message).encode()
+        if FLOAT_TEXT_INEXACT:
+            body = settle(body)
+        return self._put_bodies([body], len(body))[0]
 
     def put_many(self, messages):
         """Add messages as one atomic batch with one sync; return their ids."""
@@ -182,23 +186,32 @@ class MiniQueue(Messages, LogBrick):
             body = settle(encode_json(message, 2))
             bodies.append(body)
             need += len(body)
+        return self._put_bodies(bodies, need)
+
+    def _put_bodies(self, bodies, need):
+        """put() and put_many(): `bodies` (encoded and settled, `need` bytes in all) as one
+        atomic batch; their ids."""
         if need > self.max_bytes:
             # No retry can help, so this is not QueueFull.
             raise ValueError("%s of %d bytes can never fit max_bytes=%d" % (
                 "a message" if len(bodies) == 1 else "%d messages" % len(bodies), need, self.max_bytes))
-        with self._lock:
-            log = self._open_log()
+        self._lock.acquire()  # not `with`: on CPython 3.11 this takes half its time (75 vs 146 ns)
+        try:
+            log = self._log
+            if log is None:
+                log = self._open_log()  # raises ClosedError
             if not bodies:
                 return []
             group = self._group
             ix = self._ix
             events = []
-            drops = []
+            drops = ()
             if ix.size + need > self.max_bytes:
                 if self.on_full == "reject":
                     raise QueueFull("queue %s is full: %d + %d bytes > max_bytes=%d" % (
                         self.directory, ix.size, need, self.max_bytes))
                 freed = 0
+                drops = []
                 for i in ix.ready_in_order():
                     if ix.size - freed + need <= self.max_bytes:
                         break
@@ -225,10 +238,13 @@ class MiniQueue(Messages, LogBrick):
                 ix.add(mid, body, 0, READY)
                 ids.append(mid)
                 mid += 1
-            self._maybe_compact()
+            if log.active_bytes() - self._ckpt_size >= self.compact_bytes:  # _maybe_compact(), inline
+                self._compact()
             if store is None:
                 self._notify()
                 return ids
+        finally:
+            self._lock.release()
         try:
             store.wait_durable(ids[-1])  # pyright: ignore[reportAttributeAccessIssue] (group: a MiniStore)
         except Exception:
@@ -255,8 +271,11 @@ class MiniQueue(Messages, LogBrick):
             _check_seconds("timeout", timeout)
             from miniwait import blocking_get  # lazy: only an app that waits needs it
             return blocking_get(self, timeout)
-        with self._lock:
+        self._lock.acquire()
+        try:
             return self._get_now()
+        finally:
+            self._lock.release()
 
     def aget(self, timeout=None):
         """`await q.aget()`: get() for asyncio tasks. Waits, without blocking the event
@@ -270,14 +289,17 @@ class MiniQueue(Messages, LogBrick):
         return aget(self, timeout)
 
     def _get_now(self):
-        log = self._open_log()
-        self._promote_due()
+        log = self._log
+        if log is None:
+            log = self._open_log()  # raises ClosedError
+        if self._delays is not None:
+            self._promote_due()
         # Group commit: a put is delivered only once it is durable (put_many).
         limit = log.store.durable_seq if self._group else None  # (group: files, so a MiniStore's)
         # The dead letters it passes over and the delivery: one atomic batch.
         ix = self._ix
         events = []
-        dead = []
+        dead = None
         found = -1
         while True:
             i = ix.head()
@@ -289,6 +311,8 @@ class MiniQueue(Messages, LogBrick):
             ix.take(i)
             if self.max_deliveries is not None and ix.counts.get(mid, 0) >= self.max_deliveries:
                 events.append(b'{"dead":%d}' % mid)
+                if dead is None:
+                    dead = []
                 dead.append(i)
                 continue
             events.append(b'{"get":%d}' % mid)
@@ -297,26 +321,29 @@ class MiniQueue(Messages, LogBrick):
         if not events:
             return None
         written = self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
-        for i in dead:
-            ix.set_status(i, DEAD)
+        if dead is not None:
+            for i in dead:
+                ix.set_status(i, DEAD)
         if found < 0:
             return None
         ix.counts[mid] = ix.counts.get(mid, 0) + 1  # mid: the id at found, the last one the loop read
-        ix.set_status(found, IN_FLIGHT)
-        message = shim.loads(ix.body_at(found))
+        message = shim.loads(ix.deliver(found))  # now in flight
         if written:
             self._maybe_compact()
         return mid, message
 
     def ack(self, mid):
         """The message was handled: durable (under sync="always"); it is never delivered again."""
-        with self._lock:
+        self._lock.acquire()  # not `with`: on CPython 3.11 this takes half its time (75 vs 146 ns)
+        try:
             i = self._in_flight(mid)
             self._drop_deferred_get(mid)
             written = self._write([b'{"ack":%d}' % mid], defer=True)
             self._ix.remove(i)
             if written:
                 self._maybe_compact()
+        finally:
+            self._lock.release()
 
     def nack(self, mid, delay=None):
         """Put a delivered message back in its place in the queue, for a later get().
@@ -402,7 +429,8 @@ class MiniQueue(Messages, LogBrick):
 
     def _in_flight(self, mid):
         """The slot of message mid, which must be in flight."""
-        self._open_log()
+        if self._log is None:
+            self._open_log()  # raises ClosedError
         ix = self._ix
         i = ix.find(mid)
         if i < 0 or ix.status_at(i) != IN_FLIGHT:
@@ -442,9 +470,13 @@ class MiniQueue(Messages, LogBrick):
                 if self._deferred_events < self.unsynced_events:
                     return False
                 bodies = []
-        log = self._open_log()
-        lead, self._deferred = self._deferred, []
-        self._deferred_events = 0
+        log = self._log
+        if log is None:
+            log = self._open_log()  # raises ClosedError (sync() and close() flush through here)
+        lead = self._deferred
+        if lead:
+            self._deferred = []
+            self._deferred_events = 0
         try:
             if waits:  # a put that waits for the store's group commit next (put_many)
                 log.store.append_encoded(bodies, False, lead, waits=True)  # pyright: ignore[reportCallIssue] (a MiniStore)
@@ -463,7 +495,9 @@ class MiniQueue(Messages, LogBrick):
         deferred = self._deferred
         if deferred:
             get = b'{"get":%d}' % mid
-            for i in range(len(deferred) - 1, -1, -1):
+            i = len(deferred)
+            while i:  # newest first, without a range object (every ack passes here)
+                i -= 1
                 if get in deferred[i]:  # the get of this delivery (an earlier one was nacked)
                     if len(deferred[i]) == 1:  # in a batch of its own: after dead letters it stays
                         del deferred[i]

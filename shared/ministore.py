@@ -23,12 +23,12 @@ _SYNC_UNDER_LOCK = shim.MICROPYTHON
 
 
 class _Held:
-    """Stands for a lock this thread holds already: `with` it does nothing."""
+    """Stands for a lock this thread holds already: taking and releasing it does nothing."""
 
-    def __enter__(self):
+    def acquire(self):
         pass
 
-    def __exit__(self, *exc):
+    def release(self):
         pass
 
 
@@ -147,7 +147,8 @@ class MiniStore:
         sync it will wait for, as an append's (_put).
         """
         count = len(bodies)
-        with self._lock:
+        self._lock.acquire()  # not `with`: on CPython 3.11 this takes half its time (75 vs 146 ns)
+        try:
             if count == 0 and not lead:
                 return self.seq
             seq = self.seq
@@ -161,16 +162,20 @@ class MiniStore:
                     lines.append(record_line(seq + 1 + i, group[i], len(group) if i == 0 else 1))
                 seq += len(group)
             runs = _IN_RUNS  # through _joined: a long record, or any batch on MicroPython
-            for i in range(count):
-                body = bodies[i]
+            batch = count  # on the batch's first line
+            for body in bodies:
+                seq += 1
                 if len(body) > _PIECE:
                     runs = True
-                    lines.append(record_pieces(seq + 1 + i, body, count if i == 0 else 1))
+                    lines.append(record_pieces(seq, body, batch))
                 else:
-                    lines.append(record_line(seq + 1 + i, body, count if i == 0 else 1))
+                    lines.append(record_line(seq, body, batch))
+                batch = 1
             joins = waits or (durable and self.sync_every is None)
             data = _joined(lines) if runs else lines[0] if len(lines) == 1 else b"".join(lines)
-            seq = self._put(data, seq + count - self.seq, joins)
+            seq = self._put(data, seq - self.seq, joins)
+        finally:
+            self._lock.release()
         if durable:
             self._sync_if_due(seq)
         return seq
@@ -203,8 +208,8 @@ class MiniStore:
             data_out = _joined(pending)
         else:
             data_out = data
-        in_pieces = isinstance(data_out, list)  # a long record's line (record_pieces) among them
-        length = _length(data) if isinstance(data, list) else len(data)
+        in_pieces = type(data_out) is list  # a long record's line (record_pieces) among them
+        length = _length(data) if type(data) is list else len(data)
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
         fill = (self._block_end(_length(data_out) if in_pieces else len(data_out), self.size + length)
                 if self._littlefs and self.sync_every is None else ())
@@ -215,9 +220,10 @@ class MiniStore:
                     journal_file.write(piece)
             else:
                 journal_file.write(data_out)
-            for piece in fill:  # written in pieces: on a board one pad of up to 4 KB may find no block that large
-                journal_file.write(piece)
-                padded += len(piece)
+            if fill:  # written in pieces: on a board one pad of up to 4 KB may find no block that large
+                for piece in fill:
+                    journal_file.write(piece)
+                    padded += len(piece)
         except OSError:
             # Part of `data` may be on disk: appending after it would put a torn
             # line in the middle. Stop here; the next open() cuts the tail.
@@ -282,7 +288,8 @@ class MiniStore:
         back = True
         gate = None
         while True:
-            with self._lock:
+            self._lock.acquire()  # not `with`: on CPython 3.11 this takes half its time (75 vs 146 ns)
+            try:
                 if back:
                     back = False
                     if self._due and not self._leading:
@@ -314,6 +321,8 @@ class MiniStore:
                     if _SYNC_UNDER_LOCK:
                         self._sync_file(journal_file, target)
                         return
+            finally:
+                self._lock.release()
             if gate is None:
                 self._sync_file(journal_file, target)
                 return
@@ -356,7 +365,8 @@ class MiniStore:
             failed = True
             raise
         finally:  # whatever happened, the followers look again
-            with self._after_sync:
+            self._after_sync.acquire()
+            try:
                 if synced:
                     self.durable_seq = target
                 if failed:
@@ -373,6 +383,8 @@ class MiniStore:
                     self._followers = left
                 else:
                     go = ()
+            finally:
+                self._after_sync.release()
             for gate in go:
                 gate.release()
 
@@ -444,11 +456,11 @@ class MiniStore:
     def __exit__(self, *exc):
         self.close()
 
-    def wait_durable(self, seq):
-        """Return once record `seq` (appended with durable=False) is durable, sharing one sync
-        with the threads that wrote meanwhile. A store closed since had synced it first;
-        ClosedError if it failed or was closed before (miniqueue's concurrent puts)."""
-        self._sync_upto(seq)
+    # wait_durable(seq): return once record `seq` (appended with durable=False) is durable,
+    # sharing one sync with the threads that wrote meanwhile. A store closed since had synced
+    # it first; ClosedError if it failed or was closed before (miniqueue's concurrent puts).
+    # _sync_upto itself, not a call to it: every put of a queue waits through it.
+    wait_durable = _sync_upto
 
 
 # LittleFS: reopen the journal file after that many syncs, which bounds the erases an

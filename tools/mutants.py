@@ -289,7 +289,7 @@ MUTANTS = [
     ("queue-get-journal", "miniqueue.py", "        written = self._write(events, defer=True)  # a failure",
      '        written = self._write([e for e in events if b"get" not in e], defer=True)  # a failure',
      "get() does not journal the delivery", DEFAULT),
-    ("queue-get-in-flight", "miniqueue.py", "        ix.set_status(found, IN_FLIGHT)\n",
+    ("queue-get-in-flight", "minimessages.py", "        self.status_pages[j][k] = IN_FLIGHT\n",
      "", "get() leaves the message ready", DEFAULT),
     ("queue-get-count", "miniqueue.py", "        ix.counts[mid] = ix.counts.get(mid, 0) + 1  # mid:",
      "        pass  # mid:", "get() does not count the delivery", DEFAULT),
