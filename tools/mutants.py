@@ -243,8 +243,8 @@ MUTANTS = [
      "a journal that ends before the snapshot is accepted", DEFAULT),
     ("compact-too-far", "minilog.py", "self.segments[1].base_seq <= upto_seq:", "self.segments[1].base_seq <= upto_seq + 1:",
      "compaction removes a segment with a record the snapshot does not cover", DEFAULT),
-    ("compact-newest-snapshot", "ministate.py", "        log.compact(self._snaps.oldest_seq())",
-     "        log.compact(seq)", "compaction only keeps the journal back to the newest snapshot", DEFAULT),
+    ("compact-newest-snapshot", "ministate.py", "            oldest.append(self._snaps.oldest_seq())",
+     "            oldest.append(seq)", "compaction only keeps the journal back to the newest snapshot", DEFAULT),
     # -- the reader's reporter mode (mini verify / repair): report the damage, read on
     ("reporter-resync-seq", "minireport.py", "        reader._region = None\n        reader._expect = seq\n",
      "        reader._region = None\n", "after a damaged region the reporter does not resync on the next record's seq",
