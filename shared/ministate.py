@@ -352,7 +352,6 @@ class StateManager(LogBrick):
 
     def _snapshot(self, encoded):
         log = self._open_log()
-        log.sync()  # a snapshot must never be ahead of the durable journal
         seq = log.seq
         # The live state becomes what this snapshot restores to (its floats parsed back
         # where this runtime does not read its float text back exactly).
@@ -362,8 +361,10 @@ class StateManager(LogBrick):
         def write_snapshot():
             self._snaps.create(self._state, seq, pieces)
             oldest.append(self._snaps.oldest_seq())
-        # Written, and the snapshots read back, while no segment is open: on a board each
-        # of their files takes the heap block the old segment's file held (SegmentedLog.roll).
+        # roll() syncs the journal before write_snapshot runs: a snapshot must never be
+        # ahead of the durable journal. It is written, and the snapshots read back, while
+        # no segment is open: on a board each of their files takes the heap block the old
+        # segment's file held (SegmentedLog.roll).
         log.roll(write_snapshot)
         log.compact(oldest[0])
         self.snapshot_seq = seq
