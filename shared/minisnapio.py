@@ -7,7 +7,7 @@ so it may have no free block as large as a state's JSON. The bytes are those of
 FORMAT.md section 3 on every runtime.
 """
 import minishim as shim
-from miniformat import encode_json, may_hold_float, settle, FLOAT_TEXT_INEXACT, _CRC_TAG, _SUFFIX_LEN
+from miniformat import check_value, encode_json, may_hold_float, settle, FLOAT_TEXT_INEXACT, _CRC_TAG, _SUFFIX_LEN
 
 _RUN = 512  # bytes of members joined into one piece
 
@@ -40,7 +40,11 @@ def encode_state(state, settle_floats, in_pieces):
         else:
             value, key = key, at
             head = b"," if at else b""
-        body = encode_json(value, 1)
+        # encode_json(value, 1) without its frame: this loop stands for the state's own
+        # check_value() frame, so a state nested past MAX_DEPTH meets the ValueError at
+        # the same C stack depth as before (on a 10 KB stack it has little to spare).
+        check_value(value, 1)
+        body = shim.dumps(value).encode()
         if FLOAT_TEXT_INEXACT and may_hold_float(body):
             value, body = _read_back(value, body, settle_floats)
             if settle_floats:
