@@ -7,6 +7,10 @@
 import minishim as shim
 from ministore import MiniError, FormatError, encode_json, seal_pieces, parse_line, is_int, FLOAT_TEXT_INEXACT
 
+TYPE_CHECKING = False  # pyright takes it as True: annotations only, never imported at run time
+if TYPE_CHECKING:
+    from typing import Any
+
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
 _SNAP_PREFIX = "snap-"
@@ -27,7 +31,7 @@ class SnapshotError(MiniError):
 _IN_PIECES = shim.MICROPYTHON
 
 
-def encode_state(state, settle_floats=False):
+def encode_state(state, settle_floats=False) -> "tuple[Any, list[bytes]]":
     """(state, pieces): encode_json(state) as a list of bytes to write one after another.
 
     On MicroPython, a dict or list state is encoded member by member and the members
@@ -134,7 +138,8 @@ class SnapStore:
     def create(self, state, seq, state_json=None):
         """Write a snapshot of `state` at `seq`; durable before it returns. Returns its path.
 
-        state_json: encode_json(state), when the caller has already encoded it.
+        state_json: encode_json(state), or encode_state(state)[1], when the caller has
+        already encoded it.
         """
         if not is_int(seq) or seq < 0:
             raise ValueError("seq must be an int >= 0")
