@@ -122,6 +122,13 @@ MUTANTS = [
     ("sync-replay", "minilog.py", "        self.store.sync()  # a reader must see everything appended so far",
      "        pass", "a rebuild reads the journal before its writes are flushed (MicroPython)",
      ["mp:lfs2-esp32", "mp:fat-esp32"]),
+    ("segment-reader-left-open", "minilog.py", "    with reader:\n        for seq, record in reader:",
+     "    if True:\n        for seq, record in reader:",
+     "a segment's replay that raises leaves its file open for the collector (MicroPython: a finaliser inside LittleFS)",
+     ["mp:lfs2-esp32"]),
+    ("recover-reader-left-open", "ministore.py", "    with reader:\n        for seq, record in reader:\n            if replay",
+     "    if True:\n        for seq, record in reader:\n            if replay",
+     "an open whose replay raises leaves the journal's file open for the collector (MicroPython)", ["mp:fat-esp32"]),
     # -- LittleFS "block end" pads (FORMAT.md 2.3)
     ("littlefs-left-pointers", "minishim.py", "    return block - (size - per * index - 4 * _ones(index))",
      "    return block - (size - per * index)", "block ends are placed without the CTZ pointers: pads end off a block end",
