@@ -86,9 +86,11 @@ class RegionLog(SegmentedLog):
         """Bytes of records since the last roll(), about (what triggers snapshot_bytes)."""
         return self._since + self.store.appended - self._mark
 
-    def roll(self):
+    def roll(self, between=None):
         """Where a segmented log starts a new segment: here only the count restarts."""
         self.store.sync()
+        if between is not None:
+            between()
         self.segments = [Segment(1, self.store.path, self.store.seq)]
         self._since = 0
         self._mark = self.store.appended

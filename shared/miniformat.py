@@ -194,8 +194,12 @@ def seal(body):
 
 def seal_pieces(head, body):
     """seal(head + body) as [head, body, tail]: the same bytes, to write one after another,
-    without a copy of `body`."""
-    return [head, body, b'%s%08x"}\n' % (_CRC_TAG, shim.crc32(body, shim.crc32(head)) & 0xFFFFFFFF)]
+    without a copy of `body`. `body` may also be a list of pieces that stand in its place."""
+    parts = body if isinstance(body, list) else [body]
+    crc = shim.crc32(head)
+    for part in parts:
+        crc = shim.crc32(part, crc)
+    return [head] + parts + [b'%s%08x"}\n' % (_CRC_TAG, crc & 0xFFFFFFFF)]
 
 
 def header_line(base_seq):

@@ -132,14 +132,23 @@ class SegmentedLog:
     def active_bytes(self):
         return self.store.size
 
-    def roll(self):
-        """Start a new segment after the current seq (the old one is synced and closed)."""
+    def roll(self, between=None):
+        """Start a new segment after the current seq (the old one is synced and closed).
+
+        between(), if given, runs after the old segment is closed and before the new one
+        is created: a file it opens on a board can take the heap block (the LittleFS
+        file cache, 1 KB or more) that the old segment's file held, where a heap that the
+        app's long-lived objects fragment may have no other block as large."""
         seq = self.store.seq
         self.store.close()
-        number = self.segments[-1].number + 1
-        path = shim.join(self.directory, "%s%08d%s" % (_SEG_PREFIX, number, _SEG_SUFFIX))
-        self.store = MiniStore.open(path, sync=self.sync_policy, base_seq=seq)
-        self.segments.append(Segment(number, path, seq))
+        try:
+            if between is not None:
+                between()
+        finally:
+            number = self.segments[-1].number + 1
+            path = shim.join(self.directory, "%s%08d%s" % (_SEG_PREFIX, number, _SEG_SUFFIX))
+            self.store = MiniStore.open(path, sync=self.sync_policy, base_seq=seq)
+            self.segments.append(Segment(number, path, seq))
 
     def compact(self, upto_seq):
         """Remove the segments (never the active one) whose records all have seq <= upto_seq."""
@@ -279,8 +288,12 @@ class LogBrick:
 
 def _replay_segment(reader, after_seq, apply, base):
     last = base
-    for seq, record in reader:
-        last = seq
-        if seq > after_seq and apply is not None:
-            apply(seq, record)
+    # with: an apply() that raises must close the file here. On MicroPython nothing
+    # closes an abandoned generator, and the collector's finaliser of an open file may
+    # run inside another LittleFS call (a block device written in Python): a crash.
+    with reader:
+        for seq, record in reader:
+            last = seq
+            if seq > after_seq and apply is not None:
+                apply(seq, record)
     return last

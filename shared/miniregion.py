@@ -221,6 +221,12 @@ class FlashReader:
     def __next__(self):
         return next(self._items)
 
+    def __enter__(self):  # as JournalReader's, so `with MiniStore.stream(x)` reads either
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
     def close(self):  # as JournalReader's: a region holds no file open
         pass
 

@@ -432,10 +432,14 @@ class JournalFile(_Holder):
         return written
 
     def reopen(self):
-        """Close and open again the file start_appending() opened (MicroPython)."""
+        """Close and open again the file start_appending() opened (MicroPython). If the
+        open fails, the next write() opens it (everything written so far is synced)."""
         f, self._f = self._f, None
         if f is not None:
             f.close()
+            # Unreferenced before the open: a collection can then give its heap block (on
+            # LittleFS, the file's cache) to the new file, on a heap with no other as large.
+            f = None
             self._f = open(self.path, "ab")
 
     def start_appending(self):
@@ -447,7 +451,9 @@ class JournalFile(_Holder):
     def write(self, data):
         if self._fd is None:
             # start_appending() opened _f, and MiniStore never writes after close().
-            self._f.write(data)  # pyright: ignore[reportOptionalMemberAccess]
+            if self._f is None:  # a reopen after a sync failed (sync())
+                self._f = open(self.path, "ab")
+            self._f.write(data)
             return
         # os.write may write less than asked; loop until all of it is written.
         done = os.write(self._fd, data)
@@ -461,13 +467,22 @@ class JournalFile(_Holder):
 
     if MICROPYTHON:
         def sync(self):
+            f = self._f
+            if f is None:  # a reopen failed after the last sync: nothing written since
+                return
             # flush() is lfs_file_sync on LittleFS, f_sync on FAT and fsync on posix.
-            self._f.flush()  # pyright: ignore[reportOptionalMemberAccess] (as in write)
+            f.flush()
             if self.reopen_every:
                 self._syncs += 1
                 if self._syncs >= self.reopen_every:
                     self._syncs = 0
-                    self.reopen()
+                    f = None  # see reopen()
+                    try:
+                        self.reopen()
+                    except (OSError, MemoryError):
+                        # The sync is done: what it covers is durable. The next write
+                        # opens the file again, and raises if it cannot.
+                        pass
     else:
         def sync(self):
             # fdatasync also writes the file size, which is all an append changes.

@@ -7,6 +7,10 @@
 import minishim as shim
 from ministore import MiniError, FormatError, encode_json, seal_pieces, parse_line, is_int, FLOAT_TEXT_INEXACT
 
+TYPE_CHECKING = False  # pyright takes it as True: annotations only, never imported at run time
+if TYPE_CHECKING:
+    from typing import Any
+
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
 _SNAP_PREFIX = "snap-"
@@ -21,21 +25,39 @@ class SnapshotError(MiniError):
     """A snapshot file is damaged or not a snapshot."""
 
 
+# On MicroPython a snapshot is encoded, written and read a piece at a time (minisnapio,
+# loaded at the first snapshot): a board's heap may have no free block as large as the
+# state's JSON. CPython keeps its one-call encoder and parser.
+_IN_PIECES = shim.MICROPYTHON
+
+
+def encode_state(state, settle_floats=False) -> "tuple[Any, list[bytes]]":
+    """(state, pieces): encode_json(state) as a list of bytes to write one after another.
+
+    On MicroPython, a dict or list state is encoded member by member and the members
+    joined in runs of about 512 bytes: no piece is longer than that or than one member.
+    settle_floats: a member whose text holds a float is replaced, in `state`, by what that
+    text parses back to (settle()), so the state is what its snapshot restores to; a
+    state that is not a dict or list comes back as a new object. Without it, a float
+    that does not read back exactly is refused (ValueError).
+    """
+    if not (FLOAT_TEXT_INEXACT or _IN_PIECES):
+        return state, [encode_json(state)]
+    import minisnapio  # lazy: MicroPython's snapshots
+    return minisnapio.encode_state(state, settle_floats, _IN_PIECES)
+
+
 def snapshot_bytes(state, seq, state_json=None):
     """The snapshot file's bytes; state_json is encode_json(state), if the caller has it already."""
     return b"".join(snapshot_pieces(state, seq, state_json))
 
 
 def snapshot_pieces(state, seq, state_json=None):
-    """snapshot_bytes() as [head, state_json, tail], written one after another: the state's
-    JSON is not copied into the line, then into its sealed copy (a 6 KB state needed
-    three 6 KB blocks of a board's heap at once)."""
+    """snapshot_bytes() as [head, the state's JSON in pieces..., tail], written one after
+    another. state_json: encode_state(state)[1] (or encode_json(state)), when the
+    caller has it already."""
     if state_json is None:
-        state_json = encode_json(state)
-    if FLOAT_TEXT_INEXACT and shim.loads(state_json) != state:
-        # restore() would not give back this state (StateManager settles its state first).
-        raise ValueError("the state holds a float that this runtime does not "
-                         "read back exactly; store it as an int or a string")
+        state_json = encode_state(state)[1]
     return seal_pieces(b'{"format":"%s","version":%d,"seq":%d,"state":' % (
         SNAP_FORMAT.encode(), SNAP_VERSION, seq), state_json)
 
@@ -72,10 +94,15 @@ def is_torn_snapshot(data):
 def read_snapshot(path):
     """Return (state, seq) from a snapshot file; raise SnapshotError if it is damaged,
     FormatError if it is not a snapshot of ours or of a version this code reads."""
-    with open(path, "rb") as f:
-        data = f.read()
-    kind, obj = parse_line(data) if data.count(b"\n") == 1 else (None, "not exactly one line (torn or damaged)")
-    if kind is not None and isinstance(obj, dict):
+    obj = None
+    if _IN_PIECES:
+        import minisnapio  # lazy: MicroPython's snapshots
+        obj = minisnapio.read_sealed(path)
+    if obj is None:  # read whole: not sealed as we seal (or on CPython), and to say why
+        with open(path, "rb") as f:
+            data = f.read()
+        kind, obj = parse_line(data) if data.count(b"\n") == 1 else (None, "not exactly one line (torn or damaged)")
+    if isinstance(obj, dict):
         if obj.get("format") != SNAP_FORMAT:
             raise FormatError("%s: not a minisnap snapshot (format %r)" % (path, obj.get("format")))
         if obj.get("version") != SNAP_VERSION:
@@ -111,7 +138,8 @@ class SnapStore:
     def create(self, state, seq, state_json=None):
         """Write a snapshot of `state` at `seq`; durable before it returns. Returns its path.
 
-        state_json: encode_json(state), when the caller has already encoded it.
+        state_json: encode_json(state), or encode_state(state)[1], when the caller has
+        already encoded it.
         """
         if not is_int(seq) or seq < 0:
             raise ValueError("seq must be an int >= 0")

@@ -6,7 +6,7 @@ Set, Delete and Update are ready-made mutators for a key-value state.
 """
 import minishim as shim
 from ministore import MiniError, ClosedError, encode_json, is_int, settle, FLOAT_TEXT_INEXACT, may_hold_float
-from minisnap import SnapStore, NotFound
+from minisnap import SnapStore, NotFound, encode_state
 from minilog import LogBrick, SegmentedLog, read_segments
 
 
@@ -313,7 +313,7 @@ class StateManager(LogBrick):
         if not bodies:
             return self.seq
         due = self._snapshot_due(len(bodies), size)
-        state_json = None
+        encoded = None
         # Apply first, journal second: a mutator that raises is never journaled.
         # It may have changed the state halfway, so the state is rebuilt from disk.
         try:
@@ -322,7 +322,7 @@ class StateManager(LogBrick):
             if due:
                 # The snapshot this commit triggers must be storable before the
                 # mutation is made durable: afterwards, raising would be a lie.
-                state_json = settle(encode_json(self._state))
+                encoded = encode_state(self._state, FLOAT_TEXT_INEXACT)
         except BaseException as exc:
             self._rebuild(exc)
             raise
@@ -334,7 +334,7 @@ class StateManager(LogBrick):
             raise
         self._since_snapshot += len(bodies)
         if due:
-            self._snapshot(state_json)
+            self._snapshot(encoded)
         return seq
 
     def _snapshot_due(self, records, size):
@@ -350,18 +350,23 @@ class StateManager(LogBrick):
         with self._lock:
             return self._snapshot(None)
 
-    def _snapshot(self, state_json):
+    def _snapshot(self, encoded):
         log = self._open_log()
-        log.sync()  # a snapshot must never be ahead of the durable journal
         seq = log.seq
-        if FLOAT_TEXT_INEXACT:
-            # The live state becomes what this snapshot restores to (its floats parsed back).
-            if state_json is None:
-                state_json = settle(encode_json(self._state))
-            self._state = shim.loads(state_json)
-        self._snaps.create(self._state, seq, state_json)
-        log.roll()
-        log.compact(self._snaps.oldest_seq())
+        # The live state becomes what this snapshot restores to (its floats parsed back
+        # where this runtime does not read its float text back exactly).
+        self._state, pieces = encoded or encode_state(self._state, FLOAT_TEXT_INEXACT)
+        oldest = []
+
+        def write_snapshot():
+            self._snaps.create(self._state, seq, pieces)
+            oldest.append(self._snaps.oldest_seq())
+        # roll() syncs the journal before write_snapshot runs: a snapshot must never be
+        # ahead of the durable journal. It is written, and the snapshots read back, while
+        # no segment is open: on a board each of their files takes the heap block the old
+        # segment's file held (SegmentedLog.roll).
+        log.roll(write_snapshot)
+        log.compact(oldest[0])
         self.snapshot_seq = seq
         self._since_snapshot = 0
         return seq

@@ -99,8 +99,9 @@ class MiniStore:
     def stream(path, from_seq=0):
         """A JournalReader over `path` (or a FlashReader over a raw flash region): iterate
         it for (seq, record), records with seq >= from_seq, in constant memory. Use
-        `with MiniStore.stream(p) as r:` to close it whatever happens (a for loop left
-        early closes it too). Read-only: no lock."""
+        `with MiniStore.stream(p) as r:` to close it whatever happens (on CPython a for
+        loop left early closes it too, on MicroPython only `with` or close() do).
+        Read-only: no lock."""
         path = shim.fspath(path)
         return JournalReader(path, from_seq) if isinstance(path, str) else _flash().FlashReader(path, from_seq)
 
@@ -110,8 +111,9 @@ class MiniStore:
         or None) and `.seq` (the last seq) set. Read-only: no lock."""
         reader = MiniStore.stream(path, from_seq)
         out = Replay()
-        for _, record in reader:
-            out.append(record)
+        with reader:  # closed on a MemoryError too (see _recover)
+            for _, record in reader:
+                out.append(record)
         out.torn = reader.torn
         out.seq = reader.seq
         return out
@@ -555,9 +557,13 @@ def _recover(path, journal_file, base_seq, replay):
     if not size:
         return base_seq, 0
     reader = JournalReader(path)
-    for seq, record in reader:
-        if replay is not None:
-            replay(seq, record)
+    # with: a replay() that raises must close the file here. On MicroPython nothing
+    # closes an abandoned generator, and the collector's finaliser of an open file may
+    # run inside another LittleFS call (a block device written in Python): a crash.
+    with reader:
+        for seq, record in reader:
+            if replay is not None:
+                replay(seq, record)
     torn = reader.torn
     last = reader.seq
     if torn is None:

@@ -40,6 +40,8 @@ NO_STUB = {
     "miniregion": "miniflash's region and reader, split out of it for size; miniflash re-exports Region, SubDevice, "
                   "FlashReader and the rest, and the miniflash stub is their API",
     "minireport": "the reader's reporter mode for the host tools (mini verify, repair, tail): not an API",
+    "minisnapio": "minisnap's snapshot encoding, writing and reading in pieces on MicroPython, loaded at the "
+                  "first snapshot: not an API",
     "miniwait": "the queue's waiting plumbing (retry delays, wake-ups): reached through MiniQueue.get(timeout), "
                 "nack(delay) and aget(), not an API of its own",
 }
@@ -59,6 +61,8 @@ NOT_IN_STUBS = {
     "ministore.read_line": FORMAT_INTERNALS,
     "ministore.peek_line": FORMAT_INTERNALS,
     "ministore.hold": "the lock helper the writers share",
+    "minisnap.encode_state": FORMAT_INTERNALS,
+    "minisnap.TYPE_CHECKING": "False at run time; pyright takes it as True, for an annotation-only import",
     "minisnap.snapshot_bytes": FORMAT_INTERNALS,
     "minisnap.snapshot_pieces": FORMAT_INTERNALS,
     "minisnap.is_torn_snapshot": FORMAT_INTERNALS,

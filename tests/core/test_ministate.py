@@ -342,3 +342,31 @@ def test_recovered_state_equals_the_live_state_bit_for_bit():
             for key in live_items:
                 a, b = live_items[key], sm.state["items"][key]
                 assert a == b and repr(a) == repr(b), (key, a, b)
+
+
+def test_a_snapshot_is_written_between_two_segments_and_a_failed_one_leaves_the_manager_working():
+    # The snapshot's file is written while no segment is open (SegmentedLog.roll's
+    # `between`): on a board it takes the heap block the old segment's file held.
+    d = scratch()
+    sm = manager(d)
+    for _ in range(3):
+        sm.apply(Inc(by=1))
+    seen = []
+    snaps = sm._snaps
+    create = snaps.create
+
+    def failing_create(state, seq, pieces=None):
+        seen.append(sorted(n for n in minishim.listdir(d) if n.startswith("journal-")))
+        seen.append(sm._log.store.closed)
+        raise OSError(28, "no space left (test)")
+    snaps.create = failing_create
+    raises(OSError, sm.create_snapshot)
+    assert seen == [["journal-00000001.jsonl"], True]  # the old segment closed, the next one not made yet
+    snaps.create = create
+    assert sm.apply(Inc(by=10)) == 4  # a new segment, after seq 3
+    assert sm.create_snapshot() == 4
+    sm.apply(Inc(by=100))
+    assert sm.state["value"] == 113
+    sm.close()
+    with manager(d) as again:
+        assert (again.state, again.seq, again.snapshot_seq) == ({"value": 113}, 5, 4)

@@ -475,3 +475,30 @@ def test_crash_while_padding_an_incomplete_batch_still_recovers():
             assert store.seq == 1
         checked += 1
     assert checked > 10
+
+
+def test_a_periodic_reopen_that_fails_keeps_the_sync_and_the_next_write_opens_the_file():
+    # On LittleFS the journal's file is reopened every few syncs. On a fragmented board
+    # heap the open can fail (MemoryError): the sync before it is done, so the append
+    # stands, and the next write opens the file again. (Before: a later sync called
+    # flush() on no file, and an AttributeError hid the error.)
+    path = scratch() + "/log.jsonl"
+    store = MiniStore.open(path)
+    journal_file = store._file
+    journal_file.reopen_every = 2  # as on LittleFS (_REOPEN_EVERY), on every filesystem here
+    failures = []
+
+    def reopen_fails():
+        f, journal_file._f = journal_file._f, None
+        if f is not None:
+            f.close()
+        failures.append(1)
+        raise MemoryError("no block for the file (test)")
+    if MICROPYTHON:
+        journal_file.reopen = reopen_fails
+    for i in range(6):
+        assert store.append({"n": i}) == i + 1
+    store.sync()
+    store.close()
+    assert failures == ([1, 1, 1] if MICROPYTHON else [])  # CPython syncs through its fd, and never reopens
+    assert [r for _, r in MiniStore.stream(path)] == [{"n": i} for i in range(6)]

@@ -76,6 +76,7 @@ class RAMFlash:
         self.torn_rewrite_lost = 0  # bytes already on flash that a torn sector write (FAT) erased
         self._pending = []       # "reorder" mode: (start, bytes before) of each op since the last sync
         self._erased = b"\xff" * block_size
+        self._erased_view = memoryview(self._erased)
 
     # ------------------------------------------------------------ power
 
@@ -134,6 +135,15 @@ class RAMFlash:
         n = len(buf)
         if not n:
             return
+        if n <= self.block_size:
+            target = self.mem[start:start + n]
+            if target == self._erased_view[:n]:
+                # The usual case, an erased target: the program lands as it is. Compared
+                # through views, with no copy and no big int: a flash driver allocates
+                # nothing, and a MemoryError raised here, from inside LittleFS's C code,
+                # has left the MCU build in a HardFault (a heap bisection trial "hung").
+                target[:] = buf
+                return
         if n > _PIECE:
             # A 4 KB FAT sector as three 4 KB ints was 12 KB of a board's heap at once
             # (MemoryError on the 128 KB board); 1 KB at a time, counted as one program.
