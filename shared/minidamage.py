@@ -74,6 +74,31 @@ def _names_us(line):
     return isinstance(obj, dict) and obj.get("format") == FORMAT_NAME and obj.get("version") == FORMAT_VERSION
 
 
+def nests_deeper_than(line, limit):
+    """True if the JSON text `line` opens more than `limit` arrays or objects inside one
+    another (brackets inside strings do not count). Asked only when parsing a sealed
+    line ran out of heap: a board's parser keeps a stack as deep as the nesting."""
+    depth = 0
+    in_string = escaped = False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte == 0x5B or byte == 0x7B:  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte == 0x5D or byte == 0x7D:  # ] }
+            depth -= 1
+    return False
+
+
 class LongDamage:
     """A damaged line longer than the reader takes at once: its length and why, not its bytes."""
 

@@ -82,11 +82,16 @@ class _Index:
         return self.id_pages[(p >> 6) - self.base][p & 63]
 
     def body_at(self, p):
-        j = (p >> 6) - self.base
-        body = self.body_pages[j][p & 63]
+        body = self._stored((p >> 6) - self.base, p & 63)
+        return bytes(body) if type(body) is bytearray else body  # a short one: a copy of its slice
+
+    def _stored(self, j, k):
+        """The body in slot k of page j: a short one as a slice of its page's buffer (a
+        bytearray: no bytes copy), a long one as it was added."""
+        body = self.body_pages[j][k]
         if type(body) is int:
             start = body >> 8
-            return bytes(self.buffers[j][0][start:start + (body & 255)])
+            return self.buffers[j][0][start:start + (body & 255)]
         return body
 
     def status_at(self, p):
@@ -101,11 +106,7 @@ class _Index:
         j = (p >> 6) - self.base
         k = p & 63
         self.status_pages[j][k] = IN_FLIGHT
-        body = self.body_pages[j][k]
-        if type(body) is int:
-            start = body >> 8
-            return self.buffers[j][0][start:start + (body & 255)]
-        return body
+        return self._stored(j, k)
 
     def add(self, mid, body, deliveries, status):
         """Append a message; ids only grow (a put's seq, or a checkpoint's ascending entries)."""

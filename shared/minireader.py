@@ -146,8 +146,8 @@ class JournalReader:
                                 record, stop = scan(text, len(prefix))
                                 if stop != len(text) - _SUFFIX_LEN:
                                     raise ValueError
-                        except (ValueError, StopIteration, RuntimeError):  # RuntimeError: too deep
-                            pass
+                        except (ValueError, StopIteration, RuntimeError, MemoryError):
+                            pass  # RuntimeError: too deep; all go to _step, which tells them apart
                         else:
                             seq = expect
                             size += len(line)

@@ -97,6 +97,19 @@ def test_sealed_record_nested_too_deep_is_corruption():
         assert read_bytes(path) == data
 
 
+def test_the_depth_check_behind_a_parse_out_of_heap_counts_only_real_nesting():
+    # A board's json parser keeps a stack as deep as the nesting: on the 192 KB build a
+    # sealed line 5,000 deep ran out of heap, and every open would have failed. Then the
+    # line counts as foreign only if it nests deeper than any writer nests.
+    import minidamage
+    deepest = record_line(1, b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    assert not minidamage.nests_deeper_than(deepest, MAX_DEPTH + 2)
+    assert minidamage.nests_deeper_than(record_line(1, b"[" * 35 + b"]" * 35), MAX_DEPTH + 2)
+    text = b'{"a":"[[[[{{{{\\"[[[[","b":[{"c":"]]]]}}}}"}]}'  # brackets inside strings, an escaped quote
+    assert not minidamage.nests_deeper_than(text, 3) and minidamage.nests_deeper_than(text, 2)
+    assert not minidamage.nests_deeper_than(b'"' + b"[" * 99 + b'"', 0)
+
+
 def test_queue_events_of_the_wrong_shape_are_refused():
     # Replay trusted an intact event's shape: TypeError escaped inspect() and open().
     for event in ({"ckpt_end": 5}, {"ckpt_end": {"messages": 3, "dropped": 0}}, {"get": [1]}, {"ack": {"a": 1}},
