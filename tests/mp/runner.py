@@ -132,6 +132,8 @@ def main(argv):
                 if left:
                     raise AssertionError("left open: %s" % ", ".join(left))
             except Exception as exc:
+                if opened is not None:
+                    opened.left_open()  # closed, and not blamed on the next test
                 if (test in edge or "*" in edge) and isinstance(exc, MemoryError):
                     xfailed += 1
                     print("xfail %s.%s [%s]: at the heap's edge: %r" % (name, test, fs, exc))
