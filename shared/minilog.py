@@ -288,10 +288,7 @@ class LogBrick:
 
 def _replay_segment(reader, after_seq, apply, base):
     last = base
-    # with: an apply() that raises must close the file here. On MicroPython nothing
-    # closes an abandoned generator, and the collector's finaliser of an open file may
-    # run inside another LittleFS call (a block device written in Python): a crash.
-    with reader:
+    with reader:  # an apply() that raises must close the file here: see ministore._recover
         for seq, record in reader:
             last = seq
             if seq > after_seq and apply is not None:
