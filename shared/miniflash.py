@@ -32,7 +32,7 @@ class FlashStore:
         self._ring = reader.ring
         self._erases = reader.erases
         self._released = -1
-        self._pending = []   # (line bytes, last seq) of records not yet programmed
+        self._pending = []   # (lines, their bytes, last seq) of records not yet programmed
         self._unsynced = 0
         self.appended = 0  # bytes of record lines appended since open (RegionLog's active_bytes)
         self._pos = region.sector_size if reader.head_end is None else reader.head_end
@@ -95,16 +95,18 @@ class FlashStore:
         lines = [record_line(self.seq + 1, bodies[0], count)]
         for i in range(1, count):
             lines.append(record_line(self.seq + 1 + i, bodies[i]))
-        data = b"".join(lines)
+        length = 0
+        for line in lines:  # not joined: Region.program takes the pieces (a board's heap may hold no 4 KB block)
+            length += len(line)
         room = self.region.sector_size - HEADER_MAX
-        if len(data) > room:
-            raise ValueError("%d bytes of record lines do not fit in one sector (at most %d)" % (len(data), room))
-        if not self._fits(len(data)):
+        if length > room:
+            raise ValueError("%d bytes of record lines do not fit in one sector (at most %d)" % (length, room))
+        if not self._fits(length):
             raise RegionFull("%s: the oldest sector still holds records nothing released (release(seq) them, "
                              "or open with Region(..., retain=BYTES))" % self.path)
         self.seq += count
-        self.appended += len(data)
-        self._pending.append((data, self.seq))
+        self.appended += length
+        self._pending.append((lines, length, self.seq))
         self._unsynced += count
         if durable and (self.sync_every is None or self._unsynced >= self.sync_every):
             self._sync()
@@ -121,7 +123,7 @@ class FlashStore:
         """Whether the pending records plus `length` bytes find room without a RegionFull."""
         at = self._pos
         need = 0
-        for n in [len(data) for data, _ in self._pending] + [length]:
+        for n in [entry[1] for entry in self._pending] + [length]:
             if at + n > self.region.sector_size:
                 need += 1
                 at = HEADER_MAX  # more than any header takes: a safe estimate
@@ -159,14 +161,14 @@ class FlashStore:
         chunk = []
         fill = 0
         try:
-            for data, last in self._pending:
-                if self._pos + fill + len(data) > size:
+            for lines, length, last in self._pending:
+                if self._pos + fill + length > size:
                     self._program(chunk, fill)
                     chunk = []
                     fill = 0
                     self._advance()
-                chunk.append(data)
-                fill += len(data)
+                chunk.extend(lines)
+                fill += length
                 self._written = last
             self._program(chunk, fill)
             region.barrier()
@@ -180,7 +182,7 @@ class FlashStore:
 
     def _program(self, chunk, fill):
         if chunk:
-            self.region.program(self._ring[-1][0], self._pos, b"".join(chunk))
+            self.region.program(self._ring[-1][0], self._pos, chunk)
             self._pos += fill
             self._ring[-1][3] += fill
 
@@ -259,8 +261,12 @@ def _check_blank(region):
     Only sector 0 may hold written bytes: the first header, torn by a cut."""
     if region.reformat:
         return
+    size = region.sector_size
+    step = 256 if size % 256 == 0 else size
+    buf = bytearray(step)
     for index in range(1, region.sectors):
-        data = region.read(index, 0, region.sector_size)
-        if len(data.rstrip(b"\xff")):
-            raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the region, "
-                              "or pass Region(..., reformat=True))" % (region.name, index))
+        for offset in range(0, size, step):  # a piece at a time: a board's heap may hold no 4 KB block
+            region.read_into(index, offset, buf)
+            if len(buf.rstrip(b"\xff")):
+                raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the region, "
+                                  "or pass Region(..., reformat=True))" % (region.name, index))

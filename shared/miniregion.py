@@ -10,6 +10,8 @@ FORMAT_NAME = "miniflash"
 FORMAT_VERSION = 1
 HEADER_MAX = 192     # a sector header line is shorter; a sector holds at most sector_size - HEADER_MAX of records
 _ERASED = 0xFF
+_UNIT = 512          # bytes a program() copies at a time
+_WINDOW = 256        # bytes a reader reads at a time (FlashReader._line)
 
 
 class Region:
@@ -50,17 +52,49 @@ class Region:
         self.device.readblocks(self.start + sector, buf, offset)
         return bytes(buf)
 
+    def read_into(self, sector, offset, buf):
+        self.device.readblocks(self.start + sector, buf, offset)
+
     def program(self, sector, offset, data):
-        """Program data at offset in a sector, as whole aligned prog units padded with 0xFF."""
+        """Program data (bytes, or a list of pieces: their concatenation) at offset in a
+        sector, as whole aligned prog units with 0xFF over the bytes around it. Through
+        one buffer of at most _UNIT bytes (or one prog unit): a sector's batch is never
+        joined or copied whole, which a 128 KB board's heap may hold no block for. A
+        barrier follows each piece but the last, so that a cut leaves a prefix of the
+        data, as of one program, whatever order a device's cache completes them in."""
         prog = self.prog
+        pieces = data if isinstance(data, list) else [data]
+        end = offset
+        for piece in pieces:
+            end += len(piece)
         first = offset - offset % prog
-        end = offset + len(data)
-        end += (prog - end % prog) % prog
-        if first != offset or end != offset + len(data):
-            buf = bytearray(b"\xff" * (end - first))
-            buf[offset - first:offset - first + len(data)] = data
-            data = buf
-        self.device.writeblocks(self.start + sector, data, first)
+        last = end + (prog - end % prog) % prog
+        if first == offset and last == end and len(pieces) == 1:  # aligned: as it is
+            self.device.writeblocks(self.start + sector, pieces[0], offset)
+            return
+        size = min(last - first, prog * max(1, _UNIT // prog))
+        buf = bytearray(b"\xff" * size)
+        at = first  # where buf goes in the sector
+        fill = offset - first
+        for piece in pieces:
+            view = memoryview(piece)
+            done = 0
+            while done < len(piece):
+                take = min(len(piece) - done, size - fill)
+                buf[fill:fill + take] = view[done:done + take]
+                fill += take
+                done += take
+                if fill == size:
+                    self.device.writeblocks(self.start + sector, buf, at)
+                    at += size
+                    fill = 0
+                    if at < last:
+                        self.barrier()
+        if fill:
+            tail = fill + (prog - fill % prog) % prog
+            for i in range(fill, tail):
+                buf[i] = _ERASED
+            self.device.writeblocks(self.start + sector, buf if tail == size else buf[:tail], at)
 
     def erase(self, sector):
         self.device.ioctl(6, self.start + sector)
@@ -173,7 +207,8 @@ def read_header(region, index):
 
 
 class FlashReader:
-    """Iterates (seq, record) over a region, oldest sector first, in one sector of memory.
+    """Iterates (seq, record) over a region, oldest sector first, in the heap of its
+    longest line (a sector is read a window of _WINDOW bytes at a time).
 
     As ministore.JournalReader: `torn` (the head sector's unacknowledged tail), `seq`,
     `base_seq`, `size`, `pads` (older sectors whose tail a crash cut), `lost` (empty).
@@ -213,6 +248,7 @@ class FlashReader:
             self.base_seq = self.seq = self.ring[0][2]
         self._from = from_seq
         self._head_only = head_only
+        self._window = None
         self._items = self._generate()
 
     def __iter__(self):
@@ -248,8 +284,8 @@ class FlashReader:
 
     def _sector(self, at, is_head):
         index, number, base, _ = self.ring[at]
-        data = self.region.read(index, 0, self.region.sector_size)
-        where = index * self.region.sector_size  # offsets reported are bytes into the region
+        size = self.region.sector_size
+        where = index * size  # offsets reported are bytes into the region
         pos = self._headers[at]
         line_no = 1
         expect = base + 1
@@ -257,9 +293,13 @@ class FlashReader:
         left = 0        # its lines still to come
         batch_at = (0, 0)
         reason = None
-        while pos < len(data) and data[pos] != _ERASED:
-            end = data.find(b"\n", pos) + 1
-            kind, obj = parse_line(data[pos:end]) if end else (None, "incomplete line (no newline)")
+        while pos < size:
+            line, end = self._line(index, pos)
+            if line is None:
+                if end:
+                    reason = "incomplete line (no newline)"
+                break
+            kind, obj = parse_line(line)
             if kind is None:
                 reason = obj
                 break
@@ -278,7 +318,7 @@ class FlashReader:
             if count > 1:
                 left = count
                 batch_at = (pos, line_no)
-            batch.append((seq, obj["rec"], data[pos:end]))
+            batch.append((seq, obj["rec"], line))
             pos = end
             left = left - 1 if left else 0
             if left:
@@ -289,16 +329,20 @@ class FlashReader:
                     self.line = item[2]
                     yield item[0], item[1]
             batch = []
-        used = len(data.rstrip(b"\xff"))
+        used = self._used(index, pos)
         self.ring[at][3] = pos - self._headers[at]  # record bytes, for the retain policy
         if used > pos:
             # Written bytes that are not records: a program a crash cut short, or damage.
             # A crash leaves them only at the end: an intact line after them is damage.
-            pieces = data[pos:used].split(b"\n")
-            for i in range(1, len(pieces) - 1):
-                if parse_line(pieces[i] + b"\n")[0] is not None:
+            first = self._newline(index, pos, used)
+            while first >= 0:
+                after = self._newline(index, first + 1, used)
+                if after < 0:
+                    break
+                if parse_line(self.region.read(index, first + 1, after - first))[0] is not None:
                     raise CorruptRecord(self.path, line_no, where + pos, "%s (intact lines follow)" % (
                         reason or "erased bytes inside a line"))
+                first = after
         if batch:
             # Batches never cross sectors, so one open at the end of a sector was cut short.
             pos, line_no = batch_at
@@ -311,3 +355,56 @@ class FlashReader:
             self.torn = TornTail(where + pos, max(used, pos) - pos, line_no, reason or "erased bytes inside a line")
         else:
             self.pads += 1
+
+    # A sector is read _WINDOW bytes at a time into one buffer, and each line on its
+    # own: a reader needs the heap of its longest line, not of a sector (a 128 KB
+    # board's heap may hold no 4 KB block).
+
+    def _window_at(self, index, start, stop):
+        """Bytes start..min(stop, start + _WINDOW) of a sector, in the window (or, fewer
+        than _WINDOW, in a buffer of their own: a device gets a bytearray, as from LittleFS)."""
+        n = min(_WINDOW, stop - start)
+        window = self._window
+        if window is None:
+            window = self._window = bytearray(_WINDOW)
+        if n < _WINDOW:
+            window = bytearray(n)
+        self.region.read_into(index, start, window)
+        return window
+
+    def _line(self, index, pos):
+        """(line, end) of the line at pos of a sector: (None, 0) at erased bytes, (None,
+        end of the sector) for written bytes with no newline before its end."""
+        size = self.region.sector_size
+        window = self._window_at(index, pos, size)
+        if window[0] == _ERASED:
+            return None, 0
+        found = window.find(b"\n")
+        if found >= 0:
+            return bytes(memoryview(window)[:found + 1]), pos + found + 1
+        found = self._newline(index, pos + len(window), size)
+        if found < 0:
+            return None, size
+        return self.region.read(index, pos, found + 1 - pos), found + 1
+
+    def _newline(self, index, start, stop):
+        """Where the first newline in bytes start..stop of a sector is, or -1."""
+        while start < stop:
+            window = self._window_at(index, start, stop)
+            found = window.find(b"\n")
+            if found >= 0:
+                return start + found
+            start += len(window)
+        return -1
+
+    def _used(self, index, pos):
+        """Where the written bytes of a sector end (its erased 0xFF tail begins), not before pos."""
+        end = self.region.sector_size
+        while end > pos:
+            start = max(pos, end - _WINDOW)
+            kept = len(self._window_at(index, start, end).rstrip(b"\xff"))
+            if kept:
+                return start + kept
+            end = start
+        return pos
+

@@ -347,6 +347,14 @@ MUTANTS = [
      DEFAULT),
     ("index-short-body-offset", "minimessages.py", "            start = buffer[1]\n", "            start = 0\n",
      "short bodies all start at the page buffer's first byte (each overwrites the one before)", DEFAULT),
+    # -- raw flash (miniregion): programs and reads in pieces
+    ("region-piece-no-barrier", "miniregion.py", "                    if at < last:\n                        self.barrier()",
+     "                    pass", "a program's pieces have no barrier between them: a device's cache can complete "
+     "a later one first, and a cut leaves a hole before intact lines", DEFAULT),
+    ("region-tail-not-erased", "miniregion.py", "                buf[i] = _ERASED", "                pass",
+     "a program's last unit carries the buffer's stale bytes after the data, not 0xFF", DEFAULT),
+    ("flashreader-line-past-window", "miniregion.py", "        found = self._newline(index, pos + len(window), size)",
+     "        found = -1", "a line longer than the reader's window reads as a line with no newline", DEFAULT),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]

@@ -78,7 +78,11 @@ def test_appends_program_erased_space_and_erase_once_per_sector():
         assert dev.erases <= used + 1, (geometry, dev.erases)
         assert dev.erases / 400.0 <= 0.05
         assert dev.violations == 0  # whole aligned units, 0xFF over what is written
-        assert len(MiniStore.replay(dev)) == 400
+        count = 0
+        with MiniStore.stream(dev) as reader:  # a record at a time: 400 at once outgrow a 128 KB board's heap
+            for _ in reader:
+                count += 1
+        assert count == 400 and reader.seq == 400
 
 
 def test_retain_reuses_the_oldest_sectors_and_spreads_the_wear():
@@ -91,9 +95,12 @@ def test_retain_reuses_the_oldest_sectors_and_spreads_the_wear():
     assert dev.erases > 8 * 5
     assert max(dev.block_erases) - min(dev.block_erases) <= 1
     assert ratio <= 1.2
-    back = MiniStore.replay(region)
-    assert back.seq == 3000 and back[-1] == rec(2999)
-    assert len(back) * 134 >= 10000
+    count = 0
+    with MiniStore.stream(region) as reader:  # a record at a time, as on a 128 KB board
+        for _, last in reader:
+            count += 1
+    assert reader.seq == 3000 and last == rec(2999)
+    assert count * 134 >= 10000
     assert dev.violations == 0
 
 
