@@ -92,8 +92,8 @@ class Region:
                         self.barrier()
         if fill:
             tail = fill + (prog - fill % prog) % prog
-            for i in range(fill, tail):
-                buf[i] = _ERASED
+            if at != first:  # the buffer went out whole before: what follows the data is stale
+                buf[fill:tail] = b"\xff" * (tail - fill)
             self.device.writeblocks(self.start + sector, buf if tail == size else buf[:tail], at)
 
     def erase(self, sector):

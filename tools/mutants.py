@@ -351,7 +351,7 @@ MUTANTS = [
     ("region-piece-no-barrier", "miniregion.py", "                    if at < last:\n                        self.barrier()",
      "                    pass", "a program's pieces have no barrier between them: a device's cache can complete "
      "a later one first, and a cut leaves a hole before intact lines", DEFAULT),
-    ("region-tail-not-erased", "miniregion.py", "                buf[i] = _ERASED", "                pass",
+    ("region-tail-not-erased", "miniregion.py", "                buf[fill:tail] = b\"\\xff\" * (tail - fill)", "                pass",
      "a program's last unit carries the buffer's stale bytes after the data, not 0xFF", DEFAULT),
     ("flashreader-line-past-window", "miniregion.py", "        found = self._newline(index, pos + len(window), size)",
      "        found = -1", "a line longer than the reader's window reads as a line with no newline", DEFAULT),
