@@ -303,7 +303,7 @@ def suite_heaps(image, step):
         lo, hi = 0, HEAP_192K  # largest ballast that passes, by bisection
         # Strict: a MemoryError fails the suite (test_mcu.py's --memory-errors-ok would
         # count it apart, and every heap would "pass").
-        xfail = [a for a in test_mcu._xfails("microbit-192k", "lfs2-rp2040") if a != "--memory-errors-ok"]
+        xfail = test_mcu._expected("microbit-192k", "lfs2-rp2040")
         probe = lambda ballast: SUITE_PROBE % {"ballast": ballast, "module": module, "xfail": xfail}
         out = run("microbit-192k", probe(0), image)
         if not suite_passed(out):
