@@ -293,56 +293,56 @@ class FlashReader:
         left = 0        # its lines still to come
         batch_at = (0, 0)
         reason = None
-        while pos < size:
-            line, end = self._line(index, pos)
-            if line is None:
-                if end:
-                    reason = "incomplete line (no newline)"
-                break
-            kind, obj = parse_line(line)
-            if kind is None:
-                reason = obj
-                break
-            line_no += 1
-            if kind != RECORD or not isinstance(obj, dict):
-                raise CorruptRecord(self.path, line_no, where + pos, obj if isinstance(obj, str) else "not a record")
-            seq = obj["seq"]
-            count = obj.get("batch", 1)
-            if not is_int(seq) or not is_int(count) or count < 1 or "rec" not in obj or (left and count != 1):
-                raise CorruptRecord(self.path, line_no, where + pos, "record line of the wrong shape")
-            if seq != expect:
-                raise CorruptRecord(self.path, line_no, where + pos,
-                                    "sequence gap: expected seq %d, found %r" % (expect, seq))
-            expect += 1
-            self.size += end - pos
-            if count > 1:
-                left = count
-                batch_at = (pos, line_no)
-            batch.append((seq, obj["rec"], line))
-            pos = end
-            left = left - 1 if left else 0
-            if left:
-                continue
-            self.seq = seq
-            for item in batch:
-                if item[0] >= self._from:
-                    self.line = item[2]
-                    yield item[0], item[1]
-            batch = []
-        used = self._used(index, pos)
-        self.ring[at][3] = pos - self._headers[at]  # record bytes, for the retain policy
-        if used > pos:
+        while True:
+            while pos < size:
+                line, end = self._line(index, pos)
+                if line is None:
+                    if end:
+                        reason = "incomplete line (no newline)"
+                    break
+                kind, obj = parse_line(line)
+                if kind is None:
+                    reason = obj
+                    break
+                line_no += 1
+                if kind != RECORD or not isinstance(obj, dict):
+                    raise CorruptRecord(self.path, line_no, where + pos, obj if isinstance(obj, str) else "not a record")
+                seq = obj["seq"]
+                count = obj.get("batch", 1)
+                if not is_int(seq) or not is_int(count) or count < 1 or "rec" not in obj or (left and count != 1):
+                    raise CorruptRecord(self.path, line_no, where + pos, "record line of the wrong shape")
+                if seq != expect:
+                    raise CorruptRecord(self.path, line_no, where + pos,
+                                        "sequence gap: expected seq %d, found %r" % (expect, seq))
+                expect += 1
+                self.size += end - pos
+                if count > 1:
+                    left = count
+                    batch_at = (pos, line_no)
+                batch.append((seq, obj["rec"], line))
+                pos = end
+                left = left - 1 if left else 0
+                if left:
+                    continue
+                self.seq = seq
+                for item in batch:
+                    if item[0] >= self._from:
+                        self.line = item[2]
+                        yield item[0], item[1]
+                batch = []
+            used = self._used(index, pos)
             # Written bytes that are not records: a program a crash cut short, or damage.
             # A crash leaves them only at the end: an intact line after them is damage.
-            first = self._newline(index, pos, used)
-            while first >= 0:
-                after = self._newline(index, first + 1, used)
-                if after < 0:
-                    break
-                if parse_line(self.region.read(index, first + 1, after - first))[0] is not None:
-                    raise CorruptRecord(self.path, line_no, where + pos, "%s (intact lines follow)" % (
-                        reason or "erased bytes inside a line"))
-                first = after
+            if used <= pos or not self._intact_line_in(index, pos, used):
+                break
+            # Unless a writer beside this reader (it takes no lock) programmed them since it
+            # stopped at pos: it programs in order, so the line at pos is whole by now.
+            line = self._line(index, pos)[0] if is_head else None
+            if line is None or parse_line(line)[0] != RECORD:
+                raise CorruptRecord(self.path, line_no, where + pos, "%s (intact lines follow)" % (
+                    reason or "erased bytes inside a line"))
+            reason = None
+        self.ring[at][3] = pos - self._headers[at]  # record bytes, for the retain policy
         if batch:
             # Batches never cross sectors, so one open at the end of a sector was cut short.
             pos, line_no = batch_at
@@ -386,6 +386,19 @@ class FlashReader:
         if found < 0:
             return None, size
         return self.region.read(index, pos, found + 1 - pos), found + 1
+
+    def _intact_line_in(self, index, start, stop):
+        """Whether a whole intact line lies in bytes start..stop of a sector, after its
+        first newline (what comes before that is the damaged line's)."""
+        first = self._newline(index, start, stop)
+        while first >= 0:
+            after = self._newline(index, first + 1, stop)
+            if after < 0:
+                return False
+            if parse_line(self.region.read(index, first + 1, after - first))[0] is not None:
+                return True
+            first = after
+        return False
 
     def _newline(self, index, start, stop):
         """Where the first newline in bytes start..stop of a sector is, or -1."""

@@ -353,6 +353,10 @@ MUTANTS = [
      "a later one first, and a cut leaves a hole before intact lines", DEFAULT),
     ("region-tail-not-erased", "miniregion.py", "                buf[fill:tail] = b\"\\xff\" * (tail - fill)", "                pass",
      "a program's last unit carries the buffer's stale bytes after the data, not 0xFF", DEFAULT),
+    ("flashreader-writer-beside-is-corruption", "miniregion.py",
+     "            line = self._line(index, pos)[0] if is_head else None",
+     "            line = None", "records a writer programmed while a reader read the head sector read as "
+     "damage with intact lines after it (CorruptRecord)", DEFAULT),
     ("flashreader-line-past-window", "miniregion.py", "        found = self._newline(index, pos + len(window), size)",
      "        found = -1", "a line longer than the reader's window reads as a line with no newline", DEFAULT),
 ]

@@ -239,6 +239,42 @@ def test_damage_with_records_after_it_is_corruption():
     raises(CorruptRecord, MiniStore.replay, dev)
 
 
+def test_a_reader_beside_the_writer_sees_a_prefix_never_corruption():
+    # A reader takes no lock and reads a sector a window at a time (so that it needs no
+    # 4 KB block), so the writer can program records between two of its reads. Wherever
+    # that happens, the reader gives a run of the journal's records from the first, as a
+    # reader of a growing file does; damage before intact lines is still corruption.
+    for at in range(1, 40):
+        dev = flash(4)
+        store = MiniStore.open(dev)
+        for i in range(6):
+            store.append(rec(i))
+        reads = [0]
+        plain = dev.readblocks
+
+        def meddling(block, buf, offset=0):
+            reads[0] += 1
+            if reads[0] == at:  # between two reads of the reader: three records, two of them one program
+                store.append_many([rec(100), rec(101)])
+                store.append(rec(102))
+            plain(block, buf, offset)
+        dev.readblocks = meddling
+        seqs = [seq for seq, _ in MiniStore.stream(dev)]
+        assert len(seqs) >= 6 and seqs == list(range(1, len(seqs) + 1)), (at, seqs)
+        store.close()
+        if reads[0] < at:
+            break  # the read was over before its at-th read: every point has been tried
+        assert [seq for seq, _ in MiniStore.stream(dev)] == list(range(1, 10))
+    assert at > 15, at  # headers, lines and the sector's erased end: the reader's reads
+    dev = flash(4)
+    with MiniStore.open(dev) as store:
+        for i in range(9):
+            store.append(rec(i))
+    dev.data[400] ^= 0x01  # the head sector's third record, with six intact after it
+    err = raises(CorruptRecord, MiniStore.replay, dev)
+    assert "intact lines follow" in err.reason
+
+
 def test_powercut_sweep_every_program_and_erase_in_five_modes():
     if support.FS not in ("host", "posix"):
         return  # no filesystem involved: once per runtime is enough
