@@ -6,7 +6,7 @@
 # once per trip round the ring, which spreads the wear evenly. Records are the sealed
 # JSON lines of a ministore journal (FORMAT.md 2.2): a raw dump shows JSONL.
 import minishim as shim
-from ministore import (MiniError, FormatError, ClosedError, record_line, encode_json, is_int)
+from ministore import (MiniError, FormatError, ClosedError, record_line, encode_json, is_int, length_of)
 from miniregion import (FORMAT_NAME, FORMAT_VERSION, HEADER_MAX, Region, SubDevice, FlashReader,  # noqa: F401
                         as_region, header_line, read_header, _hold, _let_go)
 
@@ -95,9 +95,7 @@ class FlashStore:
         lines = [record_line(self.seq + 1, bodies[0], count)]
         for i in range(1, count):
             lines.append(record_line(self.seq + 1 + i, bodies[i]))
-        length = 0
-        for line in lines:  # not joined: Region.program takes the pieces (a board's heap may hold no 4 KB block)
-            length += len(line)
+        length = length_of(lines)  # not joined: Region.program takes the pieces (a board's heap may hold no 4 KB block)
         room = self.region.sector_size - HEADER_MAX
         if length > room:
             raise ValueError("%d bytes of record lines do not fit in one sector (at most %d)" % (length, room))
@@ -261,12 +259,7 @@ def _check_blank(region):
     Only sector 0 may hold written bytes: the first header, torn by a cut."""
     if region.reformat:
         return
-    size = region.sector_size
-    step = 256 if size % 256 == 0 else size
-    buf = bytearray(step)
     for index in range(1, region.sectors):
-        for offset in range(0, size, step):  # a piece at a time: a board's heap may hold no 4 KB block
-            region.read_into(index, offset, buf)
-            if len(buf.rstrip(b"\xff")):
-                raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the region, "
-                                  "or pass Region(..., reformat=True))" % (region.name, index))
+        if region.written_end(index):
+            raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the region, "
+                              "or pass Region(..., reformat=True))" % (region.name, index))

@@ -4,7 +4,7 @@
 # writer, FlashStore) re-exports what applications use from here.
 import minishim as shim
 from ministore import (CorruptRecord, FormatError, LockedError, TornTail, parse_line, seal, is_int,
-                       HEADER, RECORD)
+                       length_of, HEADER, RECORD)
 
 FORMAT_NAME = "miniflash"
 FORMAT_VERSION = 1
@@ -64,9 +64,7 @@ class Region:
         data, as of one program, whatever order a device's cache completes them in."""
         prog = self.prog
         pieces = data if isinstance(data, list) else [data]
-        end = offset
-        for piece in pieces:
-            end += len(piece)
+        end = offset + length_of(pieces)
         first = offset - offset % prog
         last = end + (prog - end % prog) % prog
         if first == offset and last == end and len(pieces) == 1:  # aligned: as it is
@@ -95,6 +93,24 @@ class Region:
             if at != first:  # the buffer went out whole before: what follows the data is stale
                 buf[fill:tail] = b"\xff" * (tail - fill)
             self.device.writeblocks(self.start + sector, buf if tail == size else buf[:tail], at)
+
+    def written_end(self, sector, start=0, buf=None):
+        """Where the written bytes of a sector end (its erased 0xFF tail begins), not
+        before start: 0 for an erased sector. Read from the sector's end, len(buf) bytes
+        at a time (a _WINDOW-byte buffer if none is given), and a smaller bytearray of
+        its own for what is left (a device gets a bytearray, as from LittleFS)."""
+        if buf is None:
+            buf = bytearray(_WINDOW)
+        end = self.sector_size
+        while end > start:
+            n = min(len(buf), end - start)
+            window = buf if n == len(buf) else bytearray(n)
+            self.read_into(sector, end - n, window)
+            kept = len(window.rstrip(b"\xff"))
+            if kept:
+                return end - n + kept
+            end -= n
+        return start
 
     def erase(self, sector):
         self.device.ioctl(6, self.start + sector)
@@ -330,7 +346,7 @@ class FlashReader:
                         self.line = item[2]
                         yield item[0], item[1]
                 batch = []
-            used = self._used(index, pos)
+            used = self.region.written_end(index, pos, self._window)
             # Written bytes that are not records: a program a crash cut short, or damage.
             # A crash leaves them only at the end: an intact line after them is damage.
             if used <= pos or not self._intact_line_in(index, pos, used):
@@ -409,15 +425,3 @@ class FlashReader:
                 return start + found
             start += len(window)
         return -1
-
-    def _used(self, index, pos):
-        """Where the written bytes of a sector end (its erased 0xFF tail begins), not before pos."""
-        end = self.region.sector_size
-        while end > pos:
-            start = max(pos, end - _WINDOW)
-            kept = len(self._window_at(index, start, end).rstrip(b"\xff"))
-            if kept:
-                return start + kept
-            end = start
-        return pos
-

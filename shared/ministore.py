@@ -193,7 +193,7 @@ class MiniStore:
                 raise ClosedError("%s is closed" % self.path)
             self._pending.append(data)
             self.seq += count
-            self.size += _length(data) if isinstance(data, list) else len(data)
+            self.size += length_of(data) if isinstance(data, list) else len(data)
             return self.seq
         return self._write(data, count)
 
@@ -211,9 +211,9 @@ class MiniStore:
         else:
             data_out = data
         in_pieces = type(data_out) is list  # a long record's line (record_pieces) among them
-        length = _length(data) if type(data) is list else len(data)
+        length = length_of(data) if type(data) is list else len(data)
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
-        fill = (self._block_end(_length(data_out) if in_pieces else len(data_out), self.size + length)
+        fill = (self._block_end(length_of(data_out) if in_pieces else len(data_out), self.size + length)
                 if self._littlefs and self.sync_every is None else ())
         padded = 0
         try:
@@ -521,7 +521,8 @@ def _joined(items):
     return out
 
 
-def _length(data):
+def length_of(data):
+    """The bytes data holds: a bytes-like object, or a list of pieces (their concatenation)."""
     return sum(len(piece) for piece in data) if isinstance(data, list) else len(data)
 
 

@@ -359,6 +359,9 @@ MUTANTS = [
      "damage with intact lines after it (CorruptRecord)", DEFAULT),
     ("flashreader-line-past-window", "miniregion.py", "        found = self._newline(index, pos + len(window), size)",
      "        found = -1", "a line longer than the reader's window reads as a line with no newline", DEFAULT),
+    ("region-written-end-skips-short-read", "miniregion.py", "            kept = len(window.rstrip(b\"\\xff\"))",
+     "            kept = len(window.rstrip(b\"\\xff\")) if n == len(buf) else 0",
+     "written bytes in the last, shorter read of a sector (before the reader's position) are not seen", DEFAULT),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]

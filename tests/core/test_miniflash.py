@@ -145,11 +145,28 @@ def test_a_record_larger_than_a_sector_is_refused_before_writing():
         assert store.append("fits") == 1
 
 
+def test_written_end_is_where_the_erased_tail_begins():
+    dev = flash(4)
+    region = Region(dev)
+    assert region.written_end(1) == 0
+    for at in (0, 1, 255, 256, 257, 1000, SECTOR - 1):  # the edges of its 256-byte reads
+        dev.data[SECTOR + at] = 0x00
+        assert region.written_end(1) == at + 1
+        assert region.written_end(1, 0, bytearray(100)) == at + 1  # another buffer's edges
+        assert region.written_end(1, at + 1) == at + 1  # nothing written after start: start
+        assert region.written_end(1, at) == at + 1
+        assert region.written_end(0) == 0 and region.written_end(2) == 0
+        dev.data[SECTOR + at] = 0xFF
+
+
 def test_a_region_with_foreign_data_is_refused_unless_reformat():
+    for at in (SECTOR, SECTOR * 2 + 100, SECTOR * 4 - 1):  # one byte, first to last of sectors 1..3
+        dev = flash(4)
+        dev.data[at] = 0x12
+        raises(FormatError, MiniStore.open, dev)
+        assert not minishim._held and dev.ops == 0, at
     dev = flash(4)
     dev.data[SECTOR * 2 + 100] = 0x12
-    raises(FormatError, MiniStore.open, dev)
-    assert not minishim._held
     with MiniStore.open(Region(dev, reformat=True)) as store:
         store.append("mine")
     with MiniStore.open(dev) as store:  # a journal now: no flag needed
