@@ -167,7 +167,9 @@ def explore(name, factory, model, long=False, recovery_budget=None, scratch=None
             elif recovery is not None:
                 recoveries.append((recovery, acked, attempted, k, why))
         # A crash during a recovery: every crash state of the recovery's own trace.
-        if recovery_budget is not None and len(recoveries) > recovery_budget:
+        if recovery_budget == 0:
+            recoveries = []
+        elif recovery_budget is not None and len(recoveries) > recovery_budget:
             step = len(recoveries) / float(recovery_budget)
             recoveries = [recoveries[int(i * step)] for i in range(recovery_budget)]
         # With long, a crash during the recovery of that recovery too.
