@@ -15,8 +15,11 @@ class JournalReader:
     After iteration: `torn` is a TornTail or None, `seq` the last sequence number
     read, `base_seq` from the header, `size` the bytes scanned, `lines` the lines
     read, `pads` the number of tails cut by earlier recoveries and `batches` the
-    whole batches read. A damaged line followed by intact records raises
-    CorruptRecord; a damaged end is reported in `torn`, not raised.
+    whole batches read, and `unsynced` whether the journal ends after a "sync point" pad
+    (a writer with sync=N). A damaged line followed by intact records raises
+    CorruptRecord, unless a "sync point" pad before it and no such pad after it say that
+    they were all written after the last sync: then they are the torn tail (FORMAT.md
+    2.4). A damaged end is reported in `torn`, not raised.
 
     reporter: an object with report(kind, line, offset, length, reason, lost). The
     reader then raises nothing for damage: it reports each damaged region ("corrupt",
@@ -54,6 +57,7 @@ class JournalReader:
         self._batch_at = (0, 0)  # (offset, line) where that batch starts
         self._batch_offsets = []  # offset of each of its lines
         self._bad = None         # (offset, line, reason) of the first damaged line since a good one
+        self.unsynced = False    # after a "sync point" pad: lines may have landed out of order (FORMAT.md 2.4)
         self._done = False
         self._quick = False      # header read, no damage pending, no batch open: try the fast path
         self._items = None
@@ -201,12 +205,20 @@ class JournalReader:
                 self._bad = (offset, self._line_no, str(obj))
             return
         if self._bad is not None:
+            if (self.unsynced and kind != HEADER and isinstance(obj, dict) and
+                    obj.get("why") not in ("sync point", "sync always")):
+                return  # written after the damaged line, in the same unsynced stretch: the torn tail's
             bad_off, bad_line, reason = self._bad
             raise CorruptRecord(self.path, bad_line, bad_off, reason + " (intact lines follow)")
         if kind == FOREIGN or not isinstance(obj, dict):
             raise CorruptRecord(self.path, self._line_no, offset, str(obj))
         if kind == PAD:
             self.pads += 1
+            why = obj.get("why")  # how the lines after it were synced (FORMAT.md 2.3)
+            if why == "sync point":
+                self.unsynced = True
+            elif why == "sync always":
+                self.unsynced = False
             lost = obj.get("lost")
             if lost is not None:
                 self._skip_lost(lost, offset)

@@ -32,6 +32,9 @@ def step(reader, line):
             reader._region = (offset, number, str(obj), False)
         return
     if region is not None and not region[3]:  # sealed data after damage: corruption, not a torn tail
+        if (reader.unsynced and kind != HEADER and isinstance(obj, dict) and
+                obj.get("why") not in ("sync point", "sync always")):
+            return  # unless all of it was written after the last sync (FORMAT.md 2.4): the torn tail's
         region = reader._region = (region[0], region[1], region[2], True)
     damage = _damage(reader, kind, obj)
     if damage is not None or not isinstance(obj, dict):
@@ -42,6 +45,11 @@ def step(reader, line):
     assert reporter is not None  # this runs only with one (see JournalReader.__init__)
     if kind == PAD:
         reader.pads += 1
+        why = obj.get("why")  # how the lines after it were synced (FORMAT.md 2.3)
+        if why == "sync point":
+            reader.unsynced = True
+        elif why == "sync always":
+            reader.unsynced = False
         lost = obj.get("lost")
         if lost is not None and region is None:
             if reader._batch_left or lost[0] != reader._expect:

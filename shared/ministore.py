@@ -17,6 +17,15 @@ from minireader import JournalReader, Replay
 
 # ---------------------------------------------------------------- writing
 
+# The pads that say how the lines after them were synced (FORMAT.md 2.3): pad_line(57,
+# "sync point") and pad_line(58, "sync always"), as constants (no heap at import, frozen).
+# A writer with sync=N starts a write with SYNC_POINT when every byte before it is
+# durable: lines after it, up to the next sync, may land in any order in a power cut.
+# SYNC_ALWAYS: each write after it was synced before the next one (sync="always").
+SYNC_POINT = b'{"pad":57,"why":"sync point","fill":"","crc":"0df1c932"}\n'
+SYNC_ALWAYS = b'{"pad":58,"why":"sync always","fill":"","crc":"12fa6ea7"}\n'
+
+
 # MicroPython files are not safe to flush while another thread writes to them, and
 # there the sync is no faster for it: it runs under the writers' lock.
 _SYNC_UNDER_LOCK = shim.MICROPYTHON
@@ -55,6 +64,10 @@ class MiniStore:
         self._timed = False  # whether syncs are timed (once a thread followed one)
         self._pending = []  # lines left to the next sync to write (_put)
         self._littlefs = None  # the block size of the LittleFS the file is on (refresh, _block_end)
+        # The pad a write starts with once every byte before it is durable (FORMAT.md 2.3):
+        # SYNC_POINT under sync=N, SYNC_ALWAYS once to end a journal's unsynced stretch.
+        self._mark = None
+        self._unmarked = -1  # the size a sync covered, while no pad says so; else -1
         # What the leader takes once its sync is over: on MicroPython it still holds _lock.
         self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
 
@@ -77,18 +90,32 @@ class MiniStore:
             shim.makedirs(parent)
         journal_file = hold(shim.JournalFile, path)
         try:
-            seq, size = _recover(path, journal_file, base_seq, replay)
+            seq, size, unsynced = _recover(path, journal_file, base_seq, replay)
             journal_file.start_appending()
+            littlefs = shim.littlefs_block(path)
+            # A file on LittleFS lands a sync whole, or not at all: no order to say.
+            mark = SYNC_POINT if sync_every is not None and not littlefs else SYNC_ALWAYS if unsynced else None
             if size == 0:
                 journal_file.write(header_line(base_seq))
                 journal_file.sync()
                 shim.sync_dir(parent or ".")
                 size = len(header_line(base_seq))
+            marked = mark is SYNC_POINT and not unsynced
+            if marked:
+                # Synced now, not with the first write: a write can be lost in a hole with
+                # its pad, and then an earlier "sync point" pad must still say what follows.
+                journal_file.write(SYNC_POINT)
+                size += len(SYNC_POINT)
+            if mark is not None:
+                journal_file.sync()  # what is there may be another process's unsynced appends
         except BaseException:
             journal_file.close()
             raise
         store = MiniStore(path, sync_every, journal_file, seq, size)
-        store._littlefs = shim.littlefs_block(path)
+        store._littlefs = littlefs
+        store._mark = mark
+        if mark is not None and not marked:
+            store._unmarked = size  # synced above: the first write starts with the pad
         if store._littlefs:
             journal_file.reopen_every = _REOPEN_EVERY  # see refresh()
         return store
@@ -210,12 +237,17 @@ class MiniStore:
             data_out = _joined(pending)
         else:
             data_out = data
+        mark = self._mark
+        if mark is not None and self._unmarked == self.size:
+            data_out = _joined([mark, data_out])  # every byte before it is durable: say so
+        else:
+            mark = b""
         in_pieces = type(data_out) is list  # a long record's line (record_pieces) among them
         length = length_of(data) if type(data) is list else len(data)
         # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
-        fill = (self._block_end(length_of(data_out) if in_pieces else len(data_out), self.size + length)
+        fill = (self._block_end(length_of(data_out) if in_pieces else len(data_out), self.size + len(mark) + length)
                 if self._littlefs and self.sync_every is None else ())
-        padded = 0
+        padded = len(mark)
         try:
             if in_pieces:  # one write() after another, no sync between: a crash keeps a prefix, as of one
                 for piece in data_out:
@@ -231,6 +263,10 @@ class MiniStore:
             # line in the middle. Stop here; the next open() cuts the tail.
             self._abandon()
             raise
+        if mark:
+            self._unmarked = -1
+            if mark is SYNC_ALWAYS:
+                self._mark = None  # once: each write after it is synced before the next
         self.seq += count
         self.size += length + padded
         return self.seq
@@ -320,13 +356,14 @@ class MiniStore:
                     self._leading = True
                     journal_file = self._file
                     target = self.seq
+                    size = self.size
                     if _SYNC_UNDER_LOCK:
-                        self._sync_file(journal_file, target)
+                        self._sync_file(journal_file, target, size)
                         return
             finally:
                 self._lock.release()
             if gate is None:
-                self._sync_file(journal_file, target)
+                self._sync_file(journal_file, target, size)
                 return
             try:
                 if not gate.acquire(True, wait):  # a leader releases it
@@ -357,7 +394,7 @@ class MiniStore:
         finally:
             self._lock.acquire()
 
-    def _sync_file(self, journal_file, target):
+    def _sync_file(self, journal_file, target, size):
         synced = failed = False
         started = _clock() if self._timed else 0.0
         try:
@@ -371,6 +408,7 @@ class MiniStore:
             try:
                 if synced:
                     self.durable_seq = target
+                    self._unmarked = size
                 if failed:
                     self._abandon()  # they find the store closed
                 self._leading = False
@@ -553,10 +591,11 @@ def _check_sync(sync):
 
 
 def _recover(path, journal_file, base_seq, replay):
-    """Scan the journal; overwrite a torn tail with a pad. Return (last seq, size)."""
+    """Scan the journal; overwrite a torn tail with a pad. Return (last seq, size, whether
+    it ends in an unsynced stretch: after a "sync point" pad)."""
     size = shim.file_size(path)
     if not size:
-        return base_seq, 0
+        return base_seq, 0, False
     reader = JournalReader(path)
     # with: a replay() that raises must close the file here. On MicroPython nothing
     # closes an abandoned generator, and the collector's finaliser of an open file may
@@ -567,16 +606,17 @@ def _recover(path, journal_file, base_seq, replay):
                 replay(seq, record)
     torn = reader.torn
     last = reader.seq
+    unsynced = reader.unsynced
     if torn is None:
         assert last is not None  # no damage: the header was read
-        return last, reader.size
+        return last, reader.size, unsynced
     if last is None:
         # Only a torn header: nothing was ever acknowledged. Write it again, padded.
         data = header_line(base_seq)
         if torn.length > len(data):
             data += pad_line(torn.length - len(data), "torn header")  # a header is short: so is this
         journal_file.overwrite(0, [data])
-        return base_seq, len(data)
+        return base_seq, len(data), False
     # Intact lines of an incomplete batch are damaged first, last one first, one
     # sync each: a crash in between leaves intact lines followed by damaged ones,
     # still a torn tail. Padding over them at once could leave a damaged line
@@ -584,4 +624,4 @@ def _recover(path, journal_file, base_seq, replay):
     for offset in reversed(torn.intact):
         journal_file.overwrite(offset, [b"X"])
     written = journal_file.overwrite(torn.offset, pad_pieces(torn.length, "torn tail"))
-    return last, torn.offset + written
+    return last, torn.offset + written, unsynced

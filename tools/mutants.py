@@ -362,6 +362,26 @@ MUTANTS = [
     ("region-written-end-skips-short-read", "miniregion.py", "            kept = len(window.rstrip(b\"\\xff\"))",
      "            kept = len(window.rstrip(b\"\\xff\")) if n == len(buf) else 0",
      "written bytes in the last, shorter read of a sector (before the reader's position) are not seen", DEFAULT),
+    # -- sync points (FORMAT.md 2.3, 2.4): holes in a sync=N journal's unsynced stretch
+    ("reader-unsynced-hole-is-corruption", "minireader.py",
+     "            if (self.unsynced and kind != HEADER", "            if (False and kind != HEADER",
+     "a hole after the last sync point, with unsynced lines landed after it, refuses the open", DEFAULT),
+    ("reader-sync-point-after-damage-is-torn", "minireader.py",
+     "                    obj.get(\"why\") not in (\"sync point\", \"sync always\")):",
+     "                    True):",
+     "damage before a sync point (durable data) is taken for a torn tail and padded over", DEFAULT),
+    ("report-unsynced-hole-is-corruption", "minireport.py",
+     "        if (reader.unsynced and kind != HEADER", "        if (False and kind != HEADER",
+     "the host tools' reader reports an unsynced hole as corruption, unlike open()", DEFAULT),
+    ("writer-sync-point-after-unsynced-bytes", "ministore.py",
+     "                    self._unmarked = size\n", "                    self._unmarked = self.size\n",
+     "a sync point is written after bytes written during the sync before it: a hole before it reads as corruption", DEFAULT),
+    ("writer-no-sync-point-at-open", "ministore.py", "            marked = mark is SYNC_POINT and not unsynced",
+     "            marked = False", "the first sync point goes with the first write, and is lost with it in a hole",
+     DEFAULT),
+    ("writer-no-sync-always", "ministore.py", "SYNC_ALWAYS if unsynced else None", "None",
+     "a sync=\"always\" writer after a sync=N one leaves the journal unsynced: its damage reads as a torn tail",
+     DEFAULT),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]

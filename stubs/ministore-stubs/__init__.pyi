@@ -34,6 +34,8 @@ HEADER: int
 RECORD: int
 PAD: int
 FOREIGN: int
+SYNC_POINT: bytes
+SYNC_ALWAYS: bytes
 
 class MiniError(Exception): ...
 
@@ -68,6 +70,7 @@ class JournalReader:
     batches: int
     torn: TornTail | None
     pads: int
+    unsynced: bool
     lost: list[tuple[int, int]]
     base_seq: int | None
     seq: int | None

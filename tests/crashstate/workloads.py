@@ -21,10 +21,11 @@ class Workload:
     brick = ""
     config = ""
     # Whether the weak model may land a later unsynced append to a file without an
-    # earlier one. Under sync="always" nothing is appended past an unsynced write, so
-    # it changes nothing. Under sync=N it leaves a hole with intact records after it,
-    # which the reader refuses as corruption (a known limit, kept as a strict xfail
-    # in tests/test_crash_states.py); those workloads are checked with in-order appends.
+    # earlier one: it may, for every workload. Under sync="always" nothing is appended
+    # past an unsynced write, so it changes nothing. Under sync=N it leaves a hole with
+    # intact records after it, which a writer's "sync point" pads (FORMAT.md 2.3) let the
+    # reader take for a torn tail; before them the reader refused it as corruption, and
+    # these workloads were checked with in-order appends (tests/test_crash_states.py).
     reorder_appends = True
 
     def setup(self, root):
@@ -76,7 +77,6 @@ class StoreWorkload(Workload):
 
     def __init__(self, sync="always"):
         self.sync = sync
-        self.reorder_appends = sync == "always"
         self.config = "appends+batches sync=%s" % sync
         self.records = []
         self.seq_after = [0]
@@ -267,7 +267,6 @@ class SegmentsWorkload(Workload):
 
     brick = "minisnap"
     config = "SegmentedLog appends and roll() sync=3"
-    reorder_appends = False  # sync=N: see Workload.reorder_appends
 
     def __init__(self):
         self.records = []

@@ -22,7 +22,6 @@ class StateWorkload(Workload):
 
     def __init__(self, sync="always", keep=1, every=3):
         self.sync, self.keep, self.every = sync, keep, every
-        self.reorder_appends = sync == "always"
         self.config = "applies, snapshots, compaction sync=%s keep=%d snapshot_every=%d" % (sync, keep, every)
         self.seq_after = [0]
 
@@ -98,7 +97,6 @@ class QueueWorkload(Workload):
 
     def __init__(self, sync="always", on_full="reject", durability="puts"):
         self.sync, self.on_full, self.durability = sync, on_full, durability
-        self.reorder_appends = sync == "always"
         self.config = "put, get, ack, nack, dead, drops, checkpoints sync=%s on_full=%s durability=%s" % (
             sync, on_full, durability)
         self.seq_after = [0]
