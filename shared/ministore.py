@@ -31,19 +31,6 @@ SYNC_ALWAYS = b'{"pad":58,"why":"sync always","fill":"","crc":"12fa6ea7"}\n'
 _SYNC_UNDER_LOCK = shim.MICROPYTHON
 
 
-class _Held:
-    """Stands for a lock this thread holds already: taking and releasing it does nothing."""
-
-    def acquire(self):
-        pass
-
-    def release(self):
-        pass
-
-
-_HELD = _Held()
-
-
 class MiniStore:
     """A journal opened for appending. Use MiniStore.open()."""
 
@@ -68,8 +55,9 @@ class MiniStore:
         # SYNC_POINT under sync=N, SYNC_ALWAYS once to end a journal's unsynced stretch.
         self._mark = None
         self._unmarked = -1  # the size a sync covered, while no pad says so; else -1
-        # What the leader takes once its sync is over: on MicroPython it still holds _lock.
-        self._after_sync = _HELD if _SYNC_UNDER_LOCK else self._lock
+        # What the leader takes once its sync is over. On MicroPython it still holds _lock
+        # then, so a lock of its own, taken only under _lock: never waited for.
+        self._after_sync = shim.allocate_lock() if _SYNC_UNDER_LOCK else self._lock
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
