@@ -81,8 +81,9 @@ class MiniStore:
             seq, size, unsynced = _recover(path, journal_file, base_seq, replay)
             journal_file.start_appending()
             littlefs = shim.littlefs_block(path)
-            # A file on LittleFS lands a sync whole, or not at all: no order to say.
-            mark = SYNC_POINT if sync_every is not None and not littlefs else SYNC_ALWAYS if unsynced else None
+            # A file on LittleFS lands a sync whole, or not at all: no order to say. Under
+            # sync=1 an append is synced before the next one: no unsynced stretch either.
+            mark = SYNC_POINT if (sync_every or 0) > 1 and not littlefs else SYNC_ALWAYS if unsynced else None
             if size == 0:
                 journal_file.write(header_line(base_seq))
                 journal_file.sync()

@@ -102,9 +102,12 @@ def test_a_sync_always_writer_ends_the_unsynced_stretch():
         assert lines.index(SYNC_ALWAYS) == lines.index(record_line(5, encode_json(5))) - 1
         _zero_line(path, lines.index(record_line(6, encode_json(6))))
         raises(CorruptRecord, MiniStore.open, path)  # each of those writes was synced: not a torn tail
-    with MiniStore.open(scratch() + "/k.jsonl") as store:  # a journal never unsynced: no pad
-        store.append(1)
-    assert [line for _, line in _offsets(store.path)] == [header_line(0), record_line(1, encode_json(1))]
+    for sync in ("always", 1):  # a journal never unsynced: no pad (sync=1 syncs each append before the next)
+        with MiniStore.open(scratch() + "/k.jsonl", sync=sync) as store:
+            store.append(1)
+            store.append(2)
+        assert [line for _, line in _offsets(store.path)] == [header_line(0), record_line(1, encode_json(1)),
+                                                               record_line(2, encode_json(2))]
 
 
 class _Reports:
