@@ -58,6 +58,7 @@ class MiniStore:
         # What the leader takes once its sync is over. On MicroPython it still holds _lock
         # then, so a lock of its own, taken only under _lock: never waited for.
         self._after_sync = shim.allocate_lock() if _SYNC_UNDER_LOCK else self._lock
+        self._under_lock = _SYNC_UNDER_LOCK  # whether the sync runs under _lock (open() sets it too)
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -89,20 +90,27 @@ class MiniStore:
                 journal_file.sync()
                 shim.sync_dir(parent or ".")
                 size = len(header_line(base_seq))
+            if mark is not None:
+                journal_file.sync()  # what is there may be another process's unsynced appends
             marked = mark is SYNC_POINT and not unsynced
             if marked:
                 # Synced now, not with the first write: a write can be lost in a hole with
                 # its pad, and then an earlier "sync point" pad must still say what follows.
                 journal_file.write(SYNC_POINT)
+                journal_file.sync()
                 size += len(SYNC_POINT)
-            if mark is not None:
-                journal_file.sync()  # what is there may be another process's unsynced appends
         except BaseException:
             journal_file.close()
             raise
         store = MiniStore(path, sync_every, journal_file, seq, size)
         store._littlefs = littlefs
         store._mark = mark
+        if mark is SYNC_POINT:
+            # Its syncs hold the lock, so no write lands during one: each sync point follows
+            # a sync that covered every byte before it, and an unsynced stretch never spans
+            # a sync (other threads' writes during a sync kept it open across syncs).
+            store._under_lock = True
+            store._after_sync = shim.allocate_lock()
         if mark is not None and not marked:
             store._unmarked = size  # synced above: the first write starts with the pad
         if store._littlefs:
@@ -346,7 +354,7 @@ class MiniStore:
                     journal_file = self._file
                     target = self.seq
                     size = self.size
-                    if _SYNC_UNDER_LOCK:
+                    if self._under_lock:
                         self._sync_file(journal_file, target, size)
                         return
             finally:

@@ -373,9 +373,9 @@ MUTANTS = [
     ("report-unsynced-hole-is-corruption", "minireport.py",
      "        if (reader.unsynced and kind != HEADER", "        if (False and kind != HEADER",
      "the host tools' reader reports an unsynced hole as corruption, unlike open()", DEFAULT),
-    ("writer-sync-point-after-unsynced-bytes", "ministore.py",
-     "                    self._unmarked = size\n", "                    self._unmarked = self.size\n",
-     "a sync point is written after bytes written during the sync before it: a hole before it reads as corruption", DEFAULT),
+    ("writer-sync-n-outside-lock", "ministore.py", "            store._under_lock = True\n",
+     "            store._under_lock = False\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
+     "the unsynced stretch open across syncs, durable records in it", DEFAULT),
     ("writer-no-sync-point-at-open", "ministore.py", "            marked = mark is SYNC_POINT and not unsynced",
      "            marked = False", "the first sync point goes with the first write, and is lost with it in a hole",
      DEFAULT),
