@@ -21,7 +21,8 @@ from minireader import JournalReader, Replay
 # "sync point") and pad_line(58, "sync always"), as constants (no heap at import, frozen).
 # A writer with sync=N starts a write with SYNC_POINT when every byte before it is
 # durable: lines after it, up to the next sync, may land in any order in a power cut.
-# SYNC_ALWAYS: each write after it was synced before the next one (sync="always").
+# SYNC_ALWAYS: the writer after it marks no unsynced stretches (sync="always" or 1), so
+# the reader is strict again after it.
 SYNC_POINT = b'{"pad":57,"why":"sync point","fill":"","crc":"0df1c932"}\n'
 SYNC_ALWAYS = b'{"pad":58,"why":"sync always","fill":"","crc":"12fa6ea7"}\n'
 
