@@ -376,6 +376,10 @@ MUTANTS = [
     ("writer-sync-n-outside-lock", "ministore.py", "            store._under_lock = True\n",
      "            store._under_lock = False\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
      "the unsynced stretch open across syncs, durable records in it", DEFAULT),
+    ("writer-pad-before-old-bytes-sync", "ministore.py",
+     "                journal_file.sync()  # what is there may be another process's unsynced appends\n",
+     "                pass\n", "a writer's first sync point can land without a killed writer's unsynced appends before it: a hole "
+     "before a sync point, and the journal does not open", DEFAULT),
     ("writer-no-sync-point-at-open", "ministore.py", "            marked = mark is SYNC_POINT and not unsynced",
      "            marked = False", "the first sync point goes with the first write, and is lost with it in a hole",
      DEFAULT),

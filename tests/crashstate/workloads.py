@@ -173,6 +173,36 @@ class TornStoreWorkload(StoreWorkload):
         return StoreWorkload.steps(self)[:3] + StoreWorkload.steps(self)[-1:]
 
 
+class KilledStoreWorkload(StoreWorkload):
+    """A sync=N writer killed with unsynced appends in the page cache, then a second
+    writer opens the journal (the power cut can come while it does) and appends.
+
+    The second writer's first sync point must follow a sync of the dead writer's bytes:
+    were the pad to land without them, the hole before it would read as damage before a
+    sync point, corruption (FORMAT.md 2.3), and the journal would not open."""
+
+    def __init__(self):
+        StoreWorkload.__init__(self, sync=3)
+        self.config = "sync=3 writer killed, then reopened"
+
+    def steps(self):
+        def opened(obj):
+            return self.open(self.root)
+
+        def one(value):
+            def step(store):
+                store.append(value)
+                self.records.append(value)
+                return store
+            return step
+
+        def killed_then_opened(store):
+            store._abandon()  # the file closed, not synced: what a SIGKILL leaves in the page cache
+            return self.open(self.root)
+        return [opened, one("r1"), one("r2"), one("r3"), one("r4"), killed_then_opened, one("r5"),
+                killed_then_opened, one("r6"), one("r7")]
+
+
 # ---------------------------------------------------------------- minishim and minisnap
 
 class FilesWorkload(Workload):
@@ -327,6 +357,7 @@ def all_workloads():
     return [
         ("ministore-always", lambda: StoreWorkload()),
         ("ministore-sync3", lambda: StoreWorkload(sync=3)),
+        ("ministore-sync3-killed", lambda: KilledStoreWorkload()),
         ("ministore-torn-batch", lambda: TornStoreWorkload("torn batch")),
         ("ministore-torn-line", lambda: TornStoreWorkload("torn line")),
         ("ministore-torn-header", lambda: TornStoreWorkload("torn header")),
