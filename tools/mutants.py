@@ -376,6 +376,11 @@ MUTANTS = [
     ("writer-sync-n-outside-lock", "ministore.py", "            store._under_lock = True\n",
      "            store._under_lock = False\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
      "the unsynced stretch open across syncs, durable records in it", DEFAULT),
+    ("group-commit-chain-stalls", "ministore.py",
+     "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
+     "                self._pass_on()\n",
+     "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n",
+     "a thread a sync let go does not wake the next one: the others wait for ever", DEFAULT),
     ("writer-pad-before-old-bytes-sync", "ministore.py",
      "                journal_file.sync()  # what is there may be another process's unsynced appends\n",
      "                pass\n", "a writer's first sync point can land without a killed writer's unsynced appends before it: a hole "

@@ -79,6 +79,9 @@ def appender(store, per_thread, pad=None, sync_every=None):
     return writer
 
 
+THREADS_DEADLINE = 120  # seconds: the tests take under 1 s on CPython, a few on the unix port
+
+
 def run_threads(target, count):
     """Run target(0) .. target(count - 1) in `count` threads at once; re-raise the first error.
 
@@ -92,11 +95,15 @@ def run_threads(target, count):
                 target(i)
             except BaseException as exc:  # noqa: B902 (re-raised in the caller's thread)
                 errors.append(exc)
-        threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+        # Daemons, joined with a deadline: a wake-up the group commit never sends fails
+        # the test (and the run goes on) instead of hanging the suite.
+        threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(count)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            t.join(THREADS_DEADLINE)
+        stuck = [i for i, t in enumerate(threads) if t.is_alive()]
+        assert not stuck, "threads %s still running after %d s: a wait that never ends" % (stuck, THREADS_DEADLINE)
     else:
         import _thread
         import time
@@ -113,8 +120,12 @@ def run_threads(target, count):
                 done[0] += 1
         for i in range(count):
             _thread.start_new_thread(guarded, (i,))
+        waited = 0
         while done[0] < count:
             time.sleep_ms(2)  # pyright: ignore[reportAttributeAccessIssue] (MicroPython's time)
+            waited += 2
+            assert waited < THREADS_DEADLINE * 1000, "%d threads still running after %d s" % (
+                count - done[0], THREADS_DEADLINE)
     if errors:
         raise errors[0]
 
