@@ -220,6 +220,11 @@ def record_line(seq, body, batch=1, _crc32=shim.crc32, _longest=MAX_LINE - 64):
     return b"%s,\"crc\":\"%08x\"}\n" % (line, _crc32(line) & 0xFFFFFFFF)  # seal(line), without a call
 
 
+def length_of(data):
+    """The bytes data holds: a bytes-like object, or a list of pieces (their concatenation)."""
+    return sum(len(piece) for piece in data) if isinstance(data, list) else len(data)
+
+
 def record_pieces(seq, body, batch=1):
     """record_line() as [head, body, tail]: the same bytes, `body` itself among them, not
     copied into a line (twice: the line, then its sealed copy). A board's heap may have

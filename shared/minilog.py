@@ -288,7 +288,7 @@ class LogBrick:
 
 def _replay_segment(reader, after_seq, apply, base):
     last = base
-    with reader:  # an apply() that raises must close the file here: see ministore._recover
+    with reader:  # an apply() that raises must close the file here: see minireader.recover
         for seq, record in reader:
             last = seq
             if seq > after_seq and apply is not None:

@@ -1,9 +1,10 @@
-"""minireader: JournalReader, the one reader of the journal format (FORMAT.md 2.4).
-ministore re-exports it.
+"""minireader: JournalReader, the one reader of the journal format (FORMAT.md 2.4), and
+recover(), the writer's recovery at open with it (FORMAT.md 2.5). ministore re-exports the
+reader.
 """
 import minishim as shim
 from miniformat import (CorruptRecord, TornTail, FOREIGN, HEADER, PAD, _CRC_TAG, _SUFFIX_LEN, check_header,
-                        is_int, parse_line, peek_line, read_line)
+                        is_int, parse_line, peek_line, read_line, header_line, pad_line, pad_pieces)
 
 
 class JournalReader:
@@ -299,3 +300,40 @@ class Replay(list):
     torn: "TornTail | None" = None
     seq: "int | None" = None
 
+
+def recover(path, journal_file, base_seq, replay):
+    """The writer's recovery at open (MiniStore.open, holding the journal_file): scan the
+    journal and overwrite a torn tail with a pad. Return (last seq, size, whether it ends
+    in an unsynced stretch: after a "sync point" pad)."""
+    size = shim.file_size(path)
+    if not size:
+        return base_seq, 0, False
+    reader = JournalReader(path)
+    # with: a replay() that raises must close the file here. On MicroPython nothing
+    # closes an abandoned generator, and the collector's finaliser of an open file may
+    # run inside another LittleFS call (a block device written in Python): a crash.
+    with reader:
+        for seq, record in reader:
+            if replay is not None:
+                replay(seq, record)
+    torn = reader.torn
+    last = reader.seq
+    unsynced = reader.unsynced
+    if torn is None:
+        assert last is not None  # no damage: the header was read
+        return last, reader.size, unsynced
+    if last is None:
+        # Only a torn header: nothing was ever acknowledged. Write it again, padded.
+        data = header_line(base_seq)
+        if torn.length > len(data):
+            data += pad_line(torn.length - len(data), "torn header")  # a header is short: so is this
+        journal_file.overwrite(0, [data])
+        return base_seq, len(data), False
+    # Intact lines of an incomplete batch are damaged first, last one first, one
+    # sync each: a crash in between leaves intact lines followed by damaged ones,
+    # still a torn tail. Padding over them at once could leave a damaged line
+    # followed by intact ones, which reads as corruption in the middle.
+    for offset in reversed(torn.intact):
+        journal_file.overwrite(offset, [b"X"])
+    written = journal_file.overwrite(torn.offset, pad_pieces(torn.length, "torn tail"))
+    return last, torn.offset + written, unsynced

@@ -11,8 +11,8 @@ from miniformat import (FORMAT_NAME, FORMAT_VERSION, MAX_DEPTH, MAX_LINE, MiniEr
                         FormatError, LockedError, ClosedError, TornTail, check_value, encode_json,
                         FLOAT_TEXT_INEXACT, may_hold_float, settle, seal, seal_pieces, header_line, record_line,
                         record_pieces, pad_line, pad_pieces, HEADER, RECORD, PAD, FOREIGN, parse_line, check_header,
-                        read_line, peek_line, is_int)
-from minireader import JournalReader, Replay
+                        read_line, peek_line, is_int, length_of)
+from minireader import JournalReader, Replay, recover
 
 
 # ---------------------------------------------------------------- writing
@@ -35,7 +35,7 @@ _SYNC_UNDER_LOCK = shim.MICROPYTHON
 class MiniStore:
     """A journal opened for appending. Use MiniStore.open()."""
 
-    def __init__(self, path, sync, journal_file, seq, size):
+    def __init__(self, path, sync, journal_file, seq, size, mark=None, littlefs=None):
         self.path = path
         self.sync_every = sync
         self.seq = seq
@@ -52,15 +52,19 @@ class MiniStore:
         self._timed = False  # whether syncs are timed (once a thread followed one)
         self._pending = []  # lines left to the next sync to write (_put)
         self._chain = []  # gates of the threads a sync let go, not yet released: see _pass_on
-        self._littlefs = None  # the block size of the LittleFS the file is on (refresh, _block_end)
+        self._littlefs = littlefs  # the block size of the LittleFS the file is on (refresh, _block_end)
         # The pad a write starts with once every byte before it is durable (FORMAT.md 2.3):
         # SYNC_POINT under sync=N, SYNC_ALWAYS once to end a journal's unsynced stretch.
-        self._mark = None
+        self._mark = mark
         self._unmarked = -1  # the size a sync covered, while no pad says so; else -1
-        # What the leader takes once its sync is over. On MicroPython it still holds _lock
-        # then, so a lock of its own, taken only under _lock: never waited for.
-        self._after_sync = shim.allocate_lock() if _SYNC_UNDER_LOCK else self._lock
-        self._under_lock = _SYNC_UNDER_LOCK  # whether the sync runs under _lock (open() sets it too)
+        # Whether the sync runs under _lock. Under sync=N too (its sync points): no write
+        # lands during a sync, so each sync point follows a sync that covered every byte
+        # before it, and an unsynced stretch never spans a sync (other threads' writes
+        # during a sync kept it open across syncs).
+        self._under_lock = _SYNC_UNDER_LOCK or mark is SYNC_POINT
+        # What the leader takes once its sync is over: when it still holds _lock then, a
+        # lock of its own, taken only under _lock: never waited for.
+        self._after_sync = shim.allocate_lock() if self._under_lock else self._lock
 
     @staticmethod
     def open(path, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -81,7 +85,7 @@ class MiniStore:
             shim.makedirs(parent)
         journal_file = hold(shim.JournalFile, path)
         try:
-            seq, size, unsynced = _recover(path, journal_file, base_seq, replay)
+            seq, size, unsynced = recover(path, journal_file, base_seq, replay)
             journal_file.start_appending()
             littlefs = shim.littlefs_block(path)
             # A file on LittleFS lands a sync whole, or not at all: no order to say. Under
@@ -104,15 +108,7 @@ class MiniStore:
         except BaseException:
             journal_file.close()
             raise
-        store = MiniStore(path, sync_every, journal_file, seq, size)
-        store._littlefs = littlefs
-        store._mark = mark
-        if mark is SYNC_POINT:
-            # Its syncs hold the lock, so no write lands during one: each sync point follows
-            # a sync that covered every byte before it, and an unsynced stretch never spans
-            # a sync (other threads' writes during a sync kept it open across syncs).
-            store._under_lock = True
-            store._after_sync = shim.allocate_lock()
+        store = MiniStore(path, sync_every, journal_file, seq, size, mark, littlefs)
         if mark is not None and not marked:
             store._unmarked = size  # synced above: the first write starts with the pad
         if store._littlefs:
@@ -578,11 +574,6 @@ def _joined(items):
     return out
 
 
-def length_of(data):
-    """The bytes data holds: a bytes-like object, or a list of pieces (their concatenation)."""
-    return sum(len(piece) for piece in data) if isinstance(data, list) else len(data)
-
-
 def _flash():
     import miniflash  # only when a region is used: the file bricks never load it
     return miniflash
@@ -607,40 +598,3 @@ def _check_sync(sync):
     if is_int(sync) and sync >= 1:
         return sync
     raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
-
-
-def _recover(path, journal_file, base_seq, replay):
-    """Scan the journal; overwrite a torn tail with a pad. Return (last seq, size, whether
-    it ends in an unsynced stretch: after a "sync point" pad)."""
-    size = shim.file_size(path)
-    if not size:
-        return base_seq, 0, False
-    reader = JournalReader(path)
-    # with: a replay() that raises must close the file here. On MicroPython nothing
-    # closes an abandoned generator, and the collector's finaliser of an open file may
-    # run inside another LittleFS call (a block device written in Python): a crash.
-    with reader:
-        for seq, record in reader:
-            if replay is not None:
-                replay(seq, record)
-    torn = reader.torn
-    last = reader.seq
-    unsynced = reader.unsynced
-    if torn is None:
-        assert last is not None  # no damage: the header was read
-        return last, reader.size, unsynced
-    if last is None:
-        # Only a torn header: nothing was ever acknowledged. Write it again, padded.
-        data = header_line(base_seq)
-        if torn.length > len(data):
-            data += pad_line(torn.length - len(data), "torn header")  # a header is short: so is this
-        journal_file.overwrite(0, [data])
-        return base_seq, len(data), False
-    # Intact lines of an incomplete batch are damaged first, last one first, one
-    # sync each: a crash in between leaves intact lines followed by damaged ones,
-    # still a torn tail. Padding over them at once could leave a damaged line
-    # followed by intact ones, which reads as corruption in the middle.
-    for offset in reversed(torn.intact):
-        journal_file.overwrite(offset, [b"X"])
-    written = journal_file.overwrite(torn.offset, pad_pieces(torn.length, "torn tail"))
-    return last, torn.offset + written, unsynced

@@ -126,7 +126,7 @@ MUTANTS = [
      "    if True:  # an apply() that raises",
      "a segment's replay that raises leaves its file open for the collector (MicroPython: a finaliser inside LittleFS)",
      ["mp:lfs2-esp32"]),
-    ("recover-reader-left-open", "ministore.py", "    with reader:\n        for seq, record in reader:\n            if replay",
+    ("recover-reader-left-open", "minireader.py", "    with reader:\n        for seq, record in reader:\n            if replay",
      "    if True:\n        for seq, record in reader:\n            if replay",
      "an open whose replay raises leaves the journal's file open for the collector (MicroPython)", ["mp:fat-esp32"]),
     # -- LittleFS "block end" pads (FORMAT.md 2.3)
@@ -222,16 +222,16 @@ MUTANTS = [
     ("header-peek-any", "miniformat.py", "(peek is not None and parse_line(peek())[0] is not None)",
      "(peek is not None)", "any first line followed by a second is taken for our damaged header", DEFAULT),
     # -- every recovery step
-    ("recover-damage-batch-first", "ministore.py",
+    ("recover-damage-batch-first", "minireader.py",
      '    for offset in reversed(torn.intact):\n        journal_file.overwrite(offset, [b"X"])\n', "",
      "an incomplete batch is padded without first damaging its intact lines (issue 19, bug 3)", DEFAULT),
-    ("recover-damage-order", "ministore.py", "    for offset in reversed(torn.intact):",
+    ("recover-damage-order", "minireader.py", "    for offset in reversed(torn.intact):",
      "    for offset in torn.intact:", "a batch's intact lines are damaged first line first", DEFAULT),
-    ("recover-pad", "ministore.py",
+    ("recover-pad", "minireader.py",
      '    written = journal_file.overwrite(torn.offset, pad_pieces(torn.length, "torn tail"))\n'
      "    return last, torn.offset + written",
      "    return last, torn.offset + torn.length", "a torn tail is not cut (appends go after it)", DEFAULT),
-    ("recover-header", "ministore.py", "        journal_file.overwrite(0, [data])\n", "",
+    ("recover-header", "minireader.py", "        journal_file.overwrite(0, [data])\n", "",
      "a torn header is not written again", DEFAULT),
     ("recover-incomplete-batch", "minireader.py", "        if self._batch_left:\n            offset, line = self._batch_at",
      "        if False:\n            offset, line = self._batch_at", "an incomplete batch is not a torn tail", DEFAULT),
@@ -373,8 +373,8 @@ MUTANTS = [
     ("report-unsynced-hole-is-corruption", "minireport.py",
      "        if (reader.unsynced and kind != HEADER", "        if (False and kind != HEADER",
      "the host tools' reader reports an unsynced hole as corruption, unlike open()", DEFAULT),
-    ("writer-sync-n-outside-lock", "ministore.py", "            store._under_lock = True\n",
-     "            store._under_lock = False\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
+    ("writer-sync-n-outside-lock", "ministore.py", "        self._under_lock = _SYNC_UNDER_LOCK or mark is SYNC_POINT\n",
+     "        self._under_lock = _SYNC_UNDER_LOCK\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
      "the unsynced stretch open across syncs, durable records in it", DEFAULT),
     ("group-commit-chain-stalls", "ministore.py",
      "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
