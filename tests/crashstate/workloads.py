@@ -92,16 +92,19 @@ class StoreWorkload(Workload):
         self.root = root
         return MiniStore.open(self.path(root), sync=self.sync)
 
-    def steps(self):
-        def opened(obj):
-            return self.open(self.root)
+    def opened(self, obj):
+        return self.open(self.root)
 
-        def one(value):
-            def step(store):
-                store.append(value)
-                self.records.append(value)
-                return store
-            return step
+    def one(self, value):
+        """A step that appends `value`."""
+        def step(store):
+            store.append(value)
+            self.records.append(value)
+            return store
+        return step
+
+    def steps(self):
+        opened, one = self.opened, self.one
 
         def batch(values):
             def step(store):
@@ -186,15 +189,7 @@ class KilledStoreWorkload(StoreWorkload):
         self.config = "sync=3 writer killed, then reopened"
 
     def steps(self):
-        def opened(obj):
-            return self.open(self.root)
-
-        def one(value):
-            def step(store):
-                store.append(value)
-                self.records.append(value)
-                return store
-            return step
+        opened, one = self.opened, self.one
 
         def killed_then_opened(store):
             store._abandon()  # the file closed, not synced: what a SIGKILL leaves in the page cache
