@@ -105,7 +105,7 @@ class MiniQueue(Messages, LogBrick):
         q.retry_delay = retry_delay
         q.retry_backoff = retry_backoff
         q.retry_max = retry_max
-        q._group = region is None and sync == "always"
+        q._group = region is None and (sync == "always" or (sync == 1 and is_int(sync)))  # sync=1 is "always" (ministore)
         if region is not None:
             from miniflashlog import RegionLog
             log = RegionLog.open(q.directory, region, start=q._find_start, apply=q._replay, sync=sync)

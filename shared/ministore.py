@@ -593,8 +593,12 @@ def hold(take, path):
 
 
 def _check_sync(sync):
+    """The writer's sync_every: None for "always" and for 1, which is the same promise (each
+    append durable when it returns) and takes the group commit with it: an append of
+    another thread during a sync waits for the next one, not written outside the sync
+    where a reordering file system could leave it as a hole before an intact line."""
     if sync == "always":
         return None
     if is_int(sync) and sync >= 1:
-        return sync
+        return None if sync == 1 else sync
     raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))

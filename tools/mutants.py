@@ -376,6 +376,9 @@ MUTANTS = [
     ("writer-sync-n-outside-lock", "ministore.py", "        self._under_lock = _SYNC_UNDER_LOCK or mark is SYNC_POINT\n",
      "        self._under_lock = _SYNC_UNDER_LOCK\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
      "the unsynced stretch open across syncs, durable records in it", DEFAULT),
+    ("writer-sync-1-outside-group-commit", "ministore.py", "        return None if sync == 1 else sync\n",
+     "        return sync\n", "sync=1 writes another thread's append during a sync: an unsynced stretch with "
+     "no sync point, refused as corruption when a file system reorders it", DEFAULT),
     ("group-commit-chain-stalls", "ministore.py",
      "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
      "                self._pass_on()\n",

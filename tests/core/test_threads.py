@@ -139,6 +139,26 @@ def test_lines_left_to_a_sync_are_written_before_any_later_line():
     assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "waits"), (3, "unsynced")]
 
 
+def test_under_sync_1_an_append_during_a_sync_is_left_to_the_next_sync():
+    # sync=1 is sync="always" (README): another thread's append while a sync runs joins
+    # the group commit. Written at once, as it was, it made an unsynced stretch with no
+    # "sync point" before it, where a file system that lands appends out of order could
+    # leave a hole with the later line intact after a power cut: refused as corruption
+    # (FORMAT.md 2.3), and the journal would not open without `mini repair`.
+    if MICROPYTHON or not has_threads():
+        return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path, sync=1)
+
+    def left_to_the_next_sync():
+        assert store._pending, "written during the sync"
+    started = _start_during_the_next_sync(store, lambda: store.append("waits"), "unsynced", left_to_the_next_sync)
+    assert store.append("leads") == 1
+    started[0].join()
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "waits"), (3, "unsynced")]
+
+
 def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_returns():
     # append_encoded(durable=False, waits=True) then wait_durable() (miniqueue's concurrent
     # puts): while a sync runs, its line is left to the next sync, and still comes before
