@@ -27,15 +27,12 @@ SYNC_POINT = b'{"pad":57,"why":"sync point","fill":"","crc":"0df1c932"}\n'
 SYNC_ALWAYS = b'{"pad":58,"why":"sync always","fill":"","crc":"12fa6ea7"}\n'
 
 
-# MicroPython files are not safe to flush while another thread writes to them, and
-# there the sync is no faster for it: it runs under the writers' lock.
-_SYNC_UNDER_LOCK = shim.MICROPYTHON
-
-
 class MiniStore:
     """A journal opened for appending. Use MiniStore.open()."""
 
-    def __init__(self, path, sync, journal_file, seq, size, mark=None, littlefs=None):
+    # _mark, _littlefs: named as the attributes they set, because on a board each new name
+    # an argument brings is an interned string on the heap at import.
+    def __init__(self, path, sync, journal_file, seq, size, _mark, _littlefs):
         self.path = path
         self.sync_every = sync
         self.seq = seq
@@ -52,16 +49,17 @@ class MiniStore:
         self._timed = False  # whether syncs are timed (once a thread followed one)
         self._pending = []  # lines left to the next sync to write (_put)
         self._chain = []  # gates of the threads a sync let go, not yet released: see _pass_on
-        self._littlefs = littlefs  # the block size of the LittleFS the file is on (refresh, _block_end)
+        self._littlefs = _littlefs  # the block size of the LittleFS the file is on (refresh, _block_end)
         # The pad a write starts with once every byte before it is durable (FORMAT.md 2.3):
         # SYNC_POINT under sync=N, SYNC_ALWAYS once to end a journal's unsynced stretch.
-        self._mark = mark
+        self._mark = _mark
         self._unmarked = -1  # the size a sync covered, while no pad says so; else -1
-        # Whether the sync runs under _lock. Under sync=N too (its sync points): no write
-        # lands during a sync, so each sync point follows a sync that covered every byte
-        # before it, and an unsynced stretch never spans a sync (other threads' writes
-        # during a sync kept it open across syncs).
-        self._under_lock = _SYNC_UNDER_LOCK or mark is SYNC_POINT
+        # Whether the sync runs under _lock. On MicroPython: its files are not safe to
+        # flush while another thread writes to them, and the sync is no faster outside.
+        # Under sync=N (its sync points): no write lands during a sync, so each sync point
+        # follows a sync that covered every byte before it, and an unsynced stretch never
+        # spans a sync (other threads' writes during a sync kept it open across syncs).
+        self._under_lock = shim.MICROPYTHON or _mark is SYNC_POINT
         # What the leader takes once its sync is over: when it still holds _lock then, a
         # lock of its own, taken only under _lock: never waited for.
         self._after_sync = shim.allocate_lock() if self._under_lock else self._lock

@@ -373,8 +373,8 @@ MUTANTS = [
     ("report-unsynced-hole-is-corruption", "minireport.py",
      "        if (reader.unsynced and kind != HEADER", "        if (False and kind != HEADER",
      "the host tools' reader reports an unsynced hole as corruption, unlike open()", DEFAULT),
-    ("writer-sync-n-outside-lock", "ministore.py", "        self._under_lock = _SYNC_UNDER_LOCK or mark is SYNC_POINT\n",
-     "        self._under_lock = _SYNC_UNDER_LOCK\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
+    ("writer-sync-n-outside-lock", "ministore.py", "        self._under_lock = shim.MICROPYTHON or _mark is SYNC_POINT\n",
+     "        self._under_lock = shim.MICROPYTHON\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
      "the unsynced stretch open across syncs, durable records in it", DEFAULT),
     ("writer-sync-1-outside-group-commit", "ministore.py", "        return None if sync == 1 else sync\n",
      "        return sync\n", "sync=1 writes another thread's append during a sync: an unsynced stretch with "

@@ -98,8 +98,7 @@ class MiniStore:
     seq: int
     durable_seq: int
     size: int
-    def __init__(self, path: str, sync: int | None, journal_file: Any, seq: int, size: int, mark: bytes | None = None,
-                 littlefs: int | None = None) -> None: ...
+    def __init__(self, path: str, sync: int | None, journal_file: Any, seq: int, size: int) -> None: ...
     @overload
     @staticmethod
     def open(path: _StrPath, sync: _Sync = "always", base_seq: int = 0,
