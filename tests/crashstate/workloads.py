@@ -95,23 +95,22 @@ class StoreWorkload(Workload):
     def opened(self, obj):
         return self.open(self.root)
 
-    def one(self, value):
-        """A step that appends `value`."""
+    def batch(self, values, one=False):
+        """A step that appends `values` as one batch, or its one value with append()."""
         def step(store):
-            store.append(value)
-            self.records.append(value)
+            if one:
+                store.append(values[0])
+            else:
+                store.append_many(values)
+            self.records.extend(values)
             return store
         return step
 
-    def steps(self):
-        opened, one = self.opened, self.one
+    def one(self, value):
+        return self.batch([value], one=True)
 
-        def batch(values):
-            def step(store):
-                store.append_many(values)
-                self.records.extend(values)
-                return store
-            return step
+    def steps(self):
+        opened, one, batch = self.opened, self.one, self.batch
 
         def reopen(store):
             store.close()
