@@ -391,9 +391,9 @@ MUTANTS = [
     ("writer-no-sync-point-at-open", "ministore.py", "            marked = mark is SYNC_POINT and not unsynced",
      "            marked = False", "the first sync point goes with the first write, and is lost with it in a hole",
      DEFAULT),
-    ("writer-sync-points-under-sync-1", "ministore.py", "SYNC_POINT if (sync_every or 0) > 1 and",
-     "SYNC_POINT if (sync_every or 0) > 0 and", "sync=1 writes a 57-byte pad with every append, for no stretch "
-     "that could land out of order", DEFAULT),
+    ("writer-no-sync-points-under-sync-2", "ministore.py", "SYNC_POINT if (sync_every or 0) > 1 and",
+     "SYNC_POINT if (sync_every or 0) > 2 and", "sync=2 marks no unsynced stretch: a reordered hole in one "
+     "is refused as corruption", DEFAULT),
     ("writer-no-sync-always", "ministore.py", "SYNC_ALWAYS if unsynced else None", "None",
      "a sync=\"always\" writer after a sync=N one leaves the journal unsynced: its damage reads as a torn tail",
      DEFAULT),

@@ -42,16 +42,17 @@ def test_the_pads_are_pads_of_the_shortest_form():
 
 
 def test_a_sync_n_writer_starts_each_unsynced_stretch_with_a_sync_point():
-    path = _journal(3, 7)
-    want = [header_line(0)]
-    if not minishim.littlefs_block(path):  # LittleFS lands a sync whole or not at all: no pads
-        want.append(SYNC_POINT)  # written and synced at open
-    for i in range(1, 8):
-        if i in (4, 7) and not minishim.littlefs_block(path):
-            want.append(SYNC_POINT)  # the first write after a sync
-        want.append(record_line(i, encode_json(i)))
-    assert [line for _, line in _offsets(path)] == want
-    assert MiniStore.replay(path) == list(range(1, 8))
+    for sync in (2, 3):  # 2: the smallest N with a stretch of two appends (1 is "always")
+        path = _journal(sync, 7)
+        want = [header_line(0)]
+        if not minishim.littlefs_block(path):  # LittleFS lands a sync whole or not at all: no pads
+            want.append(SYNC_POINT)  # written and synced at open
+        for i in range(1, 8):
+            if i > 1 and (i - 1) % sync == 0 and not minishim.littlefs_block(path):
+                want.append(SYNC_POINT)  # the first write after a sync
+            want.append(record_line(i, encode_json(i)))
+        assert [line for _, line in _offsets(path)] == want, sync
+        assert MiniStore.replay(path) == list(range(1, 8))
 
 
 def test_a_hole_after_the_last_sync_point_is_a_torn_tail():
