@@ -105,13 +105,13 @@ class MiniQueue(Messages, LogBrick):
         q.retry_delay = retry_delay
         q.retry_backoff = retry_backoff
         q.retry_max = retry_max
-        q._group = region is None and (sync == "always" or (sync == 1 and is_int(sync)))  # sync=1 is "always" (ministore)
         if region is not None:
             from miniflashlog import RegionLog
             log = RegionLog.open(q.directory, region, start=q._find_start, apply=q._replay, sync=sync)
         else:
             log = SegmentedLog.open(q.directory, start=q._find_start, apply=q._replay, sync=sync)
         q._log = log  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog has what the queue uses)
+        q._group = region is None and log.store.sync_every is None  # pyright: ignore[reportAttributeAccessIssue] ("always" or 1)
         try:
             q._finish_replay()
             if region is not None:
