@@ -204,16 +204,19 @@ class MiniStore:
 
     def _put(self, data, count, joins):
         """Under the lock: append `data` (`count` records); return the last seq. A thread
-        that joins the group commit (it waits for a sync next, _sync_upto) while the sync
-        it will wait for has not begun (one runs, or one is awaited) leaves its lines to
-        the leader of that sync, which writes them all in one write: one system call,
-        not one per thread (each lets CPython's GIL go to another thread)."""
-        if joins and (self._leading or self._due):
+        that joins the group commit (it waits for a sync next, _sync_upto) leaves its
+        lines to the leader of the sync it will wait for, which writes every line left
+        to it in one write, then syncs: one system call, not one per thread (each lets
+        CPython's GIL go to another thread), and never two writes before a sync. Two
+        threads that wrote their own lines, one after the other, before either synced,
+        left a stretch of two unsynced writes: a file system that lands them out of
+        order could leave a hole before an intact line, refused as corruption (FORMAT.md
+        2.3)."""
+        if joins:
             if self._file is None:
                 raise ClosedError("%s is closed" % self.path)
             self._pending.append(data)
             self.seq += count
-            self.size += length_of(data) if isinstance(data, list) else len(data)
             return self.seq
         return self._write(data, count)
 
@@ -226,10 +229,10 @@ class MiniStore:
         pending = self._pending
         if pending:  # they come first: seqs go up through the file
             self._pending = []
-            pending.append(data)
-            data_out = _joined(pending)
-        else:
-            data_out = data
+            if data:
+                pending.append(data)
+            data = _joined(pending)
+        data_out = data
         mark = self._mark
         if mark is not None and self._unmarked == self.size:
             data_out = _joined([mark, data_out])  # every byte before it is durable: say so
@@ -341,7 +344,7 @@ class MiniStore:
                     wait = min(3 * self._sync_time, _MAX_STANDBY)
                 else:
                     if self._pending:
-                        self._write(b"", 0)  # the lines the others left to this sync
+                        self._write(b"", 0)  # every line left to this sync, in one write
                     standby = self._standby
                     if standby is not None:  # it waited for this thread: now it follows this sync
                         self._standby = None

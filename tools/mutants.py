@@ -379,6 +379,10 @@ MUTANTS = [
     ("writer-sync-1-outside-group-commit", "ministore.py", "        return None if sync == 1 else sync\n",
      "        return sync\n", "sync=1 writes another thread's append during a sync: an unsynced stretch with "
      "no sync point, refused as corruption when a file system reorders it", DEFAULT),
+    ("group-commit-two-writes-per-sync", "ministore.py", "        if joins:\n",
+     "        if joins and (self._leading or self._due):\n", "a thread that appends before another thread's "
+     "append has synced writes its own line: two unsynced writes, a hole before an intact line when a file "
+     "system reorders them", DEFAULT),
     ("group-commit-chain-stalls", "ministore.py",
      "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
      "                self._pass_on()\n",

@@ -159,6 +159,44 @@ def test_under_sync_1_an_append_during_a_sync_is_left_to_the_next_sync():
     assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "waits"), (3, "unsynced")]
 
 
+def test_two_appends_before_either_syncs_are_written_in_one_write_then_synced():
+    # Under sync="always" each unsynced stretch of the file is one write (FORMAT.md 2.3):
+    # a thread that appends after another's append, before that one syncs, leaves its
+    # line to the same leader. Written by each thread, the two lines made a stretch of
+    # two writes, which a file system that lands appends out of order could keep as a
+    # hole before an intact line after a power cut: refused as corruption, and the
+    # journal would not open without `mini repair`.
+    if not has_threads():
+        return
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    events = []
+    real_write = store._write
+    real_sync = store._file.sync
+    real_sync_if_due = store._sync_if_due
+
+    def recorded_write(data, count):
+        events.append("write")
+        return real_write(data, count)
+
+    def recorded_sync():
+        events.append("sync")
+        real_sync()
+
+    def second_append_first(seq):  # the first append, between its write and its sync
+        if seq == 1:
+            run_threads(lambda i: store.append("second"), 1)
+        real_sync_if_due(seq)
+    store._write = recorded_write
+    store._file.sync = recorded_sync
+    store._sync_if_due = second_append_first
+    assert store.append("first") == 1
+    assert events == ["write", "sync"], events
+    assert store.durable_seq == 2
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "first"), (2, "second")]
+
+
 def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_returns():
     # append_encoded(durable=False, waits=True) then wait_durable() (miniqueue's concurrent
     # puts): while a sync runs, its line is left to the next sync, and still comes before
