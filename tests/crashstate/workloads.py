@@ -22,7 +22,8 @@ class Workload:
     config = ""
     # Whether the weak model may land a later unsynced append to a file without an
     # earlier one: it may, for every workload. Under sync="always" nothing is appended
-    # past an unsynced write, so it changes nothing. Under sync=N it leaves a hole with
+    # past an unsynced write, so it changes nothing (ministore-two-threads checks it for
+    # two threads' appends). Under sync=N it leaves a hole with
     # intact records after it, which a writer's "sync point" pads (FORMAT.md 2.3) let the
     # reader take for a torn tail; before them the reader refused it as corruption, and
     # these workloads were checked with in-order appends (tests/test_crash_states.py).
@@ -197,6 +198,48 @@ class KilledStoreWorkload(StoreWorkload):
                 killed_then_opened, one("r6"), one("r7")]
 
 
+class TwoThreadsStoreWorkload(StoreWorkload):
+    """sync="always": a second thread appends a batch after the first thread's append has
+    put its line, before that thread syncs (forced: the first one's sync waits for the second's
+    append to return). Each unsynced stretch must still be one write: a file system that
+    lands a later write without an earlier one would otherwise leave a hole before an
+    intact line, which open() refuses as corruption (FORMAT.md 2.3)."""
+
+    def __init__(self):
+        StoreWorkload.__init__(self)
+        self.config = "appends of two threads, sync=always"
+
+    def two(self, first, second):
+        def step(store):
+            import threading
+            own = store._sync_if_due
+
+            def second_meanwhile(seq):
+                del store._sync_if_due  # the second thread's append syncs as usual
+                other = threading.Thread(target=store.append_many, args=(second,))
+                other.start()
+                other.join()
+                own(seq)
+            store._sync_if_due = second_meanwhile
+            store.append(first)
+            self.records.extend([first] + second)
+            return store
+        return step
+
+    def steps(self):
+        return [self.opened, self.one("r1"), self.two("a1", ["b1" * 40, "b2"]), self.two("a2" * 40, ["b3", "b4"]),
+                self.one("r2"), self.close_step]
+
+    def close_step(self, store):
+        store.close()
+        return store
+
+    def allowed(self, view, views, acked, attempted):
+        # Inside a step of two appends a crash may keep the first one alone: neither was
+        # acknowledged. Each view is a prefix of the last one.
+        return len(views[acked]) <= len(view) <= len(views[attempted]) and view == views[attempted][:len(view)]
+
+
 # ---------------------------------------------------------------- minishim and minisnap
 
 class FilesWorkload(Workload):
@@ -352,6 +395,7 @@ def all_workloads():
         ("ministore-always", lambda: StoreWorkload()),
         ("ministore-sync3", lambda: StoreWorkload(sync=3)),
         ("ministore-sync3-killed", lambda: KilledStoreWorkload()),
+        ("ministore-two-threads", lambda: TwoThreadsStoreWorkload()),
         ("ministore-torn-batch", lambda: TornStoreWorkload("torn batch")),
         ("ministore-torn-line", lambda: TornStoreWorkload("torn line")),
         ("ministore-torn-header", lambda: TornStoreWorkload("torn header")),
