@@ -22,8 +22,7 @@ def mistakes(region: Region) -> None:
     store.append({1: "one"})  # error: JSON object keys are str
     MiniStore.open("j.jsonl", sync="sometimes")  # error: "always" or an int
     seq: str = store.append({})  # error: a seq is an int
-    with MiniStore.stream(region) as reader:  # error: a FlashReader is no context manager
-        pass
+    pads: str = MiniStore.stream(region).pads  # error: a region's reader counts pads in an int
     MiniStore.open(NotAFlash())  # error: no readblocks/writeblocks
 
     q = MiniQueue.open("q", on_full="block")  # error: "reject" or "drop_oldest"
@@ -36,4 +35,4 @@ def mistakes(region: Region) -> None:
     loaded: Loaded = StateManager.load("s")
     name: str = loaded.seq  # error: seq is an int
     Forwarder(q, object(), "dev1")  # error: no transport methods
-    print(seq, mid, message, name)
+    print(seq, mid, message, name, pads)
