@@ -203,8 +203,9 @@ def value(out, key):
     raise RuntimeError("no %s in the board's output:\n%s" % (key, out[-3000:]))
 
 
-def import_heaps(tmp):
-    """{variant: {brick: bytes, "all": bytes}} for .py / .mpy on LittleFS, ROMFS .mpy, frozen."""
+def code_images(tmp):
+    """ROMFS images of the core under /rom/code, as .py and as .mpy (build_mpy.py), with the
+    helpers that copy it to LittleFS: {"py": path, "mpy": path}."""
     import build_mpy
     src_py = os.path.join(tmp, "py", "code")
     os.makedirs(src_py)
@@ -225,6 +226,18 @@ def import_heaps(tmp):
         if folder == "py":
             cmd.append("--no-mpy")
         subprocess.run(cmd + ["build", os.path.join(tmp, folder)], check=True, stdout=subprocess.DEVNULL)
+    return images
+
+
+def romfs_import_heap(tmp):
+    """The import heap of the four bricks, .mpy run in place from ROMFS (one boot)."""
+    image = code_images(tmp)["mpy"]
+    return value(run("microbit-192k", IMPORT_ALL % dict(path=["/rom/code"], setup="", bricks=BRICKS), image), "HEAP")
+
+
+def import_heaps(tmp):
+    """{variant: {brick: bytes, "all": bytes}} for .py / .mpy on LittleFS, ROMFS .mpy, frozen."""
+    images = code_images(tmp)
     helpers = ["/rom/tests/mcu", "/rom/tests/mp"]
     variants = [
         (".py on LittleFS", "microbit-192k", images["py"], ["/flash"] + helpers, COPY_TO_FLASH % {"src": "/rom/code"}),
