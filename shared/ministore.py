@@ -227,24 +227,29 @@ class MiniStore:
         if journal_file is None:
             raise ClosedError("%s is closed" % self.path)
         pending = self._pending
-        if pending:  # they come first: seqs go up through the file
-            self._pending = []
-            if data:
-                pending.append(data)
-            data = _joined(pending)
-        data_out = data
-        mark = self._mark
-        if mark is not None and self._unmarked == self.size:
-            data_out = _joined([mark, data_out])  # every byte before it is durable: say so
-        else:
-            mark = b""
-        in_pieces = type(data_out) is list  # a long record's line (record_pieces) among them
-        length = length_of(data) if type(data) is list else len(data)
-        # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
-        fill = (self._block_end(length_of(data_out) if in_pieces else len(data_out), self.size + len(mark) + length)
-                if self._littlefs and self.sync_every is None else ())
-        padded = len(mark)
         try:
+            if pending:  # they come first: seqs go up through the file
+                self._pending = []
+                if data:
+                    pending.append(data)
+                data = _joined(pending)
+            data_out = data
+            mark = self._mark
+            if mark is not None and self._unmarked == self.size:
+                data_out = _joined([mark, data_out])  # every byte before it is durable: say so
+            else:
+                mark = b""
+            in_pieces = type(data_out) is list  # a long record's line (record_pieces) among them
+            if in_pieces and not _IN_RUNS:
+                # CPython: one write(), as every stretch a sync covers is (FORMAT.md 2.3): a
+                # file system may land a later write() without an earlier one.
+                data_out = b"".join(data_out)
+                in_pieces = False
+            length = length_of(data) if type(data) is list else len(data)
+            # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
+            fill = (self._block_end(length_of(data_out) if in_pieces else len(data_out), self.size + len(mark) + length)
+                    if self._littlefs and self.sync_every is None else ())
+            padded = len(mark)
             if in_pieces:  # one write() after another, no sync between: a crash keeps a prefix, as of one
                 for piece in data_out:
                     journal_file.write(piece)
@@ -254,9 +259,11 @@ class MiniStore:
                 for piece in fill:
                     journal_file.write(piece)
                     padded += len(piece)
-        except OSError:
-            # Part of `data` may be on disk: appending after it would put a torn
-            # line in the middle. Stop here; the next open() cuts the tail.
+        except BaseException:  # an OSError; on a board, a MemoryError
+            # Part of `data` may be on disk: appending after it would put a torn line in the
+            # middle. And lines left to this sync have their seqs counted: if they are not
+            # all written, a later line would leave a gap. Stop here: the store is closed
+            # (ClosedError), and the next open() cuts the tail.
             self._abandon()
             raise
         if mark:

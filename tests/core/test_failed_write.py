@@ -1,7 +1,8 @@
 # A write that fails (a flash error) must not hurt later writers in the same
 # process. MicroPython only: it needs a block device that can fail on demand.
-from support import MICROPYTHON, raises
+from support import MICROPYTHON, raises, scratch
 import minishim
+import ministore
 from ministore import MiniStore, ClosedError
 
 _mounts = [0]
@@ -54,3 +55,49 @@ def test_failed_write_closes_the_store_and_a_reopen_loses_nothing():
             assert after[0] == "a" and after[-1] == "c" and len(after) == seq, (kind, offset, after)
             import vfs
             vfs.umount(point)
+
+
+def _fails_once(owner, name, exc):
+    """Make owner.<name> raise exc at its next call, then be itself again."""
+    real = getattr(owner, name)
+
+    def failing(*args):
+        setattr(owner, name, real)
+        raise exc
+    setattr(owner, name, failing)
+    return real
+
+
+def test_a_write_that_raises_anything_closes_the_store_and_leaves_no_gap():
+    # Not only an OSError: a MemoryError on a board, or a KeyboardInterrupt. An append's
+    # line is left to the sync its thread leads, with its seq counted; a store that went
+    # on after it was not written would write the next line after a gap in the seqs,
+    # and the journal would not open (before: only an OSError closed the store).
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    store.append("before")
+    _fails_once(store._file, "write", MemoryError("test: no heap in the write"))
+    raises(MemoryError, store.append, "not written")
+    assert store.closed
+    raises(ClosedError, store.append, "after")
+    with MiniStore.open(path) as again:
+        assert again.append("reopened") == 2
+    assert list(MiniStore.stream(path)) == [(1, "before"), (2, "reopened")]
+
+
+def test_a_failure_while_the_lines_are_joined_closes_the_store_too():
+    # The lines left to a sync are taken, then joined into one write: a MemoryError there
+    # (a board's heap) must not drop them while their seqs stay counted.
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    store.append("before")
+    real = _fails_once(ministore, "_joined", MemoryError("test: no heap to join the lines"))
+    try:
+        raises(MemoryError, store.append, "not written")
+    finally:
+        ministore._joined = real
+    assert store.closed
+    raises(ClosedError, store.append, "after")
+    with MiniStore.open(path) as again:
+        assert again.append("reopened") == 2
+    assert list(MiniStore.stream(path)) == [(1, "before"), (2, "reopened")]
