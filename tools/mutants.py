@@ -383,6 +383,14 @@ MUTANTS = [
      "        if joins and (self._leading or self._due):\n", "a thread that appends before another thread's "
      "append has synced writes its own line: two unsynced writes, a hole before an intact line when a file "
      "system reorders them", DEFAULT),
+    ("writer-failure-other-than-oserror-keeps-store-open", "ministore.py",
+     "        except BaseException:  # an OSError; on a board, a MemoryError\n",
+     "        except OSError:\n", "a MemoryError in a write leaves the store open with the lines left to "
+     "that sync dropped and their seqs counted: the next line leaves a gap", DEFAULT),
+    ("writer-long-record-in-pieces-on-cpython", "ministore.py",
+     "                data_out = b\"\".join(data_out)\n                in_pieces = False\n",
+     "                pass\n", "CPython writes a long record as three write() calls before one sync: a "
+     "reordering file system keeps a later one without an earlier one", DEFAULT),
     ("group-commit-chain-stalls", "ministore.py",
      "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
      "                self._pass_on()\n",

@@ -240,6 +240,21 @@ class TwoThreadsStoreWorkload(StoreWorkload):
         return len(views[acked]) <= len(view) <= len(views[attempted]) and view == views[attempted][:len(view)]
 
 
+class LongRecordsWorkload(TwoThreadsStoreWorkload):
+    """sync="always" with records longer than ministore._PIECE (1 KiB), which a writer
+    builds as pieces (record_pieces) so that a board need not copy them: on CPython each
+    sync's stretch must still be one write(), or a file system that lands a later write
+    without an earlier one leaves a hole before an intact line (FORMAT.md 2.3)."""
+
+    def __init__(self):
+        TwoThreadsStoreWorkload.__init__(self)
+        self.config = "records over 1 KiB, one thread and two, sync=always"
+
+    def steps(self):
+        return [self.opened, self.one("r1"), self.one("x" * 1100), self.batch(["y" * 1100, "z"]),
+                self.two("a" * 1100, ["b"]), self.two("c", ["d" * 1100, "e"]), self.close_step]
+
+
 # ---------------------------------------------------------------- minishim and minisnap
 
 class FilesWorkload(Workload):
@@ -396,6 +411,7 @@ def all_workloads():
         ("ministore-sync3", lambda: StoreWorkload(sync=3)),
         ("ministore-sync3-killed", lambda: KilledStoreWorkload()),
         ("ministore-two-threads", lambda: TwoThreadsStoreWorkload()),
+        ("ministore-long-records", lambda: LongRecordsWorkload()),
         ("ministore-torn-batch", lambda: TornStoreWorkload("torn batch")),
         ("ministore-torn-line", lambda: TornStoreWorkload("torn line")),
         ("ministore-torn-header", lambda: TornStoreWorkload("torn header")),
