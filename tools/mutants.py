@@ -391,6 +391,9 @@ MUTANTS = [
      "                data_out = b\"\".join(data_out)\n                in_pieces = False\n",
      "                pass\n", "CPython writes a long record as three write() calls before one sync: a "
      "reordering file system keeps a later one without an earlier one", DEFAULT),
+    ("leader-interrupted-keeps-the-lead", "ministore.py", "                    if self._leading == target:\n",
+     "                    if self._leading == -1:\n", "a KeyboardInterrupt as the leader begins its sync leaves "
+     "it leading: every later append and close() wait for ever", DEFAULT),
     ("group-commit-chain-stalls", "ministore.py",
      "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
      "                self._pass_on()\n",

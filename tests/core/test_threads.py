@@ -197,6 +197,27 @@ def test_two_appends_before_either_syncs_are_written_in_one_write_then_synced():
     assert list(MiniStore.stream(path)) == [(1, "first"), (2, "second")]
 
 
+def test_an_interrupt_as_the_leader_begins_its_sync_does_not_leave_the_others_waiting():
+    # Ctrl-C lands in the main thread at the next call, which may be the leader's call of
+    # _sync_file, before its own handling: the lead must be undone, or every later
+    # append (and close()) waits for a sync that never ends.
+    if not has_threads():
+        return
+    path = scratch() + "/j.jsonl"
+    store = MiniStore.open(path)
+    real_sync_file = store._sync_file
+
+    def interrupted(*args):
+        store._sync_file = real_sync_file
+        raise KeyboardInterrupt
+    store._sync_file = interrupted
+    raises(KeyboardInterrupt, store.append, "interrupted")  # written, not known to be durable
+    assert not store._leading
+    run_threads(lambda i: store.append("after"), 1)  # would wait for ever (run_threads fails it)
+    store.close()
+    assert list(MiniStore.stream(path)) == [(1, "interrupted"), (2, "after")]
+
+
 def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_returns():
     # append_encoded(durable=False, waits=True) then wait_durable() (miniqueue's concurrent
     # puts): while a sync runs, its line is left to the next sync, and still comes before
