@@ -102,9 +102,10 @@ class FlashStore:
         if not self._fits(length):
             raise RegionFull("%s: the oldest sector still holds records nothing released (release(seq) them, "
                              "or open with Region(..., retain=BYTES))" % self.path)
-        self.seq += count
+        last = self.seq + count
+        self._pending.append((lines, length, last))  # first: a MemoryError here leaves no seq counted unwritten
+        self.seq = last
         self.appended += length
-        self._pending.append((lines, length, self.seq))
         self._unsynced += count
         if durable and (self.sync_every is None or self._unsynced >= self.sync_every):
             self._sync()

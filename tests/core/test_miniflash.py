@@ -50,6 +50,27 @@ def test_round_trip_and_a_raw_dump_is_jsonl():
     assert dev.violations == 0
 
 
+class _FullList(list):
+    def append(self, item):
+        raise MemoryError("test: no heap to keep the record")
+
+
+def test_an_append_that_runs_out_of_heap_counts_no_seq_it_did_not_keep():
+    # A board's heap may run out as the record is kept for the sync: the seq must not
+    # move, or the next record would be programmed after a gap (the region would not open).
+    dev = flash()
+    store = MiniStore.open(dev, sync=4)
+    store.append("a")
+    kept = store._pending
+    store._pending = _FullList(kept)
+    raises(MemoryError, store.append, "b")
+    store._pending = kept
+    assert store.seq == 1
+    assert store.append("c") == 2
+    store.close()
+    assert list(MiniStore.stream(dev)) == [(1, "a"), (2, "c")]
+
+
 def test_reopen_continues_the_seqs_and_replays():
     dev = flash()
     with MiniStore.open(dev) as store:
