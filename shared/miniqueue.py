@@ -229,17 +229,23 @@ class MiniQueue(Messages, LogBrick):
                 events.append(b'{"put":%s}' % body)
             self._write(events, sync=not group, waits=group)
             store = log.store if group else None  # compaction may start a new one: this one holds the puts
-            for mid in drops:
-                ix.remove(ix.find(mid))
-                self.dropped += 1
-            ids = []
-            mid = first
-            for body in bodies:
-                ix.add(mid, body, 0, READY)
-                ids.append(mid)
-                mid += 1
-            if log.active_bytes() - self._ckpt_size >= self.compact_bytes:  # _maybe_compact(), inline
-                self._compact()
+            try:
+                for mid in drops:
+                    ix.remove(ix.find(mid))
+                    self.dropped += 1
+                ids = []
+                mid = first
+                for body in bodies:
+                    ix.add(mid, body, 0, READY)
+                    ids.append(mid)
+                    mid += 1
+                if log.active_bytes() - self._ckpt_size >= self.compact_bytes:  # _maybe_compact(), inline
+                    self._compact()
+            except BaseException:
+                # Written, but not all in RAM (a board's MemoryError, Ctrl-C, a failed
+                # compaction): only a reopen is trusted. The puts may be durable.
+                self._close_quietly()
+                raise
             if store is None:
                 self._notify()
                 return ids
@@ -292,6 +298,9 @@ class MiniQueue(Messages, LogBrick):
         log = self._log
         if log is None:
             log = self._open_log()  # raises ClosedError
+        # Before the delivery, not after it: a compaction that fails once a durable get is
+        # written would count a delivery that never reached the app (FORMAT.md 5.2).
+        self._maybe_compact()
         if self._delays is not None:
             self._promote_due()
         # Group commit: a put is delivered only once it is durable (put_many).
@@ -301,35 +310,40 @@ class MiniQueue(Messages, LogBrick):
         events = []
         dead = None
         found = -1
-        while True:
-            i = ix.head()
-            if i < 0:
+        message = None
+        try:
+            while True:
+                i = ix.head()
+                if i < 0:
+                    break
+                mid = ix.id_at(i)
+                if limit is not None and mid > limit:
+                    break  # written, not yet synced: its put has not returned
+                ix.take(i)
+                if self.max_deliveries is not None and ix.counts.get(mid, 0) >= self.max_deliveries:
+                    events.append(b'{"dead":%d}' % mid)
+                    if dead is None:
+                        dead = []
+                    dead.append(i)
+                    continue
+                events.append(b'{"get":%d}' % mid)
+                found = i
+                # Parsed and counted before the get is written: a MemoryError here must
+                # not leave a written delivery the app never received.
+                message = shim.loads(ix.deliver(found))  # now in flight
+                ix.counts[mid] = ix.counts.get(mid, 0) + 1
                 break
-            mid = ix.id_at(i)
-            if limit is not None and mid > limit:
-                break  # written, not yet synced: its put has not returned
-            ix.take(i)
-            if self.max_deliveries is not None and ix.counts.get(mid, 0) >= self.max_deliveries:
-                events.append(b'{"dead":%d}' % mid)
-                if dead is None:
-                    dead = []
-                dead.append(i)
-                continue
-            events.append(b'{"get":%d}' % mid)
-            found = i
-            break
-        if not events:
-            return None
-        written = self._write(events, defer=True)  # a failure closes the queue: memory is not trusted then
+            if not events:
+                return None
+            self._write(events, defer=True)
+        except BaseException:
+            self._close_quietly()  # RAM changed (taken, in flight, counted): only a reopen is trusted
+            raise
         if dead is not None:
             for i in dead:
                 ix.set_status(i, DEAD)
         if found < 0:
             return None
-        ix.counts[mid] = ix.counts.get(mid, 0) + 1  # mid: the id at found, the last one the loop read
-        message = shim.loads(ix.deliver(found))  # now in flight
-        if written:
-            self._maybe_compact()
         return mid, message
 
     def ack(self, mid):
@@ -337,11 +351,15 @@ class MiniQueue(Messages, LogBrick):
         self._lock.acquire()  # not `with`: on CPython 3.11 this takes half its time (75 vs 146 ns)
         try:
             i = self._in_flight(mid)
-            self._drop_deferred_get(mid)
-            written = self._write([b'{"ack":%d}' % mid], defer=True)
-            self._ix.remove(i)
-            if written:
-                self._maybe_compact()
+            try:
+                self._drop_deferred_get(mid)
+                written = self._write([b'{"ack":%d}' % mid], defer=True)
+                self._ix.remove(i)
+                if written:
+                    self._maybe_compact()
+            except BaseException:
+                self._close_quietly()  # written (or deferred), maybe not removed: only a reopen is trusted
+                raise
         finally:
             self._lock.release()
 
@@ -362,25 +380,33 @@ class MiniQueue(Messages, LogBrick):
             if delay is None and self.retry_delay:
                 from miniwait import backoff  # lazy: only with a retry policy
                 delay = backoff(self.retry_delay, self.retry_backoff, self.retry_max, ix.counts.get(mid, 0))
-            self._write([b'{"nack":%d}' % mid], defer=True)
-            if delay:
-                ix.set_status(i, READY)
-                if self._delays is None:
-                    from miniwait import Delays  # lazy: only once a message is held back
-                    self._delays = Delays()
-                self._delays.add(mid, delay)
-            else:
-                ix.ready_again(i)
-            self._notify()
-            self._maybe_compact()
+            try:
+                self._write([b'{"nack":%d}' % mid], defer=True)
+                if delay:
+                    ix.set_status(i, READY)
+                    if self._delays is None:
+                        from miniwait import Delays  # lazy: only once a message is held back
+                        self._delays = Delays()
+                    self._delays.add(mid, delay)
+                else:
+                    ix.ready_again(i)
+                self._notify()
+                self._maybe_compact()
+            except BaseException:
+                self._close_quietly()  # written (or deferred), maybe not ready again: only a reopen is trusted
+                raise
 
     def dead_letter(self, mid):
         """Move a delivered message to the dead letters (dead()) now: it will not be delivered again."""
         with self._lock:
             i = self._in_flight(mid)
-            self._write([b'{"dead":%d}' % mid], defer=True)
-            self._ix.set_status(i, DEAD)
-            self._maybe_compact()
+            try:
+                self._write([b'{"dead":%d}' % mid], defer=True)
+                self._ix.set_status(i, DEAD)
+                self._maybe_compact()
+            except BaseException:
+                self._close_quietly()  # only a reopen is trusted
+                raise
 
     def peek(self):
         """The oldest ready message as (id, message), without delivering it, or None."""
@@ -421,10 +447,14 @@ class MiniQueue(Messages, LogBrick):
             ix = self._ix
             ids = [ix.id_at(i) for i in ix.slots() if ix.status_at(i) == DEAD]
             if ids:
-                self._write([b'{"purge":%d}' % mid for mid in ids])  # an atomic batch: not deferred
-                for mid in ids:
-                    ix.remove(ix.find(mid))
-                self._maybe_compact()
+                try:
+                    self._write([b'{"purge":%d}' % mid for mid in ids])  # an atomic batch: not deferred
+                    for mid in ids:
+                        ix.remove(ix.find(mid))
+                    self._maybe_compact()
+                except BaseException:
+                    self._close_quietly()  # written, maybe not all removed: a second purge would be refused
+                    raise
             return len(ids)
 
     def _in_flight(self, mid):
@@ -482,7 +512,7 @@ class MiniQueue(Messages, LogBrick):
                 log.store.append_encoded(bodies, False, lead, waits=True)  # pyright: ignore[reportCallIssue] (a MiniStore)
             else:
                 log.append_encoded(bodies, sync, lead)
-        except OSError:
+        except BaseException:  # an OSError; on a board, a MemoryError
             self._close_quietly()  # memory and journal may now disagree: only a reopen is trusted
             raise
         return True
@@ -563,41 +593,46 @@ class MiniQueue(Messages, LogBrick):
             return self._compact()
 
     def _compact(self):
-        log = self._open_log()
-        # Deferred events are not flushed into the old segment first (a sync of their own):
-        # they lead the checkpoint's first batch in the new one, which supersedes them.
-        log.roll()
-        ix = self._ix
-        # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
-        # On files at about 4 KiB: a chunk is encoded, sealed and joined at once, and a
-        # board's heap may have no larger block (32 entries of 4 KB needed 128 KB).
-        limit = 4096 if self._region is None else 2048
-        # A file system may persist unsynced appends out of order, so on files each chunk
-        # is synced (under the store's policy); a region keeps them in RAM and programs
-        # them in order at the sync below.
-        unordered = self._region is None
-        chunk = []
-        size = 0
-        count = 0
-        for i in ix.slots():
-            mid = ix.id_at(i)
-            body = ix.body_at(i)
-            deliveries = ix.counts.get(mid, 0)
-            status = ix.status_at(i)
-            count += 1
-            if len(chunk) == _CKPT_CHUNK or (chunk and size + len(body) > limit):
+        log = self._open_log()  # raises ClosedError
+        try:
+            # Deferred events are not flushed into the old segment first (a sync of their own):
+            # they lead the checkpoint's first batch in the new one, which supersedes them.
+            log.roll()
+            ix = self._ix
+            # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
+            # On files at about 4 KiB: a chunk is encoded, sealed and joined at once, and a
+            # board's heap may have no larger block (32 entries of 4 KB needed 128 KB).
+            limit = 4096 if self._region is None else 2048
+            # A file system may persist unsynced appends out of order, so on files each chunk
+            # is synced (under the store's policy); a region keeps them in RAM and programs
+            # them in order at the sync below.
+            unordered = self._region is None
+            chunk = []
+            size = 0
+            count = 0
+            for i in ix.slots():
+                mid = ix.id_at(i)
+                body = ix.body_at(i)
+                deliveries = ix.counts.get(mid, 0)
+                status = ix.status_at(i)
+                count += 1
+                if len(chunk) == _CKPT_CHUNK or (chunk and size + len(body) > limit):
+                    self._write(chunk, sync=unordered)
+                    chunk = []
+                    size = 0
+                chunk.append(encode_json({"ckpt": [mid, shim.loads(body), deliveries, status]}))
+                size += len(body) + MESSAGE_OVERHEAD
+            if chunk:
                 self._write(chunk, sync=unordered)
-                chunk = []
-                size = 0
-            chunk.append(encode_json({"ckpt": [mid, shim.loads(body), deliveries, status]}))
-            size += len(body) + MESSAGE_OVERHEAD
-        if chunk:
-            self._write(chunk, sync=unordered)
-        self._write([encode_json({"ckpt_end": {"messages": count, "dropped": self.dropped}})], sync=unordered)
-        log.sync()
-        log.compact(log.segments[-1].base_seq)
-        self._ckpt_size = log.active_bytes()
-        return count
+            self._write([encode_json({"ckpt_end": {"messages": count, "dropped": self.dropped}})], sync=unordered)
+            log.sync()
+            log.compact(log.segments[-1].base_seq)
+            self._ckpt_size = log.active_bytes()
+            return count
+        except BaseException:
+            # A segment rolled, a checkpoint in part: the next write's place is not known.
+            self._close_quietly()
+            raise
 
     def disk_bytes(self):
         """Bytes of all journal segments now on disk (on a region: of the records in it)."""

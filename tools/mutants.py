@@ -394,6 +394,20 @@ MUTANTS = [
     ("leader-interrupted-keeps-the-lead", "ministore.py", "                    if self._leading == target:\n",
      "                    if self._leading == -1:\n", "a KeyboardInterrupt as the leader begins its sync leaves "
      "it leading: every later append and close() wait for ever", DEFAULT),
+    ("queue-ack-failure-keeps-queue-open", "miniqueue.py",
+     "                self._close_quietly()  # written (or deferred), maybe not removed: only a reopen is trusted\n",
+     "                pass\n", "an ack interrupted after its event, before RAM follows, leaves the queue open: a "
+     "retried ack is written twice, and the journal no longer opens", DEFAULT),
+    ("queue-put-failure-keeps-queue-open", "miniqueue.py",
+     "                # compaction): only a reopen is trusted. The puts may be durable.\n"
+     "                self._close_quietly()\n",
+     "                # compaction): only a reopen is trusted. The puts may be durable.\n"
+     "                pass\n", "a put written but not in RAM leaves the queue open: RAM and journal disagree", DEFAULT),
+    ("queue-compaction-failure-keeps-queue-open", "miniqueue.py",
+     "            # A segment rolled, a checkpoint in part: the next write's place is not known.\n"
+     "            self._close_quietly()\n",
+     "            # A segment rolled, a checkpoint in part: the next write's place is not known.\n"
+     "            pass\n", "a failed compaction leaves the queue open over a closed segment", DEFAULT),
     ("group-commit-chain-stalls", "ministore.py",
      "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
      "                self._pass_on()\n",
