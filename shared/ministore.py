@@ -217,6 +217,7 @@ class MiniStore:
                 raise ClosedError("%s is closed" % self.path)
             self._pending.append(data)
             self.seq += count
+            self.size += length_of(data) if type(data) is list else len(data)  # as written: compaction counts them
             return self.seq
         return self._write(data, count)
 
@@ -228,14 +229,18 @@ class MiniStore:
             raise ClosedError("%s is closed" % self.path)
         pending = self._pending
         try:
+            length = length_of(data) if type(data) is list else len(data)  # not in self.size yet
+            held = 0  # bytes of the lines left to this sync: in self.size already (_put)
             if pending:  # they come first: seqs go up through the file
                 self._pending = []
+                for item in pending:
+                    held += length_of(item) if type(item) is list else len(item)
                 if data:
                     pending.append(data)
                 data = _joined(pending)
             data_out = data
             mark = self._mark
-            if mark is not None and self._unmarked == self.size:
+            if mark is not None and self._unmarked == self.size - held:
                 data_out = _joined([mark, data_out])  # every byte before it is durable: say so
             else:
                 mark = b""
@@ -245,7 +250,6 @@ class MiniStore:
                 # file system may land a later write() without an earlier one.
                 data_out = b"".join(data_out)
                 in_pieces = False
-            length = length_of(data) if type(data) is list else len(data)
             # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
             fill = (self._block_end(length_of(data_out) if in_pieces else len(data_out), self.size + len(mark) + length)
                     if self._littlefs and self.sync_every is None else ())
