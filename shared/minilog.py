@@ -147,8 +147,15 @@ class SegmentedLog:
         finally:
             number = self.segments[-1].number + 1
             path = shim.join(self.directory, "%s%08d%s" % (_SEG_PREFIX, number, _SEG_SUFFIX))
-            self.store = MiniStore.open(path, sync=self.sync_policy, base_seq=seq)
+            # Listed before it is opened: a segment the store writes to must be one that
+            # replay() reads (a MemoryError after the open left it out, and the records
+            # appended there out of a rebuilt state).
             self.segments.append(Segment(number, path, seq))
+            try:
+                self.store = MiniStore.open(path, sync=self.sync_policy, base_seq=seq)
+            except BaseException:
+                self.segments.pop()
+                raise
 
     def compact(self, upto_seq):
         """Remove the segments (never the active one) whose records all have seq <= upto_seq."""
@@ -159,7 +166,11 @@ class SegmentedLog:
         # that replays to the same state (as a crash just before it does), and the next
         # segment's creation syncs the directory. One sync fewer per compaction.
         while len(self.segments) > 1 and self.segments[1].base_seq <= upto_seq:
-            shim.remove(self.segments[0].path)
+            try:
+                shim.remove(self.segments[0].path)
+            except OSError as exc:
+                if not shim.is_missing(exc):
+                    raise  # gone already: removed by a compaction that stopped (Ctrl-C) before it was unlisted
             self.segments.pop(0)
             removed += 1
         if removed:

@@ -246,9 +246,9 @@ class StateManager(LogBrick):
         try:
             self._load_snapshot()
             self._open_log().replay(self.snapshot_seq, self._replay_one)
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C too: a half-rebuilt state must not stay open
             self._break("a mutator raised %r, then rebuilding the state from disk failed (%r)" % (cause, exc))
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) or not isinstance(exc, Exception):
                 raise  # the storage failed (a power cut, say): the I/O error, as for a failed write
             raise ClosedError("%s: %s" % (self.directory, self._broken))
 
@@ -303,10 +303,11 @@ class StateManager(LogBrick):
             # back into this mutator, must stop it before it runs.
             body = settle(encode_json(record))
             _check_rebuilds(mutator, record)
-            if FLOAT_TEXT_INEXACT and may_hold_float(body):
-                # Apply what the journal holds: recovery rebuilds the mutator from these
-                # bytes, and this runtime may parse a float back 1 ulp away.
-                mutator = self._decode(self.seq + len(bodies) + 1, shim.loads(body))
+            # Apply what the journal holds, as recovery does: the mutator rebuilt from these
+            # bytes. Not the caller's object, whose fields the caller may change after
+            # apply() (a list it keeps appending to) and which would then change the live
+            # state unjournaled; and a runtime may parse a float back 1 ulp away.
+            mutator = self._decode(self.seq + len(bodies) + 1, shim.loads(body))
             todo.append(mutator)
             bodies.append(body)
             size += len(body)
@@ -334,7 +335,14 @@ class StateManager(LogBrick):
             raise
         self._since_snapshot += len(bodies)
         if due:
-            self._snapshot(encoded)
+            try:
+                self._snapshot(encoded)
+            except BaseException as exc:
+                # The mutation is durable and applied, and the error is the caller's to see:
+                # the manager closes, so that a retry of this apply cannot apply it a second
+                # time (it stayed open, and a retry did); a reopen shows it applied.
+                self._break(repr(exc))  # no message of its own: each string is heap on a board
+                raise
         return seq
 
     def _snapshot_due(self, records, size):
