@@ -298,9 +298,6 @@ class MiniQueue(Messages, LogBrick):
         log = self._log
         if log is None:
             log = self._open_log()  # raises ClosedError
-        # Before the delivery, not after it: a compaction that fails once a durable get is
-        # written would count a delivery that never reached the app (FORMAT.md 5.2).
-        self._maybe_compact()
         if self._delays is not None:
             self._promote_due()
         # Group commit: a put is delivered only once it is durable (put_many).
@@ -335,13 +332,21 @@ class MiniQueue(Messages, LogBrick):
                 break
             if not events:
                 return None
-            self._write(events, defer=True)
+            written = self._write(events, defer=True)
         except BaseException:
             self._close_quietly()  # RAM changed (taken, in flight, counted): only a reopen is trusted
             raise
         if dead is not None:
             for i in dead:
                 ix.set_status(i, DEAD)
+        if written:
+            try:
+                self._maybe_compact()
+            except Exception:
+                # _compact closed the queue; its next call raises ClosedError. The get is
+                # written, maybe durable: the app gets its message, so that no delivery
+                # is counted that it never received (FORMAT.md 5.2).
+                pass
         if found < 0:
             return None
         return mid, message
