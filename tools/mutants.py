@@ -408,6 +408,21 @@ MUTANTS = [
      "            self._close_quietly()\n",
      "            # A segment rolled, a checkpoint in part: the next write's place is not known.\n"
      "            pass\n", "a failed compaction leaves the queue open over a closed segment", DEFAULT),
+    ("state-applies-the-callers-mutator", "ministate.py",
+     "            mutator = self._decode(self.seq + len(bodies) + 1, shim.loads(body))\n", "",
+     "apply() applies the caller's object: a list the caller changes afterwards changes the live state "
+     "unjournaled", DEFAULT),
+    ("state-rebuild-interrupt-keeps-open", "ministate.py",
+     "        except BaseException as exc:  # Ctrl-C too: a half-rebuilt state must not stay open\n",
+     "        except Exception as exc:\n", "Ctrl-C in the rebuild after a raising mutator leaves a half-rebuilt "
+     "state open, which a snapshot writes over acknowledged applies", DEFAULT),
+    ("state-auto-snapshot-failure-keeps-open", "ministate.py",
+     "                self._break(repr(exc))  # no message of its own: each string is heap on a board\n",
+     "                pass\n", "a failed automatic snapshot leaves the manager open: a retry of its durable "
+     "apply applies it twice", DEFAULT),
+    ("compact-missing-segment-raises", "minilog.py", "                if not shim.is_missing(exc):\n",
+     "                if True:\n", "a segment removed by an interrupted compaction makes every later "
+     "compaction raise", DEFAULT),
     ("group-commit-chain-stalls", "ministore.py",
      "                woken = gate.acquire(True, wait)  # a leader, or the thread woken before, releases it\n"
      "                self._pass_on()\n",
