@@ -1,6 +1,6 @@
 # A write that fails (a flash error) must not hurt later writers in the same
 # process. MicroPython only: it needs a block device that can fail on demand.
-from support import MICROPYTHON, raises, scratch
+from support import MICROPYTHON, raises, scratch, fails_once
 import minishim
 import ministore
 from ministore import MiniStore, ClosedError
@@ -57,17 +57,6 @@ def test_failed_write_closes_the_store_and_a_reopen_loses_nothing():
             vfs.umount(point)
 
 
-def _fails_once(owner, name, exc):
-    """Make owner.<name> raise exc at its next call, then be itself again."""
-    real = getattr(owner, name)
-
-    def failing(*args):
-        setattr(owner, name, real)
-        raise exc
-    setattr(owner, name, failing)
-    return real
-
-
 def test_a_write_that_raises_anything_closes_the_store_and_leaves_no_gap():
     # Not only an OSError: a MemoryError on a board, or a KeyboardInterrupt. An append's
     # line is left to the sync its thread leads, with its seq counted; a store that went
@@ -76,7 +65,7 @@ def test_a_write_that_raises_anything_closes_the_store_and_leaves_no_gap():
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
     store.append("before")
-    _fails_once(store._file, "write", MemoryError("test: no heap in the write"))
+    fails_once(store._file, "write", MemoryError("test: no heap in the write"))
     raises(MemoryError, store.append, "not written")
     assert store.closed
     raises(ClosedError, store.append, "after")
@@ -91,7 +80,7 @@ def test_a_failure_while_the_lines_are_joined_closes_the_store_too():
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
     store.append("before")
-    real = _fails_once(ministore, "_joined", MemoryError("test: no heap to join the lines"))
+    real = fails_once(ministore, "_joined", MemoryError("test: no heap to join the lines"))
     try:
         raises(MemoryError, store.append, "not written")
     finally:

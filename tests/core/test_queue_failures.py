@@ -5,20 +5,10 @@
 # disagrees with its journal: a retried ack or purge was written twice and the journal
 # no longer opened (QueueCorrupt), and a get that failed after its get was written
 # counted a delivery the app never received.
-from support import scratch, raises
+from support import scratch, raises, fails_once
 import minishim
 from ministore import ClosedError
 from miniqueue import MiniQueue
-
-
-def _fails_once(owner, name, exc):
-    """Make owner.<name> raise exc at its next call, then be itself again."""
-    real = getattr(owner, name)
-
-    def failing(*args):
-        setattr(owner, name, real)
-        raise exc
-    setattr(owner, name, failing)
 
 
 def _queue(**options):
@@ -35,7 +25,7 @@ def test_an_ack_interrupted_before_memory_follows_closes_the_queue():
     path, q = _queue(durability="all")
     q.put("a")
     mid, _ = q.get()
-    _fails_once(q._ix, "remove", KeyboardInterrupt())
+    fails_once(q._ix, "remove", KeyboardInterrupt())
     raises(KeyboardInterrupt, q.ack, mid)  # its ack is durable, the message still in flight in RAM
     _closed(q)  # before: open, and the retried ack was written twice: the journal did not open
     with MiniQueue.open(path) as again:
@@ -45,7 +35,7 @@ def test_an_ack_interrupted_before_memory_follows_closes_the_queue():
 def test_a_get_that_fails_before_the_app_has_the_message_counts_no_delivery():
     path, q = _queue(durability="all", max_deliveries=1)
     q.put({"k": "a"})
-    _fails_once(minishim, "loads", MemoryError("test: no heap to parse the message"))
+    fails_once(minishim, "loads", MemoryError("test: no heap to parse the message"))
     raises(MemoryError, q.get)
     _closed(q)
     with MiniQueue.open(path, max_deliveries=1) as again:
@@ -56,7 +46,7 @@ def test_a_get_that_fails_before_the_app_has_the_message_counts_no_delivery():
 def test_a_put_written_but_not_in_memory_closes_the_queue():
     path, q = _queue()
     q.put("a")
-    _fails_once(q._ix, "add", MemoryError("test: no heap for the index"))
+    fails_once(q._ix, "add", MemoryError("test: no heap for the index"))
     raises(MemoryError, q.put, "b")
     _closed(q)
     with MiniQueue.open(path) as again:  # the put raised: it may or may not be there, nothing else
@@ -75,7 +65,7 @@ def test_a_purge_written_but_not_all_in_memory_closes_the_queue():
         mid, _ = q.get()
         q.nack(mid)
     assert q.get() is None and len(q.dead()) == 3  # each moved to the dead letters on its next get
-    _fails_once(q._ix, "remove", MemoryError("test"))
+    fails_once(q._ix, "remove", MemoryError("test"))
     raises(MemoryError, q.purge_dead)
     _closed(q)
     with MiniQueue.open(path, max_deliveries=1) as again:  # before: a second purge made this QueueCorrupt
@@ -89,7 +79,7 @@ def test_a_compaction_that_fails_after_a_get_closes_the_queue_and_still_delivers
     path, q = _queue(compact_bytes=200, durability="all")
     for i in range(3):
         q.put("m%d" % i)
-    _fails_once(q._log, "roll", OSError(28, "test: no space left for a new segment"))
+    fails_once(q._log, "roll", OSError(28, "test: no space left for a new segment"))
     q.compact_bytes = 1  # the get's event starts a compaction
     assert q.get() == (1, "m0")
     _closed(q)  # before: open, over a closed segment

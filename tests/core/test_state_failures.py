@@ -2,7 +2,7 @@
 # Ctrl-C, a full disk during an automatic snapshot), and a caller that keeps using what
 # it passed to apply(). Whatever happens, the live state is the one a reopen recovers,
 # and no acknowledged apply is lost or applied twice.
-from support import scratch, raises
+from support import scratch, raises, fails_once
 import minishim
 import minilog
 from ministore import ClosedError
@@ -34,18 +34,6 @@ def _open(d, **options):
     return StateManager.open(d, initial={}, mutators=MUTATORS, **options)
 
 
-def _fails_once(owner, name, exc, after=False):
-    """Make owner.<name> raise exc at its next call (after running it, if `after`)."""
-    real = getattr(owner, name)
-
-    def failing(*args, **kwargs):
-        setattr(owner, name, real)
-        if after:
-            real(*args, **kwargs)
-        raise exc
-    setattr(owner, name, failing)
-
-
 def _recovered(d):
     with _open(d) as again:
         return dict(again.state)
@@ -72,7 +60,7 @@ def test_an_interrupted_rebuild_closes_the_manager():
     sm = _open(d)
     for i in range(5):
         sm.apply(Set("k%d" % i, i))
-    _fails_once(sm, "_load_snapshot", KeyboardInterrupt())
+    fails_once(sm, "_load_snapshot", KeyboardInterrupt())
     raises(KeyboardInterrupt, sm.apply, Fails("halfway"))
     raises(ClosedError, lambda: sm.state)
     raises(ClosedError, sm.create_snapshot)
@@ -86,7 +74,7 @@ def test_a_failure_as_a_segment_is_listed_leaves_no_segment_out_of_a_rebuild():
     d = scratch()
     sm = _open(d)
     sm.apply(Set("a", 1))
-    _fails_once(minilog, "Segment", MemoryError("test: no heap to list the segment"))
+    fails_once(minilog, "Segment", MemoryError("test: no heap to list the segment"))
     raises(MemoryError, sm.create_snapshot)
     acked = ["a"]
     try:
@@ -140,7 +128,7 @@ def test_an_automatic_snapshot_that_fails_closes_the_manager_so_no_retry_applies
     sm = _open(d, snapshot_every=3)
     sm.apply(Inc(1))
     sm.apply(Inc(1))
-    _fails_once(sm._snaps, "create", OSError(28, "test: no space left for the snapshot"))
+    fails_once(sm._snaps, "create", OSError(28, "test: no space left for the snapshot"))
     raises(OSError, sm.apply, Inc(100))
     raises(ClosedError, sm.apply, Inc(100))  # the retry
     raises(ClosedError, lambda: sm.state)
