@@ -184,15 +184,13 @@ class Rng:
         return self._next() % n
 
 
-def fails_once(owner, name, exc, after=False):
-    """Make owner.<name> raise exc at its next call (after running it, if `after`), then
-    be itself again: an error in the middle of a brick's call, forced where it hurts."""
+def fails_once(owner, name, exc):
+    """Make owner.<name> raise exc at its next call, then be itself again: an error in
+    the middle of a brick's call, forced where it hurts."""
     real = getattr(owner, name)
 
     def failing(*args, **kwargs):
         setattr(owner, name, real)
-        if after:
-            real(*args, **kwargs)
         raise exc
     setattr(owner, name, failing)
     return real
