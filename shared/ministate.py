@@ -54,14 +54,19 @@ def _check_rebuilds(mutator, record):
     cls = type(mutator)
     fields = record[cls.__name__]
     try:
-        again = cls(**fields).to_record()
+        again = cls(**fields)
+        rebuilt = again.to_record()
     except Exception as exc:
         raise ValueError("%s cannot be journaled: replay would call %s(**%r), which raises %r "
                          "(__init__ must take exactly its public attributes)" % (
                              cls.__name__, cls.__name__, fields, exc))
-    if again != record:
+    if rebuilt != record:
         raise ValueError("%s cannot be journaled: replay would rebuild it as %r, not %r" % (
-            cls.__name__, again, record))
+            cls.__name__, rebuilt, record))
+    for value in fields.values():
+        if isinstance(value, (list, dict)):
+            return None  # the caller's own list or dict: rebuild it from the journal's bytes
+    return again
 
 
 def _copy(value):
@@ -302,13 +307,14 @@ class StateManager(LogBrick):
             # encoder refuses (a lone surrogate), or a record that replay could not turn
             # back into this mutator, must stop it before it runs.
             body = settle(encode_json(record))
-            _check_rebuilds(mutator, record)
-            # Apply what the journal holds, as recovery does: the mutator rebuilt from these
-            # bytes. Not the caller's object, whose fields the caller may change after
-            # apply() (a list it keeps appending to) and which would then change the live
-            # state unjournaled; and a runtime may parse a float back 1 ulp away.
-            mutator = self._decode(self.seq + len(bodies) + 1, shim.loads(body))
-            todo.append(mutator)
+            # Apply what recovery applies: the mutator rebuilt from its record, not the
+            # caller's object, whose list the caller may change after apply() (changing the
+            # live state unjournaled), and rebuilt from the journal's bytes when a field is
+            # a list or dict (a copy) or this runtime may parse a float back 1 ulp away.
+            rebuilt = _check_rebuilds(mutator, record)
+            if rebuilt is None or (FLOAT_TEXT_INEXACT and may_hold_float(body)):
+                rebuilt = self._decode(self.seq + len(bodies) + 1, shim.loads(body))
+            todo.append(rebuilt)
             bodies.append(body)
             size += len(body)
         if not bodies:

@@ -248,7 +248,7 @@ class MiniStore:
             if in_pieces and not _IN_RUNS:
                 # CPython: one write(), as every stretch a sync covers is (FORMAT.md 2.3): a
                 # file system may land a later write() without an earlier one.
-                data_out = b"".join(data_out)
+                data_out = b"".join(data_out)  # pyright: ignore[reportArgumentType] (a list of bytes here)
                 in_pieces = False
             # Pads only where each write is synced (sync="always"): elsewhere no copy follows a write.
             fill = (self._block_end(length_of(data_out) if in_pieces else len(data_out), self.size + len(mark) + length)

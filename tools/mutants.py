@@ -388,7 +388,8 @@ MUTANTS = [
      "        except OSError:\n", "a MemoryError in a write leaves the store open with the lines left to "
      "that sync dropped and their seqs counted: the next line leaves a gap", DEFAULT),
     ("writer-long-record-in-pieces-on-cpython", "ministore.py",
-     "                data_out = b\"\".join(data_out)\n                in_pieces = False\n",
+     "                data_out = b\"\".join(data_out)  # pyright: ignore[reportArgumentType] (a list of bytes here)\n"
+     "                in_pieces = False\n",
      "                pass\n", "CPython writes a long record as three write() calls before one sync: a "
      "reordering file system keeps a later one without an earlier one", DEFAULT),
     ("leader-interrupted-keeps-the-lead", "ministore.py", "                    if self._leading == target:\n",
@@ -409,7 +410,7 @@ MUTANTS = [
      "            # A segment rolled, a checkpoint in part: the next write's place is not known.\n"
      "            pass\n", "a failed compaction leaves the queue open over a closed segment", DEFAULT),
     ("state-applies-the-callers-mutator", "ministate.py",
-     "            mutator = self._decode(self.seq + len(bodies) + 1, shim.loads(body))\n", "",
+     "            todo.append(rebuilt)\n", "            todo.append(mutator)\n",
      "apply() applies the caller's object: a list the caller changes afterwards changes the live state "
      "unjournaled", DEFAULT),
     ("state-rebuild-interrupt-keeps-open", "ministate.py",
