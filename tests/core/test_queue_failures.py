@@ -85,3 +85,15 @@ def test_a_compaction_that_fails_after_a_get_closes_the_queue_and_still_delivers
     _closed(q)  # before: open, over a closed segment
     with MiniQueue.open(path) as again:
         assert [again.get()[1] for _ in range(3)] == ["m0", "m1", "m2"]
+
+
+def test_a_put_whose_write_fails_closes_the_queue():
+    # sync=N: the put's own write (no group commit) fails; the store closes itself, and
+    # the queue must say so at once, not at its next call.
+    path, q = _queue(sync=2)
+    q.put("a")
+    fails_once(q._log.store._file, "write", OSError(5, "test: EIO"))
+    raises(OSError, q.put, "b")
+    _closed(q)
+    with MiniQueue.open(path) as again:
+        assert again.get() == (1, "a")
