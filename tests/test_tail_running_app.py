@@ -72,3 +72,51 @@ def test_tail_follow_resume_keeps_a_running_app_running(tmp_path):
         assert counts(board)[-1] > during + 5, (counts(board)[-5:], during)
     finally:
         board.stop(power_cut=True)
+
+
+def test_tail_follow_resume_carries_on_when_the_board_is_lost_and_back(tmp_path):
+    """A power cut (the board unplugged) while tail follows: tail says so, retries, and
+    when the board is back on the same port it prints the records after the last one it
+    showed, each once, and the app runs on."""
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    board = VirtualBoard(tmp_path / "flash.bin", "esp32")
+    address = board.start("--preload", "--main", str(app), "--size-kb", "512")
+    number = address.rsplit(":", 1)[1]
+    try:
+        board.wait_console(b"count 5")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOP, "shared"),
+                                                           os.path.join(TOP, "cpython")]))
+        proc = subprocess.Popen([sys.executable, "-m", "minitools.cli", "tail", "--port", address, "logs/app.jsonl",
+                                 "--follow", "--resume", "-n", "0", "--interval", "0.3"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        lines, said = [], []
+        readers = [threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True),
+                   threading.Thread(target=lambda: said.extend(iter(proc.stderr.readline, b"")), daemon=True)]
+        for reader in readers:
+            reader.start()
+        try:
+            time.sleep(2)
+            board.stop(power_cut=True)
+            shown_before = len(lines)
+            time.sleep(2)
+            board.start("--port", number)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (len(lines) < shown_before + 10 or b"is back" not in b"".join(said)):
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            for reader in readers:
+                reader.join(timeout=5)
+        err = b"".join(said).decode()
+        assert "Traceback" not in err, err
+        assert "lost the device" in err and "is back" in err, err
+        seqs = [int(re.match(rb'\{"seq":(\d+),', line).group(1)) for line in lines]
+        assert shown_before > 3 and len(seqs) >= shown_before + 10, (seqs, err)
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # every record, in order, once
+        during = counts(board)[-1]
+        time.sleep(1.5)
+        assert counts(board)[-1] > during + 5, (counts(board)[-5:], during)  # tail left the app running
+    finally:
+        board.stop(power_cut=True)

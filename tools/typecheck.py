@@ -86,7 +86,8 @@ def main():
             path = os.path.join(tmp, "pyrightconfig.json")
             with open(path, "w") as f:
                 json.dump(config, f)
-            proc = subprocess.run(pyright_command() + ["-p", path] + paths, cwd=ROOT,
+            # --pythonpath: the packages of the interpreter running this (the venv's), whatever python3 PATH finds
+            proc = subprocess.run(pyright_command() + ["-p", path, "--pythonpath", sys.executable] + paths, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "no output"
         print("%-28s %d files: %s" % (name, len(paths), summary))

@@ -39,7 +39,7 @@ def register(sub):
     p.add_argument("-f", "--follow", action="store_true", help="keep polling for new records (Ctrl-C stops)")
     p.add_argument("-n", "--lines", type=int, default=10, metavar="N",
                    help="start with the last N records (default 10; -1: all; 0: only new ones)")
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between polls (default 1)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds from one poll to the next (default 1)")
     p.add_argument("--raw", action="store_true", help="print only the records, without their seq")
     p.add_argument("--resume", action="store_true",
                    help="the board runs its app from main.py: soft-reset it after each poll, so the app "

@@ -77,11 +77,14 @@ class Follower:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
 
-    def poll(self):
-        """One exchange with the device; returns True if more bytes are waiting."""
+    def poll(self, evaluate=None):
+        """One exchange with the device; returns True if more bytes are waiting.
+
+        evaluate(code) runs the code on the device and returns the value it prints
+        (a DeviceSession's eval); by default, one `mpremote exec` of its own."""
         code = _TAIL_CODE % (PREFIX, self.journal, json.dumps(self.offsets), self.budget, self.first,
                              self.tail_bytes)
-        answer = device_eval(self.port, code)
+        answer = evaluate(code) if evaluate is not None else device_eval(self.port, code)
         if answer is None:
             raise FileNotFoundError(self.journal)
         records = []

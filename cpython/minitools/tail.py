@@ -5,11 +5,14 @@ as any mpremote command does. `--resume` is for a board that runs its app from
 main.py: after each poll, tail soft-resets the board (Ctrl-B to leave the raw
 REPL, then Ctrl-D at the REPL), so main.py runs again and recovers from its
 journal: the app keeps running between polls instead of stopping at the first one.
+A poll and its restart share one connection (minitools.device_session), closed
+after each poll, so other tools can use the port between polls.
 """
 import signal
 import sys
 import time
 
+from minitools.device_session import DeviceSession
 from minitools.follower import Follower
 from minitools.mpremote_link import DeviceError, check_port, fail
 
@@ -32,23 +35,44 @@ def resume_app(port):
         line.close()
 
 
-class AppResumer:
-    """--resume: knows whether a poll has stopped the app since the last restart.
+class Poller:
+    """One poll per connection (a DeviceSession): the exchange and, with --resume, the
+    restart of the app, on the same connection.
 
-    Ctrl-D is sent only then, when the board sits at its REPL: typed into a running
-    app, it would wait in a real board's UART buffer and reboot it later.
+    `stopped` says whether a poll has stopped the app since it last restarted. The app is
+    restarted only when the board sits at its REPL, never typed into a running app (a
+    Ctrl-D would wait in a real board's UART buffer and reboot it later); while more bytes
+    are waiting, tail polls again at once and restarts the app after the last poll.
     """
 
-    def __init__(self, port):
+    def __init__(self, port, resume):
         self.port = port
+        self.resume = resume
         self.stopped = False
 
     def poll(self, follower):
-        self.stopped = True  # the poll's mpremote session interrupts the app
-        return follower.poll()
+        session = DeviceSession(self.port)
+        try:
+            with session:
+                try:
+                    more = follower.poll(session.eval)
+                except FileNotFoundError:
+                    self._restart(session)  # the app may be what creates it
+                    raise
+                if not more:
+                    self._restart(session)
+                return more
+        finally:  # also when interrupted (Ctrl-C, SIGTERM) or the device was lost half-way
+            if session.interrupted:
+                self.stopped = not session.restarted
 
-    def resume(self):
-        if self.stopped:
+    def _restart(self, session):
+        if self.resume:
+            session.restart_app()
+
+    def leave(self):
+        """Never leave the app stopped: tail is stopping (Ctrl-C, SIGTERM) or the device was lost."""
+        if self.resume and self.stopped:
             resume_app(self.port)
             self.stopped = False
 
@@ -58,21 +82,20 @@ def _terminate(signum, frame):
 
 
 def cmd_tail(args):
-    app = AppResumer(args.port) if args.resume else None
-    if app is not None:
+    poller = Poller(args.port, args.resume)
+    if args.resume:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         check_port(args.port)
         follower = Follower(args.port, args.journal, args.lines, args.raw)
-        if args.follow and app is None:
+        if args.follow and not args.resume:
             sys.stderr.write("mini tail: each poll stops a program running on the board (main.py), as any "
                              "mpremote command does; --resume restarts it after each poll\n")
         lost = waiting = False
         while True:
+            began = time.monotonic()
             try:
-                more = app.poll(follower) if app is not None else follower.poll()
-                if app is not None and not more:
-                    app.resume()
+                more = poller.poll(follower)
                 if lost:
                     sys.stderr.write("mini tail: %s is back\n" % args.port)
                     lost = False
@@ -82,8 +105,6 @@ def cmd_tail(args):
                 if not waiting:
                     sys.stderr.write("mini tail: waiting for %s to appear\n" % follower.journal)
                     waiting = True
-                if app is not None:
-                    app.resume()  # the app may be what creates it
                 more = False
             except DeviceError as exc:
                 if not args.follow or follower.first:
@@ -96,15 +117,14 @@ def cmd_tail(args):
                 if not more:
                     return 0
                 continue
-            if not more:
-                time.sleep(args.interval)
+            if not more:  # --interval is from the start of one poll to the next
+                time.sleep(max(0.0, args.interval - (time.monotonic() - began)))
     except DeviceError as exc:
         return fail("tail", exc)
     except KeyboardInterrupt:
         return 0
     finally:
-        if app is not None:
-            try:
-                app.resume()  # a poll stopped it: never leave the app stopped
-            except (DeviceError, KeyboardInterrupt):
-                pass
+        try:
+            poller.leave()
+        except (DeviceError, KeyboardInterrupt):
+            pass
