@@ -50,7 +50,11 @@ class Mutator:
 
 def _check_rebuilds(mutator, record):
     """ValueError unless replay, which calls Class(**fields), rebuilds an equal mutator:
-    otherwise an accepted apply() would leave a directory that no longer opens."""
+    otherwise an accepted apply() would leave a directory that no longer opens.
+
+    Returns that rebuilt mutator, which apply() applies instead of the caller's (so the
+    live state is what a replay gives), or None when a field is a list or dict: those
+    could be the caller's own objects, so apply() parses the journal's bytes instead."""
     cls = type(mutator)
     fields = record[cls.__name__]
     try:
@@ -293,6 +297,8 @@ class StateManager(LogBrick):
             return self._commit(mutators)
 
     def _commit(self, mutators):
+        if self._broken is not None:  # say why it closed, not only that it is closed
+            raise ClosedError("%s: %s" % (self.directory, self._broken))
         log = self._open_log()
         bodies = []
         size = 0

@@ -130,7 +130,8 @@ def test_an_automatic_snapshot_that_fails_closes_the_manager_so_no_retry_applies
     sm.apply(Inc(1))
     fails_once(sm._snaps, "create", OSError(28, "test: no space left for the snapshot"))
     raises(OSError, sm.apply, Inc(100))
-    raises(ClosedError, sm.apply, Inc(100))  # the retry
+    retry = raises(ClosedError, sm.apply, Inc(100))  # the retry
+    assert "no space left for the snapshot" in str(retry), str(retry)  # it says why, not only "closed"
     raises(ClosedError, lambda: sm.state)
     sm.close()
     with _open(d) as again:
