@@ -113,13 +113,19 @@ class Forwarder:
     fewer than one). window: publishes awaiting the ingester's ack at once.
     resend_ms: a publish not acked by then is sent again (the ingester drops
     the duplicate). retry_ms..max_retry_ms: reconnect backoff, doubled per failure.
-    The queue must have no max_deliveries (a message that went dead would never be sent).
+    The queue must have no max_deliveries (ValueError): a message that went dead
+    would never be sent. A message that alone is over max_payload is never sent:
+    it goes to the queue's dead letters (counted in `oversize`, said in last_error),
+    so that it does not hold back the ones after it; keep the ingester's
+    --max-payload at least the devices' max_payload.
     """
 
     def __init__(self, queue, transport, device, prefix="mini", batch=1, window=4, max_payload=16 * 1024,
                  resend_ms=10000, retry_ms=500, max_retry_ms=30000):
         if not isinstance(batch, int) or batch < 1 or not isinstance(window, int) or window < 1:
             raise ValueError("batch and window must be ints >= 1")
+        if getattr(queue, "max_deliveries", None) is not None:
+            raise ValueError("the queue must have no max_deliveries: a message that went dead would never be sent")
         self.queue = queue
         self.device = check_device(device)
         self.incarnation = incarnation(queue.directory)
@@ -145,6 +151,7 @@ class Forwarder:
         self.confirmed = 0      # messages the ingester acked, now acked in the queue
         self.connects = 0
         self.failures = 0       # connection attempts that failed, and connections lost
+        self.oversize = 0       # messages over max_payload on their own: dead letters, never sent
         self.last_error = None
 
     def pending(self):
@@ -246,15 +253,31 @@ class Forwarder:
         ids = []
         parts = []
         size = len(self._head) + 16
+        queue = self.queue
         while len(ids) < self.batch:
-            item = self.queue.get()
+            # peek, then get only what fits: a message taken and put back (nack) would
+            # count a delivery and follow the queue's retry delay, out of order
+            item = queue.peek()
             if item is None:
                 break
             body = b"[%d,%s]" % (item[0], shim.dumps(item[1]).encode())
             if ids and size + len(body) + 1 > self.max_payload:
-                self.queue.nack(item[0])  # back in its place: it opens the next batch
+                break  # it opens the next batch
+            taken = queue.get()
+            if taken is None:
                 break
-            ids.append(item[0])
+            if taken[0] != item[0]:  # another consumer took the one peeked (the forwarder should be the only one)
+                body = b"[%d,%s]" % (taken[0], shim.dumps(taken[1]).encode())
+                if ids and size + len(body) + 1 > self.max_payload:
+                    queue.nack(taken[0])
+                    break
+            if size + len(body) + 1 > self.max_payload:
+                queue.dead_letter(taken[0])
+                self.oversize += 1
+                self.last_error = ValueError("message %d is %d bytes, over max_payload: a dead letter" % (
+                    taken[0], len(body)))
+                continue
+            ids.append(taken[0])
             parts.append(body)
             size += len(body) + 1
         if not ids:
@@ -269,9 +292,11 @@ class Forwarder:
             ids = ack["ids"] if ack.get("i") == self.incarnation else ()
         except (ValueError, TypeError, KeyError, AttributeError):
             return 0  # not an ack of ours: ignored, the resend timer covers any loss
+        if not isinstance(ids, list):
+            return 0
         done = 0
         for mid in ids:
-            batch = self._waiting.pop(mid, None) if isinstance(mid, int) else None
+            batch = self._waiting.pop(mid, None) if type(mid) is int else None  # not True for id 1
             if batch is None:
                 continue  # a late or repeated ack
             self.queue.ack(mid)

@@ -102,6 +102,12 @@ def test_bad_input_is_rejected_counted_and_blocks_nobody(tmp_path):
             ("mini/other/up", json.dumps(good).encode()),       # device id in topic != identity
             ("mini/evil/up", b"[" * 100000 + b"]" * 100000),     # huge, and deep
             ("mini/evil/up", b"[" * 2000 + b"]" * 2000),          # deep: RecursionError
+            # each of these killed every ingester (an exception out of the transaction)
+            ("mini/evil/up", json.dumps(dict(good, m=[[2 ** 70, 1]])).encode()),   # over SQLite's INTEGER
+            ("mini/evil/up", json.dumps(dict(good, n=2 ** 63)).encode()),
+            ("mini/evil/up", json.dumps(dict(good, m=[[1, "\ud800"]])).encode()),  # a lone surrogate
+            ("mini/evil/up", json.dumps(dict(good, i="\udc00x")).encode()),
+            ("mini/evil/up", json.dumps(dict(good, m=[[1, {"t": 1}]])).encode().replace(b'"t": 1', b'"t": 1e400')),
         ]
         for topic, payload in bad * 2:
             pub.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -112,10 +118,10 @@ def test_bad_input_is_rejected_counted_and_blocks_nobody(tmp_path):
     finally:
         out, err = mqttkit.stop(ing)
         broker.stop()
-    assert b"rejected 18" in err, err
+    assert b"rejected 28" in err, err
     con = sqlite3.connect(str(db))
     rejected = con.execute("SELECT reason, times FROM rejected ORDER BY first_at").fetchall()
-    assert len(rejected) == 9 and all(times == 2 for _, times in rejected), rejected
+    assert len(rejected) == 14 and all(times == 2 for _, times in rejected), rejected
     reasons = " | ".join(r for r, _ in rejected)
     for word in ("not JSON", "shape", "huge", "'evil' in the payload is not 'other'"):
         assert word in reasons, reasons

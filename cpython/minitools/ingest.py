@@ -45,7 +45,12 @@ CREATE TABLE IF NOT EXISTS rejected(
     head BLOB NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL, times INTEGER NOT NULL,
     PRIMARY KEY (topic, digest));
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conflicts(
+    device TEXT NOT NULL, incarnation TEXT NOT NULL, id INTEGER NOT NULL, digest TEXT NOT NULL,
+    received_at REAL NOT NULL, payload TEXT NOT NULL, times INTEGER NOT NULL,
+    PRIMARY KEY (device, incarnation, id, digest)) WITHOUT ROWID;
 """
+MAX_ID = (1 << 63) - 1  # SQLite's INTEGER: an id or backlog over it cannot be stored
 REJECTED_HEAD = 1024    # bytes of a rejected payload kept
 
 
@@ -81,6 +86,13 @@ def _no_constant(name):
     raise ValueError("%s is not JSON" % name)
 
 
+def _finite(text):
+    value = float(text)  # 1e400 reads as inf, which is not JSON either
+    if value - value != 0.0:
+        raise ValueError("%s is not a finite number" % text)
+    return value
+
+
 def parse(topic, payload, prefix, max_payload):
     """(device, incarnation, backlog, [(id, payload JSON text)]) or raise Rejected."""
     if len(payload) > max_payload:
@@ -93,7 +105,7 @@ def parse(topic, payload, prefix, max_payload):
     except ValueError as exc:
         raise Rejected("topic: %s" % exc)
     try:
-        msg = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+        msg = json.loads(payload.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise Rejected("not JSON: %s" % exc)
     if not isinstance(msg, dict) or msg.get("v") != WIRE_VERSION:
@@ -103,20 +115,34 @@ def parse(topic, payload, prefix, max_payload):
         raise Rejected("shape: \"d\" (device id) is not a string")
     if device != parts[1]:
         raise Rejected("device id %r in the payload is not %r of the topic" % (device, parts[1]))
-    if not isinstance(inc, str) or not 0 < len(inc) <= 64:
+    if not isinstance(inc, str) or not 0 < len(inc) <= 64 or not _utf8(inc):
         raise Rejected("shape: \"i\" (incarnation) is not a string of 1..64 characters")
-    if type(backlog) is not int or backlog < 0:
-        raise Rejected("shape: \"n\" (backlog) is not an int >= 0")
+    if type(backlog) is not int or not 0 <= backlog <= MAX_ID:
+        raise Rejected("shape: \"n\" (backlog) is not an int 0..2**63-1")
     if not isinstance(items, list) or not items:
         raise Rejected("shape: \"m\" is not a non-empty list")
     out = []
     last = 0
     for item in items:
-        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and item[0] > last):
-            raise Rejected("shape: \"m\" entries must be [id, message] with ids ascending from 1")
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and last < item[0] <= MAX_ID):
+            raise Rejected("shape: \"m\" entries must be [id, message] with ids ascending from 1 to 2**63-1")
         last = item[0]
-        out.append((item[0], json.dumps(item[1], ensure_ascii=False, separators=(",", ":"))))
+        try:
+            text = json.dumps(item[1], ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, RecursionError) as exc:
+            raise Rejected("message %d: %s" % (item[0], exc))
+        if not _utf8(text):
+            raise Rejected("message %d: a lone surrogate (\\ud800-\\udfff), which UTF-8 cannot hold" % item[0])
+        out.append((item[0], text))
     return device, inc, backlog, out
+
+
+def _utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Store:
@@ -126,7 +152,7 @@ class Store:
         self.db = db
         self.prefix = prefix
         self.max_payload = max_payload
-        self.stored = self.duplicates = self.rejected = 0
+        self.stored = self.duplicates = self.rejected = self.conflicts = 0
 
     def write(self, received):
         """Store [(topic, payload)] in one transaction; return the acks [(device, incarnation, ids)]."""
@@ -147,6 +173,8 @@ class Store:
                                [(device, inc, mid, now, text) for mid, text in items])
                 new = db.total_changes - before
                 dups = len(items) - new
+                if dups:
+                    dups -= self._conflicts(device, inc, items, now)
                 # backlog: from the batch with the highest ids (ingesters commit batches out of order)
                 db.execute("INSERT INTO incarnations VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, incarnation) DO UPDATE "
                            "SET last_seen=excluded.last_seen, duplicates=duplicates+excluded.duplicates, "
@@ -163,6 +191,24 @@ class Store:
             raise
         return acks
 
+    def _conflicts(self, device, inc, items, now):
+        """Ids already stored with another message (the device's queue started again
+        under the same incarnation: its segments deleted, or its flash region erased,
+        and not forward.jsonl): kept in `conflicts`, never dropped as duplicates, and
+        acked like the others. Returns how many."""
+        found = 0
+        for mid, text in items:
+            row = self.db.execute("SELECT payload FROM messages WHERE device=? AND incarnation=? AND id=?",
+                                  (device, inc, mid)).fetchone()
+            if row is None or row[0] == text:
+                continue  # stored by this transaction, or a true duplicate
+            found += 1
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            self.db.execute("INSERT INTO conflicts VALUES (?,?,?,?,?,?,1) ON CONFLICT (device, incarnation, id, digest) "
+                            "DO UPDATE SET times=times+1", (device, inc, mid, digest, now, text))
+        self.conflicts += found
+        return found
+
     def _reject(self, topic, payload, reason, now):
         self.rejected += 1
         digest = hashlib.sha256(payload).hexdigest()
@@ -175,6 +221,8 @@ def stats(db, now=None):
     """{"devices": [...], "rejected": [...]}: counts and lag per device."""
     now = time.time() if now is None else now
     devices = []
+    # a database made before the conflicts table, opened read-only (--stats): none
+    has_conflicts = db.execute("SELECT 1 FROM sqlite_master WHERE name='conflicts'").fetchone() is not None
     for row in db.execute(
             "SELECT device, COUNT(*), SUM(duplicates), MAX(last_seen) FROM incarnations GROUP BY device ORDER BY device"):
         device, incs, dups, last = row
@@ -183,9 +231,11 @@ def stats(db, now=None):
         count, first_id, last_id = db.execute(
             "SELECT COUNT(*), MIN(id), MAX(id) FROM messages WHERE device=? AND incarnation=?", (device, inc)).fetchone()
         total = db.execute("SELECT COUNT(*) FROM messages WHERE device=?", (device,)).fetchone()[0]
+        conflicts = db.execute("SELECT COUNT(*) FROM conflicts WHERE device=?", (device,)).fetchone()[0] \
+            if has_conflicts else 0
         devices.append({"device": device, "messages": total, "incarnations": incs, "duplicates_dropped": dups,
-                        "incarnation": inc, "incarnation_messages": count, "last_id": last_id,
-                        "backlog": backlog, "silent_s": round(now - last, 3)})
+                        "conflicts": conflicts, "incarnation": inc, "incarnation_messages": count,
+                        "last_id": last_id, "backlog": backlog, "silent_s": round(now - last, 3)})
     rejected = [{"reason": r, "payloads": n, "times": t} for r, n, t in db.execute(
         "SELECT reason, COUNT(*), SUM(times) FROM rejected GROUP BY reason ORDER BY reason")]
     return {"devices": devices, "rejected": rejected}
@@ -196,6 +246,10 @@ def print_stats(result, out):
     for d in result["devices"]:
         out.write("%-20s %10d %5d %10d %8d %9.1f\n" % (d["device"], d["messages"], d["incarnations"],
                                                       d["duplicates_dropped"], d["backlog"], d["silent_s"]))
+    for d in result["devices"]:
+        if d["conflicts"]:
+            out.write("conflicts: %s: %d ids stored before with another message (table conflicts)\n" % (
+                d["device"], d["conflicts"]))
     for r in result["rejected"]:
         out.write("rejected: %d payloads, %d times: %s\n" % (r["payloads"], r["times"], r["reason"]))
 
@@ -278,8 +332,8 @@ def run(args):
         client.disconnect()
         client.loop_stop()
         db.close()
-        sys.stderr.write("mini ingest: stored %d, duplicates dropped %d, rejected %d\n" % (
-            store.stored, store.duplicates, store.rejected))
+        sys.stderr.write("mini ingest: stored %d, duplicates dropped %d, conflicts kept %d, rejected %d\n" % (
+            store.stored, store.duplicates, store.conflicts, store.rejected))
     return 0
 
 

@@ -86,3 +86,65 @@ def test_batches_respect_size_and_order():
     assert body["d"] == "dev1" and body["i"] == fw.incarnation and body["n"] == 10 - len(batches[0][0])
     assert [m[0] for m in body["m"]] == batches[0][0]
     q.close()
+
+
+def _batches(fw):
+    out = []
+    while True:
+        batch = fw._take()
+        if batch is None:
+            return out
+        out.append(batch[0])
+
+
+def test_a_batch_boundary_neither_counts_a_delivery_nor_reorders():
+    # _take() used to get the message that did not fit and nack it back: with a retry
+    # delay that message was held back while later ones went out (ids out of order
+    # across batches, which the ingester accepted), and each nack counted a delivery.
+    d = scratch()
+    q = MiniQueue.open(d, retry_delay=5)
+    for i in range(6):
+        q.put({"i": i, "pad": "x" * 40})
+    fw = Forwarder(q, NoNetwork(), "dev1", batch=3, max_payload=200)
+    taken = _batches(fw)
+    assert [mid for ids in taken for mid in ids] == [1, 2, 3, 4, 5, 6] and len(taken) > 2, taken
+    assert len(q.dead()) == 0
+    q.close()
+
+
+def test_a_queue_with_max_deliveries_is_refused():
+    d = scratch()
+    q = MiniQueue.open(d, max_deliveries=3)
+    raises(ValueError, Forwarder, q, NoNetwork(), "dev1")
+    q.close()
+
+
+def test_a_message_over_max_payload_goes_to_the_dead_letters_and_holds_back_nothing():
+    d = scratch()
+    q = MiniQueue.open(d)
+    q.put({"small": 1})
+    big = q.put({"blob": "x" * 400})
+    q.put({"small": 2})
+    fw = Forwarder(q, NoNetwork(), "dev1", batch=1, max_payload=300)
+    assert _batches(fw) == [[1], [3]]
+    assert fw.oversize == 1 and "over max_payload" in str(fw.last_error)
+    assert [entry[0] for entry in q.dead()] == [big]  # kept, not sent and not lost
+    q.close()
+
+
+def test_a_malformed_ack_is_ignored():
+    d = scratch()
+    q = MiniQueue.open(d)
+    q.put({"a": 1})
+    fw = Forwarder(q, NoNetwork(), "dev1")
+    batch = fw._take()
+    fw._batches.append(batch)
+    for mid in batch[0]:
+        fw._waiting[mid] = batch
+    inc = fw.incarnation
+    for bad in (b'{"i":"%s","ids":5}' % inc.encode(), b'{"i":"%s","ids":[true]}' % inc.encode(),
+                b'{"i":"%s","ids":"1"}' % inc.encode(), b'[1]', b'{"ids":[1]}'):
+        assert fw._on_ack(bad) == 0
+    assert fw.pending() == 1 and q.in_flight() == 1  # message 1 still awaits its real ack
+    assert fw._on_ack(b'{"i":"%s","ids":[1]}' % inc.encode()) == 1 and len(q) == 0 and q.in_flight() == 0
+    q.close()
