@@ -30,6 +30,7 @@ def step(reader, line):
     if kind is None:
         if region is None:
             reader._region = (offset, number, str(obj), False)
+            reader._absorb_to = _batch_end(reader, line)
         return
     if region is not None and not region[3]:  # sealed data after damage: corruption, not a torn tail
         if (reader.unsynced and kind != HEADER and isinstance(obj, dict) and
@@ -40,6 +41,12 @@ def step(reader, line):
     if damage is not None or not isinstance(obj, dict):
         if region is None:
             reader._region = (offset, number, damage or str(obj), True)
+            reader._absorb_to = _batch_end(reader, line)
+        return
+    if region is not None and kind != PAD and obj.get("batch", 1) == 1 and obj["seq"] <= reader._absorb_to:
+        # the rest of a batch that lost a member: intact, but the batch goes whole
+        # (FORMAT.md 2.2), so these lines join the damaged region and its lost range
+        reader._absorbed = obj["seq"]
         return
     reporter = reader.reporter
     assert reporter is not None  # this runs only with one (see JournalReader.__init__)
@@ -73,6 +80,7 @@ def step(reader, line):
         reporter.report("corrupt", start[1], start[0], offset - start[0], start[2],
                         (first_lost, seq - 1) if seq > first_lost else None)
         reader._region = None
+        reader._absorb_to = reader._absorbed = 0
         reader._expect = seq
     reader._record(obj, offset)
 
@@ -83,6 +91,9 @@ def finish(reader):
     reporter = reader.reporter
     assert reporter is not None
     start = reader._region
+    lost = None
+    if start is not None and reader._absorbed:  # intact records of a broken batch: name them
+        lost = (reader._batch[0][0] if reader._batch_left else reader._expect, reader._absorbed)
     if reader._batch_left:
         reason = "incomplete batch at seq %d" % reader._batch[0][0]
         sealed = False
@@ -92,12 +103,30 @@ def finish(reader):
         start = (reader._batch_at[0], reader._batch_at[1], reason, sealed)
     if start is not None:
         reporter.report("corrupt" if start[3] else "torn", start[1], start[0],
-                             reader.size - start[0], start[2], None)
+                        reader.size - start[0], start[2], lost if start[3] else None)
         if not start[3]:
             reader.torn = TornTail(start[0], reader.size - start[0], start[1], start[2])
     if reader._line_no == 0:
         reader.torn = TornTail(0, 0, 1, "empty file (no header)")
         reporter.report("torn", 1, 0, 0, "empty file (no header)", None)
+
+
+def _batch_end(reader, line):
+    """The last seq of the batch that the damaged `line` breaks, or 0: the open batch's,
+    or the one this line would begin, when its start is still readable
+    ({"seq":S,"batch":K, with S the seq expected). Its intact lines after this one are
+    part of the damage: a batch counts only whole."""
+    if reader._batch_left:
+        return reader._batch[0][0] + len(reader._batch) + reader._batch_left - 1
+    head = b'{"seq":%d,"batch":' % reader._expect
+    if reader._expect < 0 or type(line) is not bytes or not line.startswith(head):
+        return 0
+    end = len(head)
+    while end < len(line) and 48 <= line[end] <= 57:
+        end += 1
+    if end == len(head) or end - len(head) > 9 or line[end:end + 1] != b",":
+        return 0
+    return reader._expect + int(line[len(head):end]) - 1
 
 
 def _damage(reader, kind, obj):

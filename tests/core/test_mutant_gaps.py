@@ -91,6 +91,39 @@ def test_the_reporter_reports_each_damaged_region_once_and_reads_on():
     assert reader.torn is None
 
 
+def _batch_journal(lines_after):
+    lines = [header_line(0), record_line(1, encode_json("a"))]
+    lines += [record_line(2 + i, encode_json({"b": i}), 3 if i == 0 else 1) for i in range(3)]
+    return lines + [record_line(5, encode_json("c"))][:lines_after]
+
+
+def test_a_batch_that_lost_a_member_is_reported_whole_with_its_intact_lines():
+    # mini repair padded over only the damaged line of a batch (lost 2..2 when its first
+    # line was damaged, 2..3 for its middle one) and kept the batch's other lines as
+    # records of their own: a state manager replayed half an apply_many.
+    for after in (1, 0):  # a record after the batch, or the batch ends the file
+        for bad in (2, 3, 4):  # its first, middle or last line
+            lines = _batch_journal(after)
+            lines[bad] = lines[bad].replace(b'"b":', b'"B":')  # the crc no longer matches
+            path = scratch() + "/j.jsonl"
+            write_bytes(path, b"".join(lines))
+            collect = _Collect()
+            got = [seq for seq, _ in JournalReader(path, reporter=collect)]
+            assert got == [1, 5][:1 + after], (after, bad, got)
+            start = len(lines[0]) + len(lines[1])
+            expected = ("corrupt", 3, start, sum(len(x) for x in lines[2:5]), (2, 4))
+            if not after and bad == 4:  # the damaged line ends the file: a torn tail, the batch with it
+                expected = ("torn", 3, start, sum(len(x) for x in lines[2:5]), None)
+            assert collect.reports == [expected], (after, bad, collect.reports)
+    lines = _batch_journal(1)
+    lines[2] = lines[2].replace(b'"batch":3', b'"batcX":3')  # where it starts, unreadable: unknowable
+    path = scratch() + "/j.jsonl"
+    write_bytes(path, b"".join(lines))
+    collect = _Collect()
+    assert [seq for seq, _ in JournalReader(path, reporter=collect)] == [1, 3, 4, 5]
+    assert collect.reports[0][4] == (2, 2)
+
+
 # ---------------------------------------------------------------- the queue's deferred events
 
 def _queue_lines(d):
