@@ -105,6 +105,48 @@ def test_repair_moves_exactly_the_removed_bytes(tmp_path, damage):
         assert nxt == 7 and len(records) == 7
 
 
+def test_repair_writes_to_no_file_there_before_it(tmp_path):
+    # From a review: a second repair at the same offset overwrote the first's side file
+    # (an acknowledged record's only copy), and a side file name that was a symlink was
+    # written through; the repaired journal was a new file, mode 0644, and a symlinked
+    # journal became a regular file, its target left damaged.
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    path = make_journal(real_dir / "j.jsonl")
+    os.chmod(path, 0o600)
+    link = tmp_path / "j.jsonl"
+    os.symlink(path, link)
+    precious = tmp_path / "precious.txt"
+    precious.write_bytes(b"keep me")
+    at = _flip_middle(path).index(b'{"seq":3')
+    flipped = open(path, "rb").read()
+    os.symlink(precious, path + ".removed-at-%d" % at)  # where the side file goes
+    code, out, err = mini("repair", link, "--apply")
+    assert code == 0, (out, err)
+    assert precious.read_bytes() == b"keep me"
+    assert os.path.islink(link) and os.stat(path).st_mode & 0o777 == 0o600
+    side1 = path + ".removed-at-%d.1" % at
+    kept = open(side1, "rb").read()
+    assert kept == flipped[at:flipped.index(b'{"seq":4')]  # the damaged line, under a fresh name
+    # damage the pad that took its place: the second repair at that offset keeps the first's bytes
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:at + 3] + b"X" + data[at + 4:])
+    code, out, err = mini("repair", path, "--apply")
+    assert code == 0, (out, err)
+    assert open(side1, "rb").read() == kept and os.path.exists(path + ".removed-at-%d.2" % at)
+    assert mini("verify", link)[0] == 0
+
+
+def test_repair_refuses_a_journal_with_other_hard_links(tmp_path):
+    path = make_journal(tmp_path / "j.jsonl")
+    os.link(path, tmp_path / "other-name.jsonl")
+    _flip_middle(path)
+    before = open(path, "rb").read()
+    code, _, err = mini("repair", path, "--apply")
+    assert code == 2 and "hard links" in err and len(err.strip().splitlines()) == 1
+    assert open(path, "rb").read() == before and not [p for p in os.listdir(tmp_path) if "removed" in p]
+
+
 def test_repair_refuses_while_a_writer_has_it(tmp_path):
     path = make_journal(tmp_path / "j.jsonl")
     with open(path, "ab") as f:

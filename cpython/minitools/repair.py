@@ -61,11 +61,29 @@ def _show(path, plan):
 
 
 def _apply(path, plan):
-    for side, size in scanning.apply_repair(path, plan):
+    try:
+        sides = scanning.apply_repair(path, plan)
+    except ValueError as exc:  # a journal with other hard links: nothing changed
+        raise UsageError(str(exc))
+    for side, size in sides:
         print("moved %d bytes to %s" % (size, side))
 
 
 def repair_file(path, apply):
+    lock = None
+    if apply:  # taken before the first read, as for a directory: nothing may change between plan and repair
+        try:
+            lock = minishim.JournalFile(path)  # refuse to repair under a running writer
+        except minishim.Locked:
+            raise UsageError("%s is open for writing by another process" % path)
+    try:
+        return _repair_file(path, apply)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _repair_file(path, apply):
     result = scanning.scan(path)
     refuse_unreadable(result.problems)
     if result.ok:
@@ -76,14 +94,7 @@ def repair_file(path, apply):
     if not apply:
         print("dry run: nothing changed; run again with --apply to repair")
         return 0
-    try:
-        lock = minishim.JournalFile(path)  # refuse to repair under a running writer
-    except minishim.Locked:
-        raise UsageError("%s is open for writing by another process" % path)
-    try:
-        _apply(path, plan)
-    finally:
-        lock.close()
+    _apply(path, plan)
     after = scanning.scan(path)
     if not after.ok:
         raise MiniError("%s: still damaged after repair: %s" % (path, after.problems[0]))

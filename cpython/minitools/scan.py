@@ -7,6 +7,7 @@ and reports each one with its file, line, byte offset and reason, and which
 sequence numbers it takes with it. There is no second parser of the format here.
 """
 import os
+import tempfile
 
 import minishim
 from ministore import FormatError, JournalReader, MiniError, RECORD, header_line, parse_line, pad_line
@@ -119,43 +120,84 @@ def repair_plan(result):
 
 
 def side_path(path, problem):
-    return "%s.removed-at-%d" % (path, problem.offset)
+    """Where the bytes of `problem` go: JOURNAL.removed-at-OFFSET, or with .1, .2... after
+    it when that name is taken (an earlier repair at the same offset): never over a file."""
+    base = "%s.removed-at-%d" % (path, problem.offset)
+    name, n = base, 0
+    while os.path.lexists(name):
+        n += 1
+        name = "%s.%d" % (base, n)
+    return name
 
 
 def apply_repair(path, plan):
     """Move each damaged region to a side file, then swap in the repaired journal.
 
     Crash-safe on the host: side files are written and synced first, the repaired
-    journal is written to a temporary file and synced, then os.replace()d over the
-    original (atomic on POSIX), and the directory is synced.
+    journal is written to a new temporary file and synced, then os.replace()d over the
+    original (atomic on POSIX), and the directory is synced. No existing file is ever
+    written to or through (O_EXCL: not a side file of an earlier repair, not a symlink
+    planted where one goes). The journal keeps its mode and, where this user may set it,
+    its owner; a symlinked journal is repaired where it points. A journal with other hard
+    links is refused: replacing it would leave them the damaged copy.
     """
+    path = os.path.realpath(path)
+    st = os.stat(path)
+    if st.st_nlink > 1:
+        raise ValueError("%s has %d hard links: a repair would leave the others damaged; "
+                         "repair a copy" % (path, st.st_nlink))
     with open(path, "rb") as f:
         data = f.read()
-    directory = os.path.dirname(os.path.abspath(path))
+    directory = os.path.dirname(path)
     out = []
     at = 0
     sides = []
     for problem, replacement in plan:
         removed = data[problem.offset:problem.offset + problem.length]
-        side = side_path(path, problem)
-        _write_synced(side, removed)
+        side = _write_new(lambda: side_path(path, problem), removed, st)
         sides.append((side, len(removed)))
         out.append(data[at:problem.offset])
         out.append(replacement)
         at = problem.offset + problem.length
     out.append(data[at:])
-    tmp = path + ".repair-tmp"
-    _write_synced(tmp, b"".join(out))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".repair-", dir=directory)
+    try:
+        _fill(fd, b"".join(out), st)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
     minishim.sync_dir(directory)
     return sides
 
 
-def _write_synced(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _write_new(name, data, st):
+    """Write `data` to a new file (a fresh name from name() if it is taken meanwhile)."""
+    while True:
+        path = name()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        _fill(fd, data, st)
+        return path
+
+
+def _fill(fd, data, st):
+    """Write, take the journal's mode and owner, sync, close."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]  # a write may take less than all of it
+        os.fchmod(fd, st.st_mode & 0o7777)
+        try:
+            os.fchown(fd, st.st_uid, st.st_gid)
+        except OSError:
+            pass  # not ours to give away: the file stays this user's
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------ whole paths
