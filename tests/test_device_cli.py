@@ -153,6 +153,7 @@ def test_tail_prints_the_last_records(device):
 def test_tail_follow_prints_records_as_they_are_appended(device):
     mpremote(device.address, "exec", append_code("/logs/follow.jsonl", 0, 2))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOP, "shared"), os.path.join(TOP, "cpython")]))
+    mark = len(device.console())
     proc = subprocess.Popen([sys.executable, "-m", "minitools.cli", "tail", "--port", device.address,
                              "logs/follow.jsonl", "--follow", "-n", "0", "--interval", "0.2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -160,7 +161,9 @@ def test_tail_follow_prints_records_as_they_are_appended(device):
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)
     reader.start()
     try:
-        time.sleep(1.0)  # a first poll or two: the 2 records already there are not printed (-n 0)
+        # its first poll (each prints the prefix on the board's console) takes the starting
+        # point: the 2 records already there are not printed (-n 0), the ones after are
+        device.wait_console(device_cli.PREFIX.encode(), since=mark)
         mpremote(device.address, "exec", append_code("/logs/follow.jsonl", 2, 5))  # waits its turn on the line
         mpremote(device.address, "exec", append_code("/logs/follow.jsonl", 7, 3))
         deadline = time.monotonic() + 20

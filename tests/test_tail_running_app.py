@@ -30,6 +30,18 @@ def counts(board):
     return [int(c) for c in re.findall(rb"count (\d+)", board.console())]
 
 
+def _wait(condition, what, seconds=20):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "no %s within %d s" % (what, seconds)
+        time.sleep(0.05)
+
+
+def _runs_on(board, during):
+    """After tail: the app counts on by itself (it appends every 50 ms)."""
+    _wait(lambda: counts(board)[-1] > during + 5, "count past %d (the app stopped?)" % (during + 5))
+
+
 def test_tail_follow_resume_keeps_a_running_app_running(tmp_path):
     app = tmp_path / "app.py"
     app.write_text(APP)
@@ -54,6 +66,7 @@ def test_tail_follow_resume_keeps_a_running_app_running(tmp_path):
         try:
             time.sleep(8)
         finally:
+            stopped = time.monotonic()  # what follows is tail shutting down, not following
             proc.terminate()
             proc.wait(timeout=10)
             reader.join(timeout=5)
@@ -63,13 +76,12 @@ def test_tail_follow_resume_keeps_a_running_app_running(tmp_path):
         times = [started] + [at for at, _ in arrivals]
         gaps = [b - a for a, b in zip(times, times[1:])]
         assert max(gaps[1:]) < 2.0 and gaps[0] < 5.0, gaps  # the first includes starting tail and its first poll
-        assert time.monotonic() - arrivals[-1][0] < 2.5, "no new record in the last 2 s of following"
+        assert stopped - arrivals[-1][0] < 2.0, "no new record in the last 2 s of following"
         seqs = [int(re.match(r'\{"seq":(\d+),', line).group(1)) for _, line in arrivals]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # every record, in order, once
         during = counts(board)[-1]
         assert during >= seqs[-1] - 1, (during, seqs[-1])  # tail printed what the app acknowledged
-        time.sleep(1.5)  # after tail: the app runs on by itself
-        assert counts(board)[-1] > during + 5, (counts(board)[-5:], during)
+        _runs_on(board, during)
     finally:
         board.stop(power_cut=True)
 
@@ -96,7 +108,7 @@ def test_tail_follow_resume_carries_on_when_the_board_is_lost_and_back(tmp_path)
         for reader in readers:
             reader.start()
         try:
-            time.sleep(2)
+            _wait(lambda: len(lines) >= 4, "tail's first records")
             board.stop(power_cut=True)
             shown_before = len(lines)
             time.sleep(2)
@@ -115,8 +127,6 @@ def test_tail_follow_resume_carries_on_when_the_board_is_lost_and_back(tmp_path)
         seqs = [int(re.match(rb'\{"seq":(\d+),', line).group(1)) for line in lines]
         assert shown_before > 3 and len(seqs) >= shown_before + 10, (seqs, err)
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # every record, in order, once
-        during = counts(board)[-1]
-        time.sleep(1.5)
-        assert counts(board)[-1] > during + 5, (counts(board)[-5:], during)  # tail left the app running
+        _runs_on(board, counts(board)[-1])  # tail left the app running
     finally:
         board.stop(power_cut=True)

@@ -1,6 +1,6 @@
 # Tests that kill mutants no other test killed (tools/mutants.py, MUTANTS.md): each
 # names the mutant it was written for. They run on both runtimes, fast.
-from support import MICROPYTHON, scratch, raises, read_bytes, write_bytes, has_threads
+from support import MICROPYTHON, scratch, raises, read_bytes, write_bytes, has_threads, wait_until
 from ministore import MiniStore, JournalReader, header_line, record_line, encode_json
 from miniqueue import MiniQueue
 from minilog import segment_files
@@ -24,7 +24,6 @@ def test_a_record_written_while_a_sync_runs_waits_for_the_next_sync():
     if MICROPYTHON or not has_threads():
         return  # MicroPython syncs under the writers' lock: nothing is written meanwhile
     import threading
-    import time
     store = MiniStore.open(scratch() + "/j.jsonl")
     synced_from = []  # store.seq when each sync of the file began
     other = []
@@ -33,8 +32,7 @@ def test_a_record_written_while_a_sync_runs_waits_for_the_next_sync():
         if len(synced_from) == 1:  # the first sync is done: another thread writes now
             other.append(threading.Thread(target=store.append, args=(2,)))
             other[0].start()
-            while store.seq < 2:  # its record is written; its sync waits for this one
-                time.sleep(0.001)
+            wait_until(lambda: store.seq >= 2)  # its record is written; its sync waits for this one
     real_sync = store._file.sync
 
     def sync():

@@ -1,6 +1,6 @@
 # Several threads may share one brick (README "Threads"): every public method holds
 # the object's lock. Each test reopens what the threads wrote and checks exact counts.
-from support import MICROPYTHON, appender, scratch, raises, run_threads, has_threads
+from support import MICROPYTHON, appender, scratch, raises, run_threads, has_threads, wait_until
 from ministore import MiniStore, LockedError, ClosedError, encode_json
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue
@@ -45,7 +45,6 @@ def test_a_thread_waiting_for_a_sync_that_fails_is_not_told_its_record_is_durabl
     if MICROPYTHON or not has_threads():
         return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
     import threading
-    import time
     store = MiniStore.open(scratch() + "/j.jsonl")
     store.append_encoded([encode_json("written, not synced")], durable=False)
     others = []
@@ -61,8 +60,7 @@ def test_a_thread_waiting_for_a_sync_that_fails_is_not_told_its_record_is_durabl
     def failing_sync():
         others.append(threading.Thread(target=other_sync))
         others[0].start()
-        while not store._followers:  # it waits for this sync, which covers its record
-            time.sleep(0.001)
+        wait_until(lambda: store._followers)  # it waits for this sync, which covers its record
         raise OSError(5, "EIO (test)")
     store._file.sync = failing_sync
     raises(OSError, store.sync)
@@ -107,7 +105,6 @@ def _start_during_the_next_sync(store, target, later, check=None):
     thread's line is left to the sync after it (seq 2), then run check(), write `later`
     without a sync, and sync. Returns a list that then holds the thread."""
     import threading
-    import time
     real_sync = store._file.sync
     started = []
 
@@ -115,8 +112,7 @@ def _start_during_the_next_sync(store, target, later, check=None):
         store._file.sync = real_sync
         started.append(threading.Thread(target=target))
         started[0].start()
-        while store.seq < 2:  # its line is left to the next sync
-            time.sleep(0.001)
+        wait_until(lambda: store.seq >= 2)  # its line is left to the next sync
         if check is not None:
             check()
         store.append_encoded([encode_json(later)], durable=False)
@@ -224,7 +220,6 @@ def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_r
     # any later line.
     if MICROPYTHON or not has_threads():
         return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
-    import time
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
     waited = []
@@ -238,8 +233,7 @@ def test_a_write_that_waits_is_left_to_the_next_sync_and_durable_when_the_wait_r
         assert store._pending and not waited  # left to the next sync, not written yet
     _start_during_the_next_sync(store, put_and_wait, "later", left_to_the_next_sync)
     assert store.append("leads") == 1
-    while not waited:  # it leads the next sync itself
-        time.sleep(0.001)
+    wait_until(lambda: waited)  # it leads the next sync itself
     assert waited == [(2, 3)], waited  # the next sync covered it (and the later line)
     store.close()
     assert list(MiniStore.stream(path)) == [(1, "leads"), (2, "put"), (3, "later")]
@@ -264,27 +258,50 @@ def test_a_standby_whose_threads_do_not_come_back_leads_on_its_own():
 
 def test_a_standby_whose_timer_ends_during_the_sync_it_follows_waits_for_that_sync():
     # The last thread back leads and makes the standby follow its sync without waking it;
-    # the standby's timer may end during that sync: it must wait for it, once.
+    # the standby's timer may end during that sync: it must wait for it, once. The test
+    # ends the timer itself, during the sync: a 3 ms timer against the test thread's
+    # scheduling hung this test on a loaded machine (the timer ended first).
     if MICROPYTHON or not has_threads():
         return  # MicroPython syncs under the writers' lock: no thread waits on a running sync
     import threading
-    import time
+    import minishim
     path = scratch() + "/j.jsonl"
     store = MiniStore.open(path)
     real_sync = store._file.sync
+    real_held_lock = minishim.held_lock
     returned = []
     during = []
+    timer_ends = threading.Event()
+    waits_again = threading.Event()  # the standby, its timer over, waits for the sync it follows
 
-    def slow_sync():  # outlasts the standby's timer (3 x 1 ms)
-        time.sleep(0.05)
+    class Gate:  # the standby's gate: its timed wait ends when the test says
+        def __init__(self):
+            self.lock = real_held_lock()
+
+        def acquire(self, blocking=True, timeout=-1):
+            if timeout is not None and timeout >= 0:
+                assert timer_ends.wait(60), "the test never ended the standby's timer"
+                return False
+            waits_again.set()
+            return self.lock.acquire()
+
+        def release(self):
+            self.lock.release()
+
+    def slow_sync():
+        timer_ends.set()
+        assert waits_again.wait(60), "the standby did not wait for the sync it follows"
         during.append((list(returned), [seq for seq, _ in store._followers]))
         real_sync()
     store._due = 2  # two threads let go by the last sync are not back yet
-    store._sync_time = 0.001
-    standby = threading.Thread(target=lambda: returned.append(store.append("standby")))
-    standby.start()
-    while store._standby is None:
-        time.sleep(0.0005)
+    store._sync_time = 10.0  # a long timer: only the test ends it
+    minishim.held_lock = Gate
+    try:
+        standby = threading.Thread(target=lambda: returned.append(store.append("standby")))
+        standby.start()
+        wait_until(lambda: store._standby is not None)
+    finally:
+        minishim.held_lock = real_held_lock
     store._file.sync = slow_sync
     assert store.append("last back") == 2  # it leads: its sync covers the standby's line
     standby.join()
