@@ -152,17 +152,32 @@ def test_through_a_mosquitto_bridge_edge_to_central(tmp_path):
         central.stop()
 
 
-def test_ingest_refuses_a_database_it_did_not_make(tmp_path):
+@pytest.mark.parametrize("made_by_someone", [
+    ["CREATE TABLE t(x)"],
+    # a meta(key, value) of its own: adopted (our tables and schema row added) before
+    ["CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)", "CREATE TABLE users(name)"],
+    ["CREATE TABLE meta(key, value, other)"],
+    ["PRAGMA user_version=7"],                                   # nothing in it but a setting
+    ["CREATE VIEW v AS SELECT 1"],
+    [],                                                           # an empty file: --stats only
+])
+def test_ingest_refuses_a_database_it_did_not_make(tmp_path, made_by_someone):
+    # --stats switched such databases to WAL (and made an empty file a database) before
+    # it refused them
     import hashlib
     other = tmp_path / "other.db"
-    con = sqlite3.connect(str(other))
-    con.execute("CREATE TABLE t(x)")
-    con.commit()
-    con.close()
+    other.write_bytes(b"")
+    if made_by_someone:
+        con = sqlite3.connect(str(other))
+        for statement in made_by_someone:
+            con.execute(statement)
+        con.commit()
+        con.close()
     before = hashlib.sha256(other.read_bytes()).hexdigest()
-    for args in (["--stats"], ["--broker", "127.0.0.1:1"]):
+    for args in (["--stats"], ["--broker", "127.0.0.1:1"]) if made_by_someone else (["--stats"],):
         proc = mini("ingest", "--db", other, *args)
         assert proc.returncode == 2 and "not a mini ingest database" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert hashlib.sha256(other.read_bytes()).hexdigest() == before
     assert not os.path.exists(str(other) + "-wal")
     missing = mini("ingest", "--db", tmp_path / "none.db", "--stats")

@@ -63,23 +63,57 @@ class Rejected(Exception):
 
 
 def open_db(path, create=True):
+    """The ingest database at `path`. create=False (--stats): read-only, and it must exist.
+
+    A database we did not make is never changed, not even switched to WAL: before any
+    change, one that holds anything (a table, a view, a user_version) must hold our
+    `meta` table with our schema; only a new or empty file becomes ours."""
     if not create and not os.path.exists(path):
         raise IngestError("%s: no such database" % path)
+    probe = sqlite3.connect("file:%s?mode=ro" % _uri_path(path), uri=True) if os.path.exists(path) else None
+    if probe is not None:
+        try:
+            ours = _check_ours(path, probe)
+        except sqlite3.DatabaseError as exc:
+            raise IngestError("%s: not a SQLite database (%s); refusing to change it" % (path, exc))
+        finally:
+            probe.close()
+        if not ours and not create:
+            raise IngestError("%s: not a mini ingest database of schema %d" % (path, SCHEMA_VERSION))
+    if not create:
+        return sqlite3.connect("file:%s?mode=ro" % _uri_path(path), uri=True, isolation_level=None, timeout=60)
     db = sqlite3.connect(path, isolation_level=None, timeout=60)
-    # A database we did not make is never changed (not even switched to WAL)
-    tables = set(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
-    if tables and "meta" not in tables:
-        db.close()
-        raise IngestError("%s: not a mini ingest database (it has other tables); refusing to change it" % path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")  # a COMMIT that returned survives a power cut
-    if create:
-        db.executescript(SCHEMA)
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    db.executescript(SCHEMA)
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is None or row[0] != str(SCHEMA_VERSION):
         raise IngestError("%s: not a mini ingest database of schema %d" % (path, SCHEMA_VERSION))
     return db
+
+
+def _uri_path(path):
+    from urllib.parse import quote
+    return quote(os.path.abspath(path))
+
+
+def _check_ours(path, db):
+    """True if ours, False if empty (nothing in it yet); IngestError if it is someone else's."""
+    objects = db.execute("SELECT type, name FROM sqlite_master").fetchall()
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if not objects and not version:
+        return False
+    names = set(name for kind, name in objects if kind == "table")
+    if "meta" in names:
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError:
+            row = None
+        if row is not None and row[0] == str(SCHEMA_VERSION) and {"messages", "incarnations", "rejected"} <= names:
+            return True
+    raise IngestError("%s: not a mini ingest database (it has other tables or settings); refusing to change it"
+                      % path)
 
 
 def _no_constant(name):
