@@ -8,6 +8,22 @@ class UsageError(Exception):
     """A problem with what the user asked for: `mini` reports it as one line, exit 2."""
 
 
+def byte_count(text):
+    """An argparse type: bytes (0x... accepted), 0 or more."""
+    value = int(text, 0)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def positive_count(text):
+    """An argparse type: an int of 1 or more (a size, a count)."""
+    value = int(text, 0)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def dump(obj):
     """One record as compact JSON text, non-ASCII kept (what `mini cat` and `mini tail` print)."""
     import json

@@ -134,14 +134,14 @@ def load_mutators(name):
         sys.path.insert(0, os.path.dirname(os.path.abspath(name)))  # its own imports of its neighbours
         try:
             spec.loader.exec_module(module)
-        except (ImportError, SyntaxError) as exc:
-            raise UsageError("cannot import mutators file %s: %s" % (name, exc))
+        except Exception as exc:  # the user's code: whatever it raises is one line here
+            raise UsageError("cannot import mutators file %s: %r" % (name, exc))
         return module
     sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(name)
-    except ImportError as exc:
-        raise UsageError("cannot import mutators module %r: %s" % (name, exc))
+    except Exception as exc:  # the user's code: whatever it raises is one line here
+        raise UsageError("cannot import mutators module %r: %r" % (name, exc))
 
 
 def cmd_state(args):
@@ -155,7 +155,10 @@ def cmd_state(args):
                     if isinstance(v, type) and issubclass(v, Mutator) and v is not Mutator]
         initial = getattr(module, "INITIAL", None)
         if args.initial is not None:
-            initial = json.loads(args.initial)
+            try:
+                initial = json.loads(args.initial)
+            except ValueError as exc:
+                raise UsageError("--initial is not JSON: %s" % exc)
         state, seq, snap_seq = StateManager.load(directory, initial, mutators)
         print(json.dumps({"seq": seq, "snapshot_seq": snap_seq, "state": state}, indent=2, ensure_ascii=False))
         return 0

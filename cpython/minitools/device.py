@@ -13,6 +13,7 @@ check of every name a device or an image reports, before anything is written).
 PORT is anything mpremote's `connect` takes: /dev/ttyUSB0, socket://127.0.0.1:PORT
 (the virtual board, boards/virtual), auto.
 """
+from minitools import byte_count, positive_count
 from minitools.follower import Follower
 from minitools.image import PROG_SIZE, cmd_image_extract, extract, open_image
 from minitools.mpremote_link import PREFIX, DeviceError, check_port, device_eval, mpremote
@@ -53,9 +54,9 @@ def register(sub):
     e.add_argument("image", metavar="FLASH.BIN")
     e.add_argument("--board", choices=sorted(PROG_SIZE), help="flash geometry of the board (LittleFS images)")
     e.add_argument("out_dir", metavar="OUT_DIR")
-    e.add_argument("--offset", type=lambda s: int(s, 0), default=0,
+    e.add_argument("--offset", type=byte_count, default=0,
                    help="where the filesystem starts in the dump (bytes; 0x... accepted)")
-    e.add_argument("--block-count", type=int, default=None, help="filesystem size in 4096-byte blocks")
+    e.add_argument("--block-count", type=positive_count, default=None, help="filesystem size in 4096-byte blocks")
     e.add_argument("--force", action="store_true", help="extract into a non-empty OUT_DIR")
     e.set_defaults(func=cmd_image_extract)
     from minitools import flashregion

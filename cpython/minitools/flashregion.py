@@ -23,6 +23,7 @@ import sys
 
 import miniflash
 from ministore import MiniStore, header_line, parse_line, HEADER
+from minitools import byte_count, positive_count
 
 SECTOR_SIZE = 4096
 
@@ -92,6 +93,11 @@ def open_region(path, offset, size, sector_size=SECTOR_SIZE):
             path, len(data), size, offset))
     if size % sector_size or size < 2 * sector_size:
         raise RegionError("--size %d is not 2 or more sectors of %d bytes" % (size, sector_size))
+    if _geometry(data, sector_size) is None and data.count(b"\xff") != len(data):
+        # neither a region (no sector header) nor an erased one: reading on would say
+        # "0 records", as if the device had written nothing
+        raise RegionError("%s: no miniflash sector header at offset %d (0x%x), and the bytes are not erased "
+                          "flash (0xff): is --offset right?" % (path, offset, offset))
     return miniflash.Region(DumpDevice(data, sector_size), name="%s@0x%x" % (path, offset))
 
 
@@ -108,6 +114,19 @@ def cat(args, out=None):
     return 0
 
 
+def _write_out(out_dir, name, data):
+    """Write OUT_DIR/name, never through a symlink there (--force extracts over old files)."""
+    path = os.path.join(out_dir, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RegionError("%s is a symlink: not written through" % path)
+        raise
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def extract(path, offset, size, out_dir, sector_size=SECTOR_SIZE, force=False):
     """Write journal.jsonl, region.bin and sectors.json into out_dir; return (records, last seq, torn)."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -120,27 +139,22 @@ def extract(path, offset, size, out_dir, sector_size=SECTOR_SIZE, force=False):
     for seq, record in reader:
         lines.append(reader.line)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "journal.jsonl"), "wb") as f:
-        f.write(header_line(reader.base_seq or 0))
-        for line in lines:
-            f.write(line)
-    with open(os.path.join(out_dir, "region.bin"), "wb") as f:
-        f.write(region.device.data)
     sectors = [{"sector": index, "number": number, "base_seq": base, "record_bytes": used,
                 "erases": reader.erases[index]} for index, number, base, used in reader.ring]
-    with open(os.path.join(out_dir, "sectors.json"), "w") as f:
-        json.dump({"sector_size": region.sector_size, "sectors": region.sectors, "in_use": sectors,
-                   "erases": reader.erases}, f, indent=1)
-        f.write("\n")
+    _write_out(out_dir, "journal.jsonl", header_line(reader.base_seq or 0) + b"".join(lines))
+    _write_out(out_dir, "region.bin", region.device.data)
+    _write_out(out_dir, "sectors.json", (json.dumps({"sector_size": region.sector_size, "sectors": region.sectors,
+                                                     "in_use": sectors, "erases": reader.erases}, indent=1)
+                                         + "\n").encode())
     return len(lines), reader.seq, reader.torn
 
 
 def add_cat_args(parser):
-    parser.add_argument("--offset", type=lambda s: int(s, 0), default=None,
+    parser.add_argument("--offset", type=byte_count, default=None,
                         help="JOURNAL is a raw flash dump: the miniflash region starts here (bytes; 0x... accepted)")
-    parser.add_argument("--size", type=lambda s: int(s, 0), default=None,
+    parser.add_argument("--size", type=positive_count, default=None,
                         help="the region's size in bytes (default: what its sector headers record)")
-    parser.add_argument("--sector-size", type=int, default=SECTOR_SIZE, help="erase sector size (default 4096)")
+    parser.add_argument("--sector-size", type=positive_count, default=SECTOR_SIZE, help="erase sector size (default 4096)")
 
 
 def is_dump(args):
@@ -151,9 +165,9 @@ def add_extract_args(parser, littlefs_extract):
     """--region for `mini image extract`; without it the LittleFS extract runs (it needs --board)."""
     parser.add_argument("--region", action="store_true",
                         help="the dump holds a miniflash journal region (FORMAT.md 6), not a LittleFS")
-    parser.add_argument("--size", type=lambda s: int(s, 0), default=None,
+    parser.add_argument("--size", type=positive_count, default=None,
                         help="with --region: the region's size in bytes (default: from its sector headers)")
-    parser.add_argument("--sector-size", type=int, default=SECTOR_SIZE, help="with --region: default 4096")
+    parser.add_argument("--sector-size", type=positive_count, default=SECTOR_SIZE, help="with --region: default 4096")
 
     def run(args):
         if not args.region:
