@@ -128,6 +128,11 @@ def test_plot_errors(tmp_path):
     code, _, err = mini("plot", csv, "--field", "temp", cwd=str(tmp_path))  # not a journal: nothing to plot
     assert code == 2 and err.strip().splitlines()[-1].startswith("mini plot: "), err
     assert not os.path.exists(str(tmp_path / "temp.png"))
+    before = open(journal, "rb").read()
+    code, _, err = mini("plot", journal, "--field", "a", "--out", journal)  # it replaced the journal with a PNG
+    assert code == 2 and "not a PNG" in err and open(journal, "rb").read() == before
+    assert mini("plot", journal, "--field", "a", "--out", tmp_path / "a.png")[0] == 0
+    assert mini("plot", journal, "--field", "a", "--out", tmp_path / "a.png")[0] == 0  # a PNG: drawn again
 
 
 # ------------------------------------------------------------------ packaging

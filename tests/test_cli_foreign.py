@@ -73,3 +73,14 @@ def test_image_extract_force_writes_through_no_symlink(tmp_path):
     os.symlink(victim, out / "journal.jsonl")
     code, _, err = mini("image", "extract", erased, "--region", "--offset", "0", "--size", "8192", out, "--force")
     assert code == 2 and "symlink" in err and victim.read_text() == "keep me"
+
+
+def test_verify_skips_a_fifo_in_a_folder_and_refuses_one_named(tmp_path):
+    # a FIFO named *.jsonl blocked verify for ever
+    from test_cli import make_journal
+    make_journal(tmp_path / "j.jsonl")
+    os.mkfifo(str(tmp_path / "pipe.jsonl"))
+    code, out, err = mini("verify", tmp_path)
+    assert code == 0 and "pipe.jsonl" not in out, (out, err)
+    code, _, err = mini("verify", tmp_path / "pipe.jsonl")
+    assert code == 2 and "not a regular file" in err

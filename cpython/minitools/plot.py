@@ -100,6 +100,14 @@ def points(path, field, x="seq", warn=None):
     return xs, ys, skipped
 
 
+def _is_png(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
+
+
 def plot(path, field, x="seq", out=None, title=None, warn=None):
     """Draw field over x from the journal (or directory) at path into the PNG out.
 
@@ -116,6 +124,8 @@ def plot(path, field, x="seq", out=None, title=None, warn=None):
         raise PlotError("%s: no record has a number at %r%s" % (
             path, field, "" if x == "seq" else " with a number or an ISO 8601 time at %r" % x))
     out = out or field.replace(".", "_").replace(os.sep, "_") + ".png"
+    if os.path.exists(out) and not _is_png(out):  # the journal itself, say (--out J): never overwritten
+        raise PlotError("%s exists and is not a PNG: not overwritten (give another --out)" % out)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     try:
         (line,) = ax.plot(xs, ys, marker="." if len(ys) <= 500 else None, linewidth=1)

@@ -229,6 +229,8 @@ def journal_targets(path):
     if not os.path.isdir(path):
         if not os.path.exists(path):
             raise ValueError("%s: no such file or directory" % path)
+        if not os.path.isfile(path):
+            raise ValueError("%s: not a regular file (a FIFO or a device?)" % path)
         return [path]
     targets = []
     for root, dirs, names in os.walk(path):
@@ -237,7 +239,9 @@ def journal_targets(path):
         if _is_brick_dir(root, names):
             targets.append(root)
             segments = set(os.path.basename(p) for _, p in segment_files(root))
-        targets += [os.path.join(root, n) for n in sorted(names) if n.endswith(".jsonl") and n not in segments]
+        # regular files only: a FIFO or device named *.jsonl would block the read, or never end
+        targets += [os.path.join(root, n) for n in sorted(names) if n.endswith(".jsonl") and n not in segments
+                    and os.path.isfile(os.path.join(root, n))]
     if not targets:
         raise ValueError("%s: no journals (*.jsonl), snapshots, or state or queue directories here" % path)
     return targets
