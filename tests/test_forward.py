@@ -182,3 +182,32 @@ def test_ingest_refuses_a_database_it_did_not_make(tmp_path, made_by_someone):
     assert not os.path.exists(str(other) + "-wal")
     missing = mini("ingest", "--db", tmp_path / "none.db", "--stats")
     assert missing.returncode == 2 and "no such database" in missing.stderr
+
+
+def test_ingest_says_when_the_broker_cannot_be_reached_and_when_it_is_back(tmp_path):
+    # it waited in silence for a broker that was not there
+    import threading
+    port = mqttkit.free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([mqttkit.TOP + "/shared", mqttkit.TOP + "/cpython"]))
+    proc = subprocess.Popen([sys.executable, "-m", "minitools.cli", "ingest", "--db", str(tmp_path / "r.db"),
+                             "--broker", "127.0.0.1:%d" % port], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    said = []
+    reader = threading.Thread(target=lambda: said.extend(iter(proc.stderr.readline, b"")), daemon=True)
+    reader.start()
+    broker = None
+    try:
+        deadline = time.monotonic() + 20
+        while b"cannot reach the broker" not in b"".join(said) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"cannot reach the broker at 127.0.0.1:%d" % port in b"".join(said), said
+        broker = mqttkit.Broker(tmp_path / "broker", port=port)
+        while b"the broker is back" not in b"".join(said) and time.monotonic() < deadline + 20:
+            time.sleep(0.05)
+        assert b"the broker is back" in b"".join(said), said
+    finally:
+        mqttkit.stop(proc)
+        reader.join(timeout=5)
+        if broker is not None:
+            broker.stop()
+    assert b"".join(said).count(b"cannot reach") == 1  # once per outage, not per retry

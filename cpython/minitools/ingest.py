@@ -330,7 +330,26 @@ def run(args):
             sys.stdout.write("mini ingest: subscribed to %s\n" % topic)
             sys.stdout.flush()
 
-    client.on_connect = on_connect
+    def unreachable(c, userdata, *rest):
+        # once per outage, not per retry: a broker that is not (or no longer) there is
+        # said, not waited for in silence
+        if not state.get("down"):
+            state["down"] = True
+            sys.stderr.write("mini ingest: cannot reach the broker at %s:%d; retrying\n" % args.broker)
+            sys.stderr.flush()
+
+    def on_disconnect(c, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            unreachable(c, userdata)
+
+    def on_connect_ok(c, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure and state.pop("down", None):
+            sys.stderr.write("mini ingest: the broker is back\n")
+        on_connect(c, userdata, flags, reason_code, properties)
+
+    client.on_connect = on_connect_ok
+    client.on_connect_fail = unreachable
+    client.on_disconnect = on_disconnect
     client.on_subscribe = on_subscribe
     client.on_message = lambda c, u, msg: inbox.put((msg.topic, msg.payload, msg.mid, msg.qos))
     client.reconnect_delay_set(0.1, 2)  # pyright: ignore[reportArgumentType] (paho takes float seconds)
