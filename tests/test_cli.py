@@ -101,6 +101,8 @@ def test_repair_moves_exactly_the_removed_bytes(tmp_path, damage):
         assert MiniStore.stream(path) is not None
         reader = MiniStore.stream(path)
         assert [seq for seq, _ in reader] == [1, 2, 4, 5, 6, 7] and reader.lost == [(3, 3)]
+        code, out, _ = mini("stats", path, "--json")  # and stats says so, not only "6 records"
+        assert code == 0 and json.loads(out)["lost_in_repairs"] == [[3, 3]], out
     else:
         assert nxt == 7 and len(records) == 7
 

@@ -102,6 +102,7 @@ def cmd_stats(args):
             first_seq=min(seqs) if seqs else None,
             last_seq=max(lasts) if lasts else None,
             problems=sum(len(s.problems) for s in scans),
+            lost_in_repairs=[list(r) for s in scans for r in s.lost],  # seq ranges a mini repair moved aside
         )
     if os.path.isdir(path):
         snaps = SnapStore(path).valid()
