@@ -11,6 +11,7 @@ import tempfile
 
 import minishim
 from ministore import FormatError, JournalReader, MiniError, RECORD, header_line, parse_line, pad_line
+from miniformat import MAX_LINE
 from minisnap import SnapshotError, read_snapshot
 from minilog import segment_files, segment_base
 
@@ -274,7 +275,8 @@ def classify(path):
         if not segments:
             raise ValueError("%s: no journal segments or snapshots here" % path)
         with open(segments[0][1], "rb") as f:
-            for line in f.readlines()[1:3]:
+            lines = [f.readline(MAX_LINE) for _ in range(3)][1:]  # bounded: not a whole segment, nor a damaged GB
+            for line in lines:
                 kind, obj = parse_line(line)
                 if kind == RECORD and isinstance(obj, dict) and isinstance(obj["rec"], dict) and (
                         set(obj["rec"]) & {"put", "get", "ack", "nack", "ckpt", "ckpt_end", "drop", "dead", "purge"}):
@@ -284,7 +286,7 @@ def classify(path):
     if name.startswith("snap-") and name.endswith(".json"):
         return "snapshot"  # even cut short before its format name
     with open(path, "rb") as f:
-        first = f.readline()
+        first = f.readline(4096)  # a header is short; a file of zeros has no newline at all
     if b'"format":"minisnap"' in first:
         return "snapshot"
     return "journal"
