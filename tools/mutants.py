@@ -438,6 +438,29 @@ MUTANTS = [
     ("writer-no-sync-always", "ministore.py", "SYNC_ALWAYS if unsynced else None", "None",
      "a sync=\"always\" writer after a sync=N one leaves the journal unsynced: its damage reads as a torn tail",
      DEFAULT),
+    # -- found by reviews, 2026-12-05
+    ("reporter-broken-batch-kept-in-part", "minireport.py",
+     'obj.get("batch", 1) == 1 and obj["seq"] <= reader._absorb_to:', 'obj.get("batch", 1) == 1 and obj["seq"] < 0:',
+     "mini repair pads over only the damaged line of a batch and keeps its other lines as records: "
+     "half an apply_many replayed", CORE),
+    ("state-closed-without-reason", "ministate.py",
+     "        if self._broken is not None:  # say why it closed, not only that it is closed\n",
+     "        if False:\n", "apply() on a manager a failure closed says only that it is closed", CORE),
+    ("forward-takes-a-queue-with-max-deliveries", "miniforward.py",
+     '        if getattr(queue, "max_deliveries", None) is not None:\n', "        if False:\n",
+     "a forwarder over a queue with max_deliveries: a message that goes dead is never sent", CORE),
+    ("forward-sends-an-oversize-message", "miniforward.py",
+     "            if size + len(body) + 1 > self.max_payload:\n                queue.dead_letter(taken[0])\n",
+     "            if False:\n                queue.dead_letter(taken[0])\n",
+     "a message over max_payload is sent for ever, never acked, and holds back the window", CORE),
+    ("forward-ack-takes-true-for-1", "miniforward.py",
+     "if type(mid) is int else None  # not True for id 1", "if isinstance(mid, int) else None",
+     "an ack naming true confirms message 1, which the ingester never stored", CORE),
+    ("forward-batch-cut-by-get-and-nack", "miniforward.py",
+     "            if ids and size + len(body) + 1 > self.max_payload:\n                break  # it opens the next batch\n            taken = queue.get()\n",
+     "            taken = queue.get()\n            if ids and size + len(body) + 1 > self.max_payload:\n                queue.nack(taken[0])\n                break\n",
+     "a batch is cut by taking the next message and nacking it: a delivery counted, and with a retry "
+     "delay ids go out of order", CORE),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]
