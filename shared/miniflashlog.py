@@ -10,7 +10,7 @@ staying in files."""
 import minishim as shim
 from ministore import hold
 from minilog import CompactionGap, Segment, SegmentedLog
-from miniflash import FlashStore, FlashReader, as_region
+from miniflash import FlashStore, FlashReader, HEADER_MAX, as_region
 
 _LINE_OVERHEAD = 40  # bytes of a record line around its JSON, about (active_bytes of replayed records)
 
@@ -74,6 +74,15 @@ class RegionLog(SegmentedLog):
         except BaseException:
             lock.release()
             raise
+
+    def check_fits(self, bodies, overhead):
+        """ValueError, before anything is written, for a message that a checkpoint could
+        not hold: its line (`overhead` bytes around it at most) must fit in one sector."""
+        room = self.store.region.sector_size - HEADER_MAX - overhead
+        for body in bodies:
+            if len(body) > room:
+                raise ValueError("a message of %d bytes cannot be checkpointed in this region "
+                                 "(at most %d in a %d-byte sector)" % (len(body), room, self.store.region.sector_size))
 
     def replay(self, after_seq, apply):
         """Read the journal again; call apply(seq, record) for the records after `after_seq`."""

@@ -202,6 +202,8 @@ class MiniQueue(Messages, LogBrick):
                 log = self._open_log()  # raises ClosedError
             if not bodies:
                 return []
+            if self._region is not None:
+                log.check_fits(bodies, MESSAGE_OVERHEAD)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
             group = self._group
             ix = self._ix
             events = []
@@ -604,10 +606,12 @@ class MiniQueue(Messages, LogBrick):
             # they lead the checkpoint's first batch in the new one, which supersedes them.
             log.roll()
             ix = self._ix
-            # On a flash region a batch must fit in one sector: chunks stop at about 2 KiB there.
+            # On a flash region a batch must fit in one sector (less its header, 192 bytes at
+            # most: miniregion.HEADER_MAX), lines and all: chunks stop at about 2 KiB there.
             # On files at about 4 KiB: a chunk is encoded, sealed and joined at once, and a
             # board's heap may have no larger block (32 entries of 4 KB needed 128 KB).
-            limit = 4096 if self._region is None else 2048
+            limit = 4096 if self._region is None else min(
+                2048, log.store.region.sector_size - 192) - MESSAGE_OVERHEAD  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
             # A file system may persist unsynced appends out of order, so on files each chunk
             # is synced (under the store's policy); a region keeps them in RAM and programs
             # them in order at the sync below.

@@ -229,3 +229,24 @@ def test_queue_on_a_region_power_cut_at_every_program_and_erase():
     print("miniqueue on a region: %d ops, %d checks, %d failed" % (total, total * len(flashsweep.MODES),
                                                                    len(failures)))
     assert not failures, "\n".join(failures[:10])
+
+
+def test_a_checkpoint_always_fits_a_sector_and_a_message_it_could_not_hold_is_refused_first():
+    # From a review: checkpoint batches of "about 2 KiB" did not fit a 2 KiB sector
+    # (2048 - 192), so the first compaction of 30 ordinary messages failed, and a message
+    # too long for a checkpoint line was accepted, then made every compaction fail.
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=4000, region=blockdev.RAMFlash(2048, 16))
+    for i in range(30):
+        q.put(body(i, 60))
+    q.compact()
+    assert [q.get()[1] for _ in range(30)] == [body(i, 60) for i in range(30)]
+    q.close()
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=8000, region=blockdev.RAMFlash(SECTOR, 6))
+    q.put("small")
+    support.raises(ValueError, q.put, "x" * 3854)  # its checkpoint line would not fit in a sector
+    mid = q.put("x" * 3500)  # one that fits goes in, and is checkpointed
+    assert q.compact() == 2 and mid == 2  # the refused one took no id
+    assert q.get() == (1, "small") and q.get() == (mid, "x" * 3500)
+    q.close()
