@@ -123,6 +123,11 @@ class MiniQueue(Messages, LogBrick):
         # estimate from the live messages keeps the trigger from firing at once and,
         # unlike a count reset at each boot, keeps the segment bounded across reboots.
         q._ckpt_size = min(log.active_bytes(), q._ix.size + MESSAGE_OVERHEAD * (len(q._ix) + 1))
+        if region is not None and log.store._spare() <= 2:  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
+            # Each power cut in a write costs the rest of its sector (FORMAT.md 6.4): with
+            # little traffic no compaction came due, and the region could fill with
+            # sectors nothing released, a checkpoint then having no sector to go to.
+            q._compact()
         return q
 
     @staticmethod
