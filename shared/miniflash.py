@@ -260,6 +260,21 @@ def _check_blank(region):
     Only sector 0 may hold written bytes: the first header, torn by a cut."""
     if region.reformat:
         return
+    written = region.written_end(0)
+    if written:
+        # A torn first header: at most HEADER_MAX bytes, and each of them no more than
+        # partly programmed toward the header this region's geometry gives (a cut leaves
+        # bits at 1, never sets one): anything else, a file system's block say, is not ours.
+        fixed = header_line(region, 1, 0, 0)
+        fixed = fixed[:fixed.find(b'"number"')]
+        data = region.read(0, 0, min(written, len(fixed)))
+        for i in range(len(data)):
+            if data[i] & fixed[i] != fixed[i]:
+                written = HEADER_MAX + 1
+                break
+        if written > HEADER_MAX:
+            raise FormatError("%s: sector 0 holds data that is not a miniflash journal (erase the region, "
+                              "or pass Region(..., reformat=True))" % region.name)
     for index in range(1, region.sectors):
         if region.written_end(index):
             raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the region, "

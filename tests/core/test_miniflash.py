@@ -194,6 +194,26 @@ def test_a_region_with_foreign_data_is_refused_unless_reformat():
         assert store.seq == 1
 
 
+def test_foreign_data_in_sector_0_alone_is_refused_and_a_torn_first_header_is_not():
+    # Sector 0 may hold a first header a cut tore, so any written bytes there were taken
+    # as one: a config blob, or a LittleFS block, in a region's first sector alone was
+    # erased and written over (a review).
+    for blob in (b"wifi=home;pass=secret\n", b"\xf0\x0f" * 300, b"{" + b"x" * 300):
+        dev = flash(4)
+        dev.data[:len(blob)] = blob
+        raises(FormatError, MiniStore.open, dev)
+        assert bytes(dev.data[:len(blob)]) == blob and dev.ops == 0 and not minishim._held
+    line = seal(b'{"format":"miniflash","version":1,"sector_size":4096,"sectors":4,"number":1,"erases":1,"base_seq":0')
+    for cut in (1, 10, 40, len(line) - 1):
+        dev = flash(4)
+        torn = bytearray(line[:cut])
+        torn[-1] |= 0x55  # its last byte partly programmed: some bits still 1
+        dev.data[:cut] = torn
+        with MiniStore.open(dev) as store:  # our own torn header: taken, and written anew
+            assert store.append("first") == 1
+        assert MiniStore.replay(dev) == ["first"]
+
+
 def test_other_versions_and_geometries_are_refused():
     dev = flash(4)
     with MiniStore.open(dev) as store:
