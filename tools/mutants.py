@@ -461,6 +461,15 @@ MUTANTS = [
      "            taken = queue.get()\n            if ids and size + len(body) + 1 > self.max_payload:\n                queue.nack(taken[0])\n                break\n",
      "a batch is cut by taking the next message and nacking it: a delivery counted, and with a retry "
      "delay ids go out of order", CORE),
+    ("region-queue-full-of-torn-heads", "miniqueue.py",
+     "        if region is not None and log.store._spare() <= 2:", "        if False:",
+     "a power cut in a put at every boot fills a queue's region with torn heads: RegionFull for good", CORE),
+    ("region-checkpoint-over-a-sector", "miniqueue.py",
+     "2048, log.store.region.sector_size - 192) - MESSAGE_OVERHEAD", "2048, 1 << 20)",
+     "checkpoint batches of about 2 KiB do not fit a 2 KiB sector: compaction fails", CORE),
+    ("region-sector-0-foreign-taken", "miniflash.py",
+     "            if data[i] & fixed[i] != fixed[i]:", "            if False:",
+     "foreign data in a region's sector 0 alone is taken for a torn header, and written over", CORE),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]
