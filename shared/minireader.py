@@ -39,8 +39,6 @@ class JournalReader:
         self.batches = 0
         self._fast = fast and reporter is None
         self._region = None      # reporter mode: (offset, line, reason, sealed) of damage not yet reported
-        self._absorb_to = 0      # reporter mode: intact lines up to this seq belong to a broken batch
-        self._absorbed = 0       # and the last of them read
         if reporter is not None:
             import minireport  # host tools' mode: loaded only for them
             self._step = lambda line: minireport.step(self, line)

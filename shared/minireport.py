@@ -7,7 +7,11 @@ from miniformat import TornTail, FOREIGN, HEADER, PAD, check_header, is_int, par
 
 
 def step(reader, line):
-    """JournalReader._step for a reader with a reporter: read one line (b"" at the end)."""
+    """JournalReader._step for a reader with a reporter: read one line (b"" at the end).
+
+    reader._absorb_to: intact lines up to this seq belong to a batch that lost a member;
+    reader._absorbed: the last of them read (set here, not by JournalReader: a reader on
+    a board, which never reports, keeps its instance dict smaller)."""
     offset = reader.size
     if not line:
         finish(reader)
@@ -43,7 +47,8 @@ def step(reader, line):
             reader._region = (offset, number, damage or str(obj), True)
             reader._absorb_to = _batch_end(reader, line)
         return
-    if region is not None and kind != PAD and obj.get("batch", 1) == 1 and obj["seq"] <= reader._absorb_to:
+    if region is not None and kind != PAD and obj.get("batch", 1) == 1 and obj["seq"] <= getattr(
+            reader, "_absorb_to", 0):
         # the rest of a batch that lost a member: intact, but the batch goes whole
         # (FORMAT.md 2.2), so these lines join the damaged region and its lost range
         reader._absorbed = obj["seq"]
@@ -92,7 +97,7 @@ def finish(reader):
     assert reporter is not None
     start = reader._region
     lost = None
-    if start is not None and reader._absorbed:  # intact records of a broken batch: name them
+    if start is not None and getattr(reader, "_absorbed", 0):  # intact records of a broken batch: name them
         lost = (reader._batch[0][0] if reader._batch_left else reader._expect, reader._absorbed)
     if reader._batch_left:
         reason = "incomplete batch at seq %d" % reader._batch[0][0]

@@ -440,7 +440,7 @@ MUTANTS = [
      DEFAULT),
     # -- found by reviews, 2026-12-05
     ("reporter-broken-batch-kept-in-part", "minireport.py",
-     'obj.get("batch", 1) == 1 and obj["seq"] <= reader._absorb_to:', 'obj.get("batch", 1) == 1 and obj["seq"] < 0:',
+     'obj["seq"] <= getattr(\n            reader, "_absorb_to", 0):', 'obj["seq"] < 0:',
      "mini repair pads over only the damaged line of a batch and keeps its other lines as records: "
      "half an apply_many replayed", CORE),
     ("state-closed-without-reason", "ministate.py",

@@ -242,13 +242,13 @@ def test_a_checkpoint_always_fits_a_sector_and_a_message_it_could_not_hold_is_re
     q.compact()
     assert [q.get()[1] for _ in range(30)] == [body(i, 60) for i in range(30)]
     q.close()
-    d = scratch()
-    q = MiniQueue.open(d, max_bytes=8000, region=blockdev.RAMFlash(SECTOR, 6))
+    d = scratch()  # 2 KiB sectors: short enough messages for a 128 KB board's heap
+    q = MiniQueue.open(d, max_bytes=8000, region=blockdev.RAMFlash(2048, 8))
     q.put("small")
-    support.raises(ValueError, q.put, "x" * 3854)  # its checkpoint line would not fit in a sector
-    mid = q.put("x" * 3500)  # one that fits goes in, and is checkpointed
+    support.raises(ValueError, q.put, "x" * 1800)  # its checkpoint line would not fit in a sector
+    mid = q.put("x" * 1700)  # one that fits goes in, and is checkpointed
     assert q.compact() == 2 and mid == 2  # the refused one took no id
-    assert q.get() == (1, "small") and q.get() == (mid, "x" * 3500)
+    assert q.get() == (1, "small") and q.get() == (mid, "x" * 1700)
     q.close()
 
 
