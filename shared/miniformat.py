@@ -129,13 +129,13 @@ def check_value(value, depth=0, _type=type, _str=str, _int=int, _bool=bool, _flo
         if value != value or value in (_INF, -_INF):
             raise ValueError("JSON cannot store %r" % value)
         return
-    if isinstance(value, dict):
+    if kind is dict:  # not a subclass (a Counter, a defaultdict): it reads back as a plain dict
         for key in value:
             if not isinstance(key, str):
                 raise TypeError("JSON object keys must be str, not %s" % type(key).__name__)
             check_value(value[key], depth + 1)
         return
-    if isinstance(value, list):
+    if kind is list:
         for item in value:
             check_value(item, depth + 1)
         return

@@ -338,8 +338,11 @@ class Locked(Exception):
 
 
 def _acquire(path):
-    """Hold `path` for this process; on CPython also flock it. Returns (key, fd or None)."""
-    key = normpath(path)
+    """Hold `path` for this process; on CPython also flock it. Returns (key, fd or None).
+    On MicroPython the key is the path's text, lower-cased: FAT ignores case, so
+    "/fat/state" and "/fat/STATE" are one directory (on LittleFS, two that differ only
+    in case are then refused as one: the safe side)."""
+    key = normpath(path).lower() if MICROPYTHON else normpath(path)
     with _held_lock:
         taken = key in _held
         if not taken:
