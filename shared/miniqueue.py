@@ -123,11 +123,16 @@ class MiniQueue(Messages, LogBrick):
         # estimate from the live messages keeps the trigger from firing at once and,
         # unlike a count reset at each boot, keeps the segment bounded across reboots.
         q._ckpt_size = min(log.active_bytes(), q._ix.size + MESSAGE_OVERHEAD * (len(q._ix) + 1))
-        if region is not None and log.store._spare() <= 2:  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
+        if region is not None:
             # Each power cut in a write costs the rest of its sector (FORMAT.md 6.4): with
             # little traffic no compaction came due, and the region could fill with
-            # sectors nothing released, a checkpoint then having no sector to go to.
-            q._compact()
+            # sectors nothing released, a checkpoint then having no sector to go to. Only
+            # when the checkpoint fits the spare sectors: a region full of live messages
+            # still opens, so that they can be read and acked.
+            flash = log.store  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
+            spare = flash._spare()  # pyright: ignore[reportAttributeAccessIssue]
+            if spare <= 2 and q._ckpt_size <= spare * (flash.region.sector_size - 192 - MESSAGE_OVERHEAD):  # pyright: ignore[reportAttributeAccessIssue]
+                q._compact()
         return q
 
     @staticmethod

@@ -462,7 +462,7 @@ MUTANTS = [
      "a batch is cut by taking the next message and nacking it: a delivery counted, and with a retry "
      "delay ids go out of order", CORE),
     ("region-queue-full-of-torn-heads", "miniqueue.py",
-     "        if region is not None and log.store._spare() <= 2:", "        if False:",
+     "            if spare <= 2 and q._ckpt_size <= spare", "            if False and q._ckpt_size <= spare",
      "a power cut in a put at every boot fills a queue's region with torn heads: RegionFull for good", CORE),
     ("region-checkpoint-over-a-sector", "miniqueue.py",
      "2048, log.store.region.sector_size - 192) - MESSAGE_OVERHEAD", "2048, 1 << 20)",
