@@ -195,11 +195,3 @@ def fails_once(owner, name, exc):
     setattr(owner, name, failing)
     return real
 
-
-def wait_until(condition, seconds=60):
-    """Poll `condition` (another thread's progress) with a deadline: a test fails, never hangs."""
-    import time
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, "waited %d s for another thread" % seconds
-        time.sleep(0.0005)

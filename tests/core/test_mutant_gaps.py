@@ -1,6 +1,7 @@
 # Tests that kill mutants no other test killed (tools/mutants.py, MUTANTS.md): each
 # names the mutant it was written for. They run on both runtimes, fast.
-from support import MICROPYTHON, scratch, raises, read_bytes, write_bytes, has_threads, wait_until
+from support import MICROPYTHON, scratch, raises, read_bytes, write_bytes, has_threads
+from waiting import wait_until
 from ministore import MiniStore, JournalReader, header_line, record_line, encode_json
 from miniqueue import MiniQueue
 from minilog import segment_files

@@ -1,6 +1,7 @@
 # Several threads may share one brick (README "Threads"): every public method holds
 # the object's lock. Each test reopens what the threads wrote and checks exact counts.
-from support import MICROPYTHON, appender, scratch, raises, run_threads, has_threads, wait_until
+from support import MICROPYTHON, appender, scratch, raises, run_threads, has_threads
+from waiting import wait_until
 from ministore import MiniStore, LockedError, ClosedError, encode_json
 from ministate import StateManager, Mutator
 from miniqueue import MiniQueue
