@@ -12,11 +12,10 @@ Connecting uses mpremote's own `connect` (its do_connect), so PORT is anything
 """
 import argparse
 import contextlib
-import json
 import sys
 import types
 
-from minitools.mpremote_link import PREFIX, DeviceError
+from minitools.mpremote_link import DeviceError, answer
 
 
 class DeviceSession:
@@ -66,13 +65,7 @@ class DeviceSession:
                 raise DeviceError("%s: %s" % (self.port, lines[-1]))
             except self._errors as exc:
                 raise DeviceError("%s: %s" % (self.port, exc))
-        for line in out.decode("utf-8", "replace").splitlines():
-            if line.startswith(PREFIX + " "):
-                try:
-                    return json.loads(line[len(PREFIX) + 1:])
-                except ValueError:
-                    raise DeviceError("%s: the device's answer is not JSON: %r" % (self.port, line[:200]))
-        raise DeviceError("%s: unexpected answer from the device: %r" % (self.port, out[-200:]))
+        return answer(self.port, out)
 
     def restart_app(self):
         """Ctrl-B to the friendly REPL, then Ctrl-D: a soft reboot, which runs boot.py and main.py

@@ -73,7 +73,11 @@ def mpremote(port, args, timeout=120):
 
 def device_eval(port, code, timeout=120):
     """Run code on the device; it prints PREFIX + JSON on one line: return that value."""
-    out = mpremote(port, ["exec", code], timeout=timeout)
+    return answer(port, mpremote(port, ["exec", code], timeout=timeout))
+
+
+def answer(port, out):
+    """The value the device printed as PREFIX + JSON on one line of `out` (bytes)."""
     for line in out.decode("utf-8", "replace").splitlines():
         if line.startswith(PREFIX + " "):
             try:
