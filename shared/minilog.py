@@ -221,9 +221,14 @@ def walk_segments(found, after_seq, apply, read_last=True):
 
 
 def read_segments(directory, after_seq=0, apply=None):
-    """Read-only: replay the segments in `directory` after `after_seq`; return the last seq."""
+    """Read-only: replay the segments in `directory` after `after_seq`; return the last seq.
+
+    A directory that does not exist raises OSError (ENOENT): a wrong path must not read as
+    an empty journal."""
     found = segment_files(directory)
     if not found:
+        if not shim.is_dir(directory):
+            raise OSError(shim.ENOENT, "no journal directory %r" % directory)
         _check_reaches(after_seq, 0)
         return 0
     segments, last = walk_segments(found, after_seq, apply)

@@ -3,7 +3,7 @@
 # result, and key-value mutators.
 import sys
 
-from support import scratch
+from support import scratch, raises
 from ministore import MiniStore
 from minisnap import SnapStore
 from ministate import StateManager, Set, Delete, Update, KEY_VALUE
@@ -81,6 +81,19 @@ def test_load_names_its_results_and_still_unpacks():
     assert loaded.state == {"n": 6} and loaded.seq == 2 and loaded.snapshot_seq == 1
     state, seq, snapshot_seq = loaded
     assert (state, seq, snapshot_seq) == ({"n": 6}, 2, 1)
+
+
+def test_read_only_views_of_a_missing_directory_raise_instead_of_reading_empty():
+    # A wrong path (a typo, a pull that never ran) once read as the initial state or an
+    # empty queue: the reader could not tell it from a device that had stored nothing.
+    d = scratch()
+    for call in (lambda: StateManager.load(d + "/typo", {"n": 0}, KEY_VALUE),
+                 lambda: MiniQueue.inspect(d + "/typo")):
+        exc = raises(OSError, call)
+        assert exc.args[0] == 2 and "typo" in str(exc)
+    # An existing, empty directory is a journal with no records yet, as before.
+    assert StateManager.load(d, {"n": 0}, KEY_VALUE).state == {"n": 0}
+    assert len(MiniQueue.inspect(d)) == 0
 
 
 def test_key_value_mutators_make_a_config_store():
