@@ -235,8 +235,8 @@ class StateManager(LogBrick):
                 raise ReplayError("seq %d: fields of %s are not an object" % (seq, name))
             try:
                 return cls(**fields)
-            except TypeError as exc:  # fields the class no longer takes, or lacks
-                raise ReplayError("seq %d: %s(**%r) failed: %s" % (seq, name, fields, exc))
+            except Exception as exc:  # fields the class no longer takes or lacks, or now refuses
+                raise ReplayError("seq %d: %s(**%r) failed: %r" % (seq, name, fields, exc))
         raise ReplayError("seq %d: empty mutator record" % seq)  # not reached: len(record) == 1
 
     def _replay_one(self, seq, record):

@@ -161,6 +161,30 @@ def test_journaled_fields_the_mutator_no_longer_takes_raise_replay_error():
     raises(ReplayError, StateManager.load, d, {"total": 0}, [renamed])
 
 
+class StricterAdd(Mutator):
+    """Add, after an application update began to refuse what it once took (amounts over 10)."""
+
+    def __init__(self, by):
+        if by > 10:
+            raise ValueError("amount too large")
+        self.by = by
+
+    def apply(self, state):
+        state["total"] += self.by
+
+
+def test_a_mutator_that_now_refuses_its_journaled_fields_raises_replay_error():
+    # Only TypeError was wrapped: a validating __init__ came out as a bare ValueError,
+    # with no seq and nothing saying it happened during recovery.
+    d = scratch()
+    with StateManager.open(d, initial={"total": 0}, mutators=[Add]) as sm:
+        sm.apply(Add(50))
+    stricter = type("Add", (StricterAdd,), {})
+    exc = raises(ReplayError, StateManager.load, d, {"total": 0}, [stricter])
+    assert "seq 1" in str(exc) and "amount too large" in str(exc)
+    raises(ReplayError, StateManager.open, d, {"total": 0}, [stricter])
+
+
 def test_queue_compacts_every_message_it_accepted():
     # put() checked a message at depth 0; a checkpoint stores it two levels down, so a
     # 31-level message was taken, then every compaction raised out of a durable put.
