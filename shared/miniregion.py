@@ -348,13 +348,16 @@ class FlashReader:
                 batch = []
             used = self.region.written_end(index, pos, self._window)
             # Written bytes that are not records: a program a crash cut short, or damage.
-            # A crash leaves them only at the end: an intact line after them is damage.
+            # A crash leaves them only in the page it cut, the last written: an intact line
+            # after a damaged line that ends before that page is damage.
             if used <= pos or not self._intact_line_in(index, pos, used):
                 break
             # Unless a writer beside this reader (it takes no lock) programmed them since it
             # stopped at pos: it programs in order, so the line at pos is whole by now.
             line = self._line(index, pos)[0] if is_head else None
             if line is None or parse_line(line)[0] != RECORD:
+                if self._newline(index, pos, used) >= self._last_page(used):
+                    break  # a cut page program left scattered (NOR programs a page's bits in parallel)
                 raise CorruptRecord(self.path, line_no, where + pos, "%s (intact lines follow)" % (
                     reason or "erased bytes inside a line"))
             reason = None
@@ -371,6 +374,15 @@ class FlashReader:
             self.torn = TornTail(where + pos, max(used, pos) - pos, line_no, reason or "erased bytes inside a line")
         else:
             self.pads += 1
+
+    def _last_page(self, used):
+        """Where the flash page that holds a sector's last written byte starts. NOR flash
+        programs a page (256 bytes; a prog unit, if larger) at a time, its bits in
+        parallel, and the pages of a program in order, so a cut leaves any mix of
+        programmed and erased bits in one page, the last written: a damaged line that
+        ends there may come before intact lines of that same page (FORMAT.md 6.2)."""
+        page = max(256, self.region.prog)
+        return (used - 1) - (used - 1) % page
 
     # A sector is read _WINDOW bytes at a time into one buffer, and each line on its
     # own: a reader needs the heap of its longest line, not of a sector (a 128 KB

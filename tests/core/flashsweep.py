@@ -12,7 +12,13 @@
 #      holding every acknowledged record the reuse policy had not given up, and the
 #      journal must take one more record that reads back, also after another reboot.
 # Besides those four, "erase-end": a cut erase that has erased the end of its
-# sector, not the start (the header survives; a cut program raises, as "raise").
+# sector, not the start (the header survives; a cut program raises, as "raise"),
+# and "scatter": a cut program whose last page landed with some bits still erased, as
+# NOR flash programs the bits of a page in parallel (and the pages of a program in
+# order): the pages before the one at torn_fraction of it land, in that one a 24-byte
+# run keeps some of its bits (and every fourth byte all of them) erased while the rest
+# of the page lands (a damaged line, then intact lines of that page), and the pages
+# after it stay erased (a cut erase raises, as "raise").
 # The flash also checks every program: whole aligned units of `prog` bytes, that
 # only clear bits of erased bytes (0xFF over written bytes changes nothing), except
 # the all-zero program that retires a sector header before its erase.
@@ -21,7 +27,7 @@ import miniflash
 from ministore import MiniStore, record_line, encode_json
 
 SECTOR = 4096
-MODES = blockdev.MODES + ("erase-end",)
+MODES = blockdev.MODES + ("erase-end", "scatter")
 
 
 class WatchedFlash(blockdev.RAMFlash):
@@ -29,6 +35,18 @@ class WatchedFlash(blockdev.RAMFlash):
     violations = 0
 
     def writeblocks(self, block, buf, offset=None):
+        if self.mode == "scatter" and self.ops == self.cut_at and offset is not None:
+            self.ops += 1
+            self.dead = True
+            start = block * self.block_size + offset
+            hole = int(len(buf) * self.torn_fraction)
+            page = max(256, self.prog)
+            end = min(len(buf), (start + hole) // page * page + page - start)  # the cut page's end
+            landed = bytearray(buf[:end])
+            for i in range(hole, min(hole + 24, end)):
+                landed[i] |= 0xFF if i % 4 == 0 else 0x55  # bits still erased
+            self._program(start, landed)
+            raise blockdev.PowerCut(blockdev.EIO)
         if 0 <= self.cut_at < self.ops:
             pass  # after the cut: lost, and written by a driver that may not know (mode "drop")
         elif offset is None or offset % self.prog or len(buf) % self.prog:
@@ -227,7 +245,7 @@ def sweep(config, torn_fractions=(0.5,), report=None):
     for fraction in torn_fractions:
         for k in range(total):
             for mode in MODES:
-                if fraction != torn_fractions[0] and mode != "torn":
+                if fraction != torn_fractions[0] and mode not in ("torn", "scatter"):
                     continue
                 flash = WatchedFlash(SECTOR, config.sectors)
                 flash.prog = config.prog
