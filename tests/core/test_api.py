@@ -90,7 +90,7 @@ def test_read_only_views_of_a_missing_directory_raise_instead_of_reading_empty()
     for call in (lambda: StateManager.load(d + "/typo", {"n": 0}, KEY_VALUE),
                  lambda: MiniQueue.inspect(d + "/typo")):
         exc = raises(OSError, call)
-        assert exc.args[0] == 2 and "typo" in str(exc)
+        assert exc.args[0] == 2 and (MICROPYTHON or "typo" in str(exc))  # MicroPython's names no path
     # An existing, empty directory is a journal with no records yet, as before.
     assert StateManager.load(d, {"n": 0}, KEY_VALUE).state == {"n": 0}
     assert len(MiniQueue.inspect(d)) == 0
