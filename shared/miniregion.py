@@ -219,6 +219,13 @@ def read_header(region, index):
     for value in values:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CorruptRecord(region.name, 1, index * region.sector_size, "sector header of the wrong shape")
+    # The writer puts sector number n at index (n - 1) % sectors (the ring starts at 0),
+    # so a number elsewhere says the region starts at another sector than it did.
+    if (values[0] - 1) % region.sectors != index:
+        raise FormatError("%s: sector %d holds the journal's sector number %d, which belongs at sector %d: "
+                          "the region was written at another start (%d sectors earlier, modulo %d)" % (
+                              region.name, index, values[0], (values[0] - 1) % region.sectors,
+                              (values[0] - 1 - index) % region.sectors, region.sectors))
     return values + (end + 1,)
 
 

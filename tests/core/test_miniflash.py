@@ -228,6 +228,23 @@ def test_other_versions_and_geometries_are_refused():
     raises(TypeError, MiniStore.open, 42)  # neither a path nor a block device
 
 
+def test_a_region_opened_at_another_start_is_refused_and_left_alone():
+    # Sector number n is always at index (n - 1) % sectors: a region given a start some
+    # whole sectors off (a changed partition table) read the sectors it still overlaps
+    # as a journal whose oldest records were compacted, and wrote after them.
+    dev = flash(10)
+    with MiniStore.open(Region(dev, start=0, sectors=8)) as store:
+        for i in range(80):  # about 2.7 sectors
+            store.append(rec(i))
+    before = bytes(dev.data[:3 * SECTOR]), dev.ops
+    for start in (1, 2):
+        err = raises(FormatError, MiniStore.open, Region(dev, start=start, sectors=8))
+        assert "another start (%d sectors earlier" % start in str(err), str(err)
+        raises(FormatError, MiniStore.replay, Region(dev, start=start, sectors=8))
+    assert (bytes(dev.data[:3 * SECTOR]), dev.ops) == before
+    assert len(MiniStore.replay(Region(dev, start=0, sectors=8))) == 80
+
+
 def test_one_writer_at_a_time():
     dev = flash(4)
     store = MiniStore.open(dev)
