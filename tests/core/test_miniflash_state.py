@@ -11,6 +11,7 @@ except ImportError:  # CPython: pytest puts tests/core on the path, not tests/mp
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mp"))
     import blockdev
 
+import flashsweep
 import support
 from support import scratch, raises
 import minishim
@@ -236,8 +237,9 @@ def test_state_on_a_region_power_cut_at_every_program_and_erase():
     failures = []
     checks = 0
     for k in range(start, end):
-        for mode in blockdev.MODES:
-            flash = blockdev.RAMFlash(SECTOR, FS_BLOCKS + REGION_SECTORS)
+        for mode in flashsweep.MODES:  # blockdev's, and an erase cut at its end, and a scattered page
+            flash = flashsweep.WatchedFlash(SECTOR, FS_BLOCKS + REGION_SECTORS)
+            flash.prog = 256  # as the region and LittleFS here program
             _mount(flash, True)
             flash.mode = mode
             flash.after_cut = "lost"
