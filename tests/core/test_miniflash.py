@@ -236,12 +236,12 @@ def test_a_region_opened_at_another_start_is_refused_and_left_alone():
     with MiniStore.open(Region(dev, start=0, sectors=8)) as store:
         for i in range(80):  # about 2.7 sectors
             store.append(rec(i))
-    before = bytes(dev.data[:3 * SECTOR]), dev.ops
+    before = dev.ops, dev.erases, dev.programmed  # every program and erase is counted (no 12 KB copy on a board)
     for start in (1, 2):
         err = raises(FormatError, MiniStore.open, Region(dev, start=start, sectors=8))
         assert "another start (%d sectors earlier" % start in str(err), str(err)
         raises(FormatError, MiniStore.replay, Region(dev, start=start, sectors=8))
-    assert (bytes(dev.data[:3 * SECTOR]), dev.ops) == before
+    assert (dev.ops, dev.erases, dev.programmed) == before
     assert len(MiniStore.replay(Region(dev, start=0, sectors=8))) == 80
 
 
