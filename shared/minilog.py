@@ -162,10 +162,14 @@ class SegmentedLog:
         if upto_seq is None:
             return 0
         removed = 0
-        # The removals are not synced on their own: one a crash undoes leaves a segment
+        # The last removal is not synced on its own: one a crash undoes leaves a segment
         # that replays to the same state (as a crash just before it does), and the next
-        # segment's creation syncs the directory. One sync fewer per compaction.
+        # segment's creation syncs the directory. One sync fewer per compaction. But each
+        # removal before another is: a crash that kept a later one without it would
+        # leave a hole in the chain (CompactionGap at open).
         while len(self.segments) > 1 and self.segments[1].base_seq <= upto_seq:
+            if removed:
+                shim.sync_dir(self.directory)
             try:
                 shim.remove(self.segments[0].path)
             except OSError as exc:

@@ -18,7 +18,6 @@ from ministore import MiniError, check_value, encode_json, is_int, settle, FLOAT
 from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa: F401
 from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
 
-_CKPT_CHUNK = 32        # checkpoint entries per write, so a checkpoint never needs all of RAM twice
 MESSAGE_OVERHEAD = 64   # journal bytes around a message in a checkpoint line, at most (FORMAT.md 5.4)
 
 
@@ -635,7 +634,9 @@ class MiniQueue(Messages, LogBrick):
                 deliveries = ix.counts.get(mid, 0)
                 status = ix.status_at(i)
                 count += 1
-                if len(chunk) == _CKPT_CHUNK or (chunk and size + len(body) > limit):
+                # 32 entries per write at most, so a checkpoint never needs all of RAM twice
+                # (a literal: a module global costs a board heap)
+                if len(chunk) == 32 or (chunk and size + len(body) > limit):
                     self._write(chunk, sync=unordered)
                     chunk = []
                     size = 0

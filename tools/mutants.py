@@ -470,6 +470,35 @@ MUTANTS = [
     ("region-sector-0-foreign-taken", "miniflash.py",
      "            if data[i] & fixed[i] != fixed[i]:", "            if False:",
      "foreign data in a region's sector 0 alone is taken for a torn header, and written over", CORE),
+    # -- 2026-12-05 (second session): a review of the crash oracles, and the flash reader
+    ("compact-two-segments-unsynced", "minilog.py", "            if removed:\n                shim.sync_dir(self.directory)\n",
+     "", "a compaction removing two segments syncs none of the removals: a crash keeping the second "
+     "without the first leaves a hole (CompactionGap at open)", CRASH),
+    ("lead-own-write", "ministore.py", "                seq += len(group)\n            runs = _IN_RUNS",
+     "                seq += len(group)\n            if lines and count:\n                self._write(b\"\".join(lines), "
+     "seq - self.seq)\n                lines = []\n            runs = _IN_RUNS",
+     "the deferred events go in a write of their own ahead of the put: a crash can keep the put without them",
+     CRASH),
+    ("queue-ckpt-chunks-unsynced", "miniqueue.py", "            unordered = self._region is None",
+     "            unordered = False", "a checkpoint's chunks are not synced one by one: a reordered chunk "
+     "is a hole before intact lines", CRASH),
+    ("region-scattered-page-is-corruption", "miniregion.py",
+     "                if self._newline(index, pos, used) >= self._last_page(used):",
+     "                if False:", "a page program a cut left scattered (damage, then intact lines of the "
+     "same page) is corruption: the region never opens again", CORE),
+    ("region-scatter-any-page", "miniregion.py", "        page = max(256, self.region.prog)",
+     "        page = 1 << 20", "damage before intact lines anywhere in a sector is taken for a torn tail",
+     CORE),
+    ("region-start-unchecked", "miniregion.py", "    if (values[0] - 1) % region.sectors != index:",
+     "    if False:", "a region opened at another start reads the sectors it overlaps as a compacted journal",
+     CORE),
+    ("load-missing-directory-empty", "minilog.py",
+     "        shim.listdir(directory)  # OSError (ENOENT) if there is no such directory\n", "",
+     "StateManager.load / MiniQueue.inspect of a wrong path read as an empty journal", CORE),
+    ("replay-init-valueerror-bare", "ministate.py",
+     "            except Exception as exc:  # fields the class no longer takes or lacks, or now refuses",
+     "            except TypeError as exc:", "a mutator __init__ that refuses its journaled fields at replay "
+     "raises a bare ValueError, not ReplayError", CORE),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]

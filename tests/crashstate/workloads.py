@@ -405,7 +405,7 @@ class SegmentsWorkload(Workload):
 
 def all_workloads():
     """(name, factory) of every workload the CI run explores."""
-    from crashstate.workloads_state_queue import StateWorkload, QueueWorkload
+    from crashstate.workloads_state_queue import StateWorkload, QueueWorkload, QueueCompactionWorkload
     return [
         ("ministore-always", lambda: StoreWorkload()),
         ("ministore-sync3", lambda: StoreWorkload(sync=3)),
@@ -423,4 +423,6 @@ def all_workloads():
         ("miniqueue-always", lambda: QueueWorkload()),
         ("miniqueue-strict", lambda: QueueWorkload(durability="all")),
         ("miniqueue-sync3-drop", lambda: QueueWorkload(sync=3, on_full="drop_oldest")),
+        ("miniqueue-compactions", lambda: QueueCompactionWorkload()),
+        ("miniqueue-compactions-strict", lambda: QueueCompactionWorkload(durability="all")),
     ]
