@@ -413,11 +413,14 @@ class MiniQueue(Messages, LogBrick):
                 raise
 
     def dead_letter(self, mid):
-        """Move a delivered message to the dead letters (dead()) now: it will not be delivered again."""
+        """Move a delivered message to the dead letters (dead()) now: it will not be delivered
+        again. Synced before it returns, whatever `durability` says: kept in RAM, a crash
+        lost it and the message came back ready, with nothing to send it back (no
+        max_deliveries)."""
         with self._lock:
             i = self._in_flight(mid)
             try:
-                self._write([b'{"dead":%d}' % mid], defer=True)
+                self._write([b'{"dead":%d}' % mid])
                 self._ix.set_status(i, DEAD)
                 self._maybe_compact()
             except BaseException:

@@ -251,7 +251,7 @@ class QueueOracle:
         self._deferred([{"nack": mid}])
 
     def dead_letter(self, mid):
-        self._deferred([{"dead": mid}])
+        self._written([{"dead": mid}])  # synced before dead_letter() returns
 
     def purge_dead(self):
         ids = self.dead_ids()

@@ -83,6 +83,20 @@ def test_unknown_ids_are_refused():
         raises(UnknownMessage, q.deliveries, 999)
 
 
+def test_dead_letter_is_durable_when_it_returns():
+    # It was kept in RAM (durability="puts"): a crash lost it, and with no max_deliveries
+    # nothing sent the message back to the dead letters. It came back ready, for ever.
+    d = scratch()
+    q = MiniQueue.open(d)
+    q.put("poison")
+    q.put("fine")
+    mid = q.get()[0]
+    q.dead_letter(mid)
+    on_disk = MiniQueue.inspect(d)  # what a crash now would leave (the writer is still open)
+    assert on_disk.dead() == [(mid, "poison", 1)] and len(on_disk) == 1
+    q.close()
+
+
 def test_max_deliveries_moves_a_failing_message_to_dead_letters():
     d = scratch()
     q = MiniQueue.open(d, max_deliveries=2)
