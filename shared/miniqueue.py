@@ -268,10 +268,14 @@ class MiniQueue(Messages, LogBrick):
             with self._lock:
                 self._close_quietly()  # the puts may be lost: only a reopen is trusted
             raise
-        wake = self._wake
-        if wake is not None and wake.waiting():  # one that starts waiting from now on sees them durable
-            with self._lock:
-                self._notify()  # now get() may deliver them
+        # Under the lock: a get() looks and starts waiting (its first wait makes _wake) in
+        # one hold of it, so it either saw these puts durable or is waiting by now. Looked
+        # at without the lock, a get() could look before the sync ended, start waiting
+        # after this look, and sleep out its whole timeout.
+        with self._lock:
+            wake = self._wake
+            if wake is not None and wake.waiting():
+                wake.notify()  # now get() may deliver them
         return ids
 
     def get(self, timeout=None):

@@ -215,6 +215,54 @@ def test_a_put_is_not_delivered_before_its_sync_returns():
     q.close()
 
 
+def test_a_get_that_looks_while_a_put_syncs_is_woken_when_the_sync_ends():
+    # The put's sync ends after get(timeout) looked (nothing durable yet) and before it
+    # started waiting. The putter looked for waiters without the queue's lock, found
+    # none, and the getter slept out its whole timeout with the message ready.
+    if not has_threads():
+        return
+    import miniwait
+    q = MiniQueue.open(scratch())
+    journal = q._log.store._file
+    real_sync = journal.sync
+    real_wait_ms = miniwait._wait_ms
+    gate = shim.allocate_lock()
+    gate.acquire()
+    entered = []
+
+    def slow_sync():
+        entered.append(1)
+        gate.acquire()  # until the getter has looked
+        gate.release()
+        real_sync()
+
+    def between_look_and_wait(queue, deadline):  # blocking_get calls it there, under the lock
+        if gate.locked():
+            gate.release()  # the sync ends now
+            shim.sleep_ms(300)  # time for the putter to return and look for waiters
+        return real_wait_ms(queue, deadline)
+    journal.sync = slow_sync
+    miniwait._wait_ms = between_look_and_wait
+    got = []
+    try:
+        def role(i):
+            if i == 0:
+                q.put("x")
+            else:
+                while not entered:
+                    shim.sleep_ms(5)
+                start = shim.ticks_ms()
+                got.append(q.get(timeout=4))
+                got.append(_elapsed_ms(start))
+        run_threads(role, 2)
+    finally:
+        journal.sync = real_sync
+        miniwait._wait_ms = real_wait_ms
+    q.close()
+    assert got[0] is not None and got[0][1] == "x", got
+    assert got[1] < 2500, got  # woken when the sync ended, not at the 4 s timeout
+
+
 def test_producer_threads_share_syncs_and_lose_nothing():
     if not has_threads():
         return
