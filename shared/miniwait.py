@@ -72,7 +72,9 @@ class Wakeup:
 
     def __init__(self):
         self._locks = []  # one held lock per waiting thread; notify() releases them
-        self._aio = None  # (asyncio, its loop or None, asyncio.Event) of the tasks in aget()
+        # (asyncio, loop or None, asyncio.Event) per event loop whose tasks wait in aget():
+        # a CPython Event belongs to one loop, and two loops (two threads) may wait at once.
+        self._aio = []
 
     def register(self):
         lock = shim.held_lock()
@@ -86,17 +88,16 @@ class Wakeup:
     def waiting(self):
         """True if a thread or task may be waiting (read without the queue's lock: a
         waiter registers under it, after looking for a message)."""
-        return bool(self._locks) or self._aio is not None
+        return bool(self._locks) or bool(self._aio)
 
     def notify(self):
         locks, self._locks = self._locks, []
         for lock in locks:
             lock.release()
-        if self._aio is not None:
-            asyncio, loop, event = self._aio
+        for asyncio, loop, event in self._aio:
             if loop is None:
                 event.set()  # MicroPython: one loop, and aget() is for tasks of it
-                return
+                continue
             try:
                 running = asyncio.get_running_loop()
             except RuntimeError:
@@ -109,10 +110,18 @@ class Wakeup:
     def event(self, asyncio):
         """The asyncio.Event that notify() sets, for the running loop."""
         loop = asyncio.get_running_loop() if hasattr(asyncio, "get_running_loop") else None
-        aio = self._aio
-        if aio is None or aio[1] is not loop:
-            aio = self._aio = (asyncio, loop, asyncio.Event())  # a CPython Event belongs to one loop
-        return aio[2]
+        kept = []
+        found = None
+        for aio in self._aio:
+            if aio[1] is loop:
+                found = aio
+            if aio[1] is None or not aio[1].is_closed():
+                kept.append(aio)  # a closed loop's Event waits for nothing any more
+        if found is None:
+            found = (asyncio, loop, asyncio.Event())
+            kept.append(found)
+        self._aio = kept
+        return found[2]
 
 
 def _wait_ms(queue, deadline):

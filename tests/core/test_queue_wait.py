@@ -307,3 +307,43 @@ def test_aget_is_woken_by_a_put_from_another_thread_on_cpython():
     timer.join()
     q.close()
     assert item[1] == "from a thread" and 150 <= waited < 2500, (item, waited)
+
+
+def test_aget_in_two_event_loops_at_once_both_are_woken_on_cpython():
+    # One Event was kept, the newest loop's: a put or close() woke only that loop, and the
+    # other waited out its timeout (for ever with timeout=None, even after close()).
+    asyncio = _asyncio()
+    if asyncio is None or MICROPYTHON:
+        return
+    import threading
+    q = MiniQueue.open(scratch())
+    got = {}
+    waiting = []
+
+    def loop_thread(name, timeout):
+        async def main():
+            start = shim.ticks_ms()
+            waiting.append(name)
+            try:
+                got[name] = (await q.aget(timeout=timeout))[1], _elapsed_ms(start)
+            except ClosedError:
+                got[name] = "closed", _elapsed_ms(start)
+        asyncio.run(main())
+
+    for timeout, wake in ((5, lambda: (q.put("m1"), q.put("m2"))), (None, q.close)):
+        got.clear()
+        del waiting[:]
+        threads = [threading.Thread(target=loop_thread, args=(name, timeout), daemon=True) for name in ("a", "b")]
+        for t in threads:
+            t.start()
+        while len(waiting) < 2:
+            shim.sleep_ms(5)
+        shim.sleep_ms(200)  # both are waiting in aget()
+        wake()
+        for t in threads:
+            t.join(10)
+        assert len(got) == 2 and all(waited < 2500 for _, waited in got.values()), got
+        if timeout is None:
+            assert got["a"][0] == got["b"][0] == "closed", got
+        else:
+            assert sorted(m for m, _ in got.values()) == ["m1", "m2"], got
