@@ -5,6 +5,7 @@ For logs from a board that no longer boots. The names in the image are checked
 make the host write outside OUT_DIR.
 """
 import os
+import sys
 
 from miniboard.flashgeometry import BLOCK_SIZE, GEOMETRY
 
@@ -54,21 +55,29 @@ def _find_superblock(data):
 
 
 def list_image(fs, source):
-    """([directory], [file]) of the image, as relative '/'-separated names, every name checked.
+    """([directory], [file], [(directory, why)]) of the image, as relative '/'-separated names.
 
-    Walks with scandir, checking each name before descending into it (littlefs-python's
-    own walk would join a name like '../x' into a path and follow it).
+    Every name is checked. Walks with scandir, checking each name before descending into
+    it (littlefs-python's own walk would join a name like '../x' into a path and follow
+    it). A directory that a damaged image cannot list is reported in the third list, with
+    the entries read before the damage kept: the rest of the image is still worth having.
     """
-    dirs, files = [], []
+    from littlefs import LittleFSError
+    dirs, files, unlisted = [], [], []
     pending = [""]
     while pending:
         rel = pending.pop(0)
+        entries = []
         try:
-            entries = sorted(((entry.name, entry.type) for entry in fs.scandir("/" + rel)), key=lambda e: e[0])
+            for entry in fs.scandir("/" + rel):
+                entries.append((entry.name, entry.type))
         except UnicodeDecodeError as exc:
             raise safenames.UnsafeName("%s holds a file name in /%s that is not UTF-8 (%s); refusing it, "
                                        "nothing was written" % (source, rel, exc.reason))
-        for name, kind in entries:
+        except LittleFSError as exc:
+            unlisted.append(("/" + rel, "cannot be listed: %s%s" % (
+                _damage(exc), ", after %d entries" % len(entries) if entries else "")))
+        for name, kind in sorted(entries):
             full = rel + "/" + name if rel else name
             safenames.check_name(full, source)  # before it is opened, or walked into
             if "/" in name:  # one entry whose name holds a separator: it would land (and read) elsewhere
@@ -79,45 +88,97 @@ def list_image(fs, source):
                 pending.append(full)
             else:
                 files.append(full)
-    return dirs, files
+    return dirs, files, unlisted
 
 
-def extract(path, board, out_dir, offset=0, block_count=None, force=False, log=None):
-    """Copy every file of the image into out_dir; returns [(path in the image, bytes)].
+def _damage(exc):
+    return "%s (the image is damaged there)" % exc
 
-    Every name in the image is checked before the first byte is written: one unsafe
-    name (UnsafeName) and nothing is written, not even out_dir.
+
+def extract(path, board, out_dir, offset=0, block_count=None, force=False, log=None, warn=None):
+    """Copy every file of the image that can be read into out_dir.
+
+    Returns ([(path in the image, bytes)], [(path in the image, why it was skipped)]).
+    A file or directory that a damaged image cannot give back is skipped (warn(path, why)
+    is called) and the rest is still extracted. Every name in the image is checked before
+    the first byte is written: one unsafe name (UnsafeName) and nothing is written, not
+    even out_dir. Nothing is written through a symlink already in out_dir.
     """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise DeviceError("%s exists and is not a directory" % out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
         raise DeviceError("%s is not empty (extract into a new directory, or --force)" % out_dir)
+    from littlefs import LittleFSError
     fs = open_image(path, board, offset, block_count)
     source = "the image %s" % path
-    dirs, files = list_image(fs, source)
+    dirs, files, skipped = list_image(fs, source)
     safenames.check_listing(out_dir, dirs + files, source)
+    if warn is not None:
+        for where, why in skipped:
+            warn(where, why)
     extracted = []
+
+    def skip(where, why):
+        skipped.append((where, why))
+        if warn is not None:
+            warn(where, why)
+
     os.makedirs(out_dir, exist_ok=True)
     for name in dirs:
-        os.makedirs(safenames.inside(out_dir, name, source), exist_ok=True)
+        try:
+            _no_symlink_on_the_way(out_dir, name)
+            os.makedirs(safenames.inside(out_dir, name, source), exist_ok=True)
+        except OSError as exc:
+            skip("/" + name, "cannot be created: %s" % exc)
     for name in files:
         inside = "/" + name
-        with fs.open(inside, "rb") as f:
-            data = f.read()
-        with open(safenames.inside(out_dir, name, source), "wb") as f:
-            f.write(data)
+        try:  # read whole before opening the host file: --force never truncates a file for nothing
+            with fs.open(inside, "rb") as f:
+                data = f.read()
+        except LittleFSError as exc:
+            skip(inside, "cannot be read: %s" % _damage(exc))
+            continue
+        try:
+            _write_new(out_dir, name, safenames.inside(out_dir, name, source), data)
+        except OSError as exc:
+            skip(inside, "cannot be written: %s" % exc)
+            continue
         extracted.append((inside, len(data)))
         if log is not None:
             log("%s  %d bytes" % (inside, len(data)))
-    return extracted
+    return extracted, skipped
+
+
+def _no_symlink_on_the_way(out_dir, name):
+    """OSError if a component of name under out_dir is a symlink (--force extracts into old files)."""
+    at = out_dir
+    for part in name.split("/"):
+        at = os.path.join(at, part)
+        if os.path.islink(at):
+            raise OSError("%s is a symlink: not written through" % at)
+
+
+def _write_new(out_dir, name, checked, data):
+    _no_symlink_on_the_way(out_dir, name)
+    # O_NOFOLLOW: a symlink put there after the check is still not written through
+    fd = os.open(checked, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def cmd_image_extract(args):
+    def warn(where, why):
+        sys.stderr.write("mini image extract: skipped %s: %s\n" % (where, why))
+
     try:
-        extracted = extract(args.image, args.board, args.out_dir, args.offset, args.block_count, args.force,
-                            log=print)
-        print("extracted %d files (%s) from %s to %s" % (len(extracted), size_text(sum(n for _, n in extracted)),
-                                                         args.image, args.out_dir))
-        return 0
-    except (DeviceError, safenames.UnsafeName) as exc:
+        extracted, skipped = extract(args.image, args.board, args.out_dir, args.offset, args.block_count,
+                                     args.force, log=print, warn=warn)
+    except (DeviceError, safenames.UnsafeName, OSError) as exc:
         return fail("image extract", exc)
+    print("extracted %d files (%s) from %s to %s" % (len(extracted), size_text(sum(n for _, n in extracted)),
+                                                     args.image, args.out_dir))
+    if skipped:
+        print("%d files or directories could not be extracted (damaged in the image, or not writable here): "
+              "see above" % len(skipped))
+        return 1
+    return 0

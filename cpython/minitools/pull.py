@@ -79,21 +79,26 @@ def pull(port, remote, local, force=False, progress=None, batch=64):
     """Copy the device's REMOTE (a directory or a file) to the new directory LOCAL.
 
     Returns (files, bytes). LOCAL is created whole or not at all: the copy goes to a
-    temporary directory beside it first.
+    temporary directory beside it first. An old LOCAL (empty, or any with force) is
+    moved aside only once the copy is complete, and removed only once the copy is in
+    its place; if that fails, the old LOCAL is put back. A LOCAL that cannot be moved
+    aside (the current directory or one of its parents, /, a mount point, a symlink)
+    is refused before anything is copied.
     """
     remote = remote_path(remote)
-    if os.path.exists(local) and not os.path.isdir(local):
+    target = _replaceable(local, remote)
+    if os.path.exists(target) and not os.path.isdir(target):
         raise DeviceError("%s exists and is not a directory" % local)
-    if os.path.isdir(local) and os.listdir(local) and not force:
+    if os.path.isdir(target) and os.listdir(target) and not force:
         raise DeviceError("%s is not empty (pull into a new directory, or --force to replace it)" % local)
-    parent = os.path.dirname(os.path.abspath(local))
+    parent = os.path.dirname(target)
     if not os.path.isdir(parent):
         raise DeviceError("%s: no such directory" % parent)
     check_port(port)
     listing = device_eval(port, _LIST_CODE % (PREFIX, remote))
     if listing is None:
         raise DeviceError("%s: no such file or directory on the device" % remote)
-    files, dirs, source = _parse_listing(listing, remote, local, port)
+    files, dirs, source = _parse_listing(listing, remote, target, port)
     total = sum(size for _, size in files)
     if progress is None:
         progress = total >= LARGE_PULL or len(files) > 16
@@ -108,25 +113,84 @@ def pull(port, remote, local, force=False, progress=None, batch=64):
             chunk = files[start:start + batch]
             args = []
             for name, _ in chunk:
-                target = safenames.inside(tmp, name, port)  # checked again where it lands
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                path = safenames.inside(tmp, name, port)  # checked again where it lands
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 if args:
                     args.append("+")
-                args += ["fs", "cp", ":" + (source + "/" + name if source else name), target]
+                args += ["fs", "cp", ":" + (source + "/" + name if source else name), path]
             done_files, done_bytes = _copy_batch(port, args, chunk, bar, done_files, done_bytes)
         bar.done()
         for name, size in files:
             got = os.path.getsize(safenames.inside(tmp, name, port))
             if got != size:
                 raise DeviceError("%s: copied %d bytes of %d" % (name, got, size))
-        if os.path.isdir(local):
-            shutil.rmtree(local)
-        os.rename(tmp, local)
+        _put_in_place(tmp, target, local)
     except BaseException:
         bar.done()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return len(files), total
+
+
+def _replaceable(local, remote):
+    """LOCAL's absolute path, or DeviceError (one line, saying what to do) if a pull may not replace it.
+
+    The last component is kept as given (not resolved): a symlink there is refused,
+    never replaced and never written through.
+    """
+    stripped = local.rstrip(os.sep) or os.sep
+    head, name = os.path.split(stripped)
+    if name in ("", os.curdir, os.pardir):
+        target = os.path.realpath(stripped)
+    else:
+        target = os.path.join(os.path.realpath(head or os.curdir), name)
+    example = os.path.join(local, remote.rstrip("/").rsplit("/", 1)[-1] or "device")
+    if os.path.islink(target):
+        raise DeviceError("%s is a symlink (to %s): a pull neither replaces it nor writes through it; "
+                          "name the directory itself, or a new directory" % (local, os.readlink(target)))
+    if target == os.path.dirname(target):
+        raise DeviceError("%s is the root directory, which a pull cannot replace; name a new directory, e.g. %s"
+                          % (local, example))
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except OSError:  # the current directory was removed: it cannot be inside LOCAL
+        cwd = None
+    if cwd is not None and (cwd == target or cwd.startswith(target + os.sep)):
+        what = "the current directory" if cwd == target else "a parent of the current directory"
+        raise DeviceError("%s is %s, which a pull cannot replace; name a new directory, e.g. %s"
+                          % (local, what, example))
+    if os.path.ismount(target):
+        raise DeviceError("%s is a mount point, which a pull cannot replace; name a new directory, e.g. %s"
+                          % (local, example))
+    return target
+
+
+def _put_in_place(tmp, target, local):
+    """Rename the complete copy tmp to target; an old target is moved aside first, removed last."""
+    if not os.path.lexists(target):
+        os.rename(tmp, target)
+        return
+    holder = tempfile.mkdtemp(prefix=".mini-pull-old-", dir=os.path.dirname(target))
+    old = os.path.join(holder, "old")
+    try:
+        os.rename(target, old)
+    except BaseException:
+        os.rmdir(holder)
+        raise
+    try:
+        os.rename(tmp, target)
+    except BaseException as exc:
+        try:
+            os.rename(old, target)  # the user's directory back where it was
+        except OSError:
+            raise DeviceError("%s: the new copy could not be put in place (%s), nor the old %s back: "
+                              "it is at %s" % (local, exc, local, old))
+        os.rmdir(holder)
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
+    if os.path.lexists(holder):
+        sys.stderr.write("mini pull: %s is the new copy, but the old one, moved to %s, could not all be "
+                         "removed: remove it by hand\n" % (local, holder))
 
 
 def _parse_listing(listing, remote, local, port):
@@ -194,5 +258,5 @@ def cmd_pull(args):
             return 1
         print(report)
         return 0 if report else 1
-    except (DeviceError, safenames.UnsafeName) as exc:
+    except (DeviceError, safenames.UnsafeName, OSError) as exc:
         return fail("pull", exc)

@@ -1,0 +1,196 @@
+# `mini image extract` of a damaged LittleFS dump: every file that can be read is
+# extracted; each file or directory that cannot is named on stderr with the reason,
+# the rest goes on, and the exit is 1 (0 when nothing was skipped). An image that
+# cannot be mounted at all: one line, exit 2. From a review: one unreadable file
+# (LittleFSError from read) ended the whole command in a traceback with nothing
+# extracted, and the command exists to get logs off a board that no longer boots.
+# Images written by littlefs-python and by the virtual board, damaged by hand.
+import os
+import struct
+
+import pytest
+
+from ministore import MiniStore
+
+from crafted_image import BLOCK, PROG, _crc0, mount
+from test_virtual_board import TOP, BRICKS, VirtualBoard, mini, mpremote
+
+BLOCKS = 32
+BIG = b"B" * (5 * BLOCK)
+
+
+def break_pointers(image, fill):
+    """Damage every block of a multi-block file (bytes `fill`) but its first: its CTZ skip-list
+    pointers, the first words of the block, then point past the end of the flash."""
+    damaged = 0
+    for at in range(0, len(image), BLOCK):
+        block = image[at:at + BLOCK]
+        if block.count(fill) > BLOCK // 4 and block[:4] != fill * 4:
+            image[at:at + 8] = struct.pack("<II", 0x100000, 0x100000)
+            damaged += 1
+    assert damaged, "no block of the file found"
+
+
+def break_directory(image, name, blocks):
+    """Point the directory entry `name` (bytes) at the root to a metadata pair past the
+    end of the flash, and fix its commit's CRC (linear, see crafted_image.py): the image
+    mounts and lists `name`, but the directory itself cannot be listed."""
+    from littlefs import LittleFSError
+    assert image.count(name) == 1
+    pair_at = image.index(name) + len(name) + 4  # after the name: a 4-byte tag, then the pair
+    new = struct.pack("<II", 0x7000, 0x7001)
+    diff = bytes(a ^ b for a, b in zip(image[pair_at:pair_at + 8], new))
+    for slot in range(pair_at + 8, (pair_at // BLOCK + 1) * BLOCK - 3):
+        trial = bytearray(image)
+        trial[pair_at:pair_at + 8] = new
+        value = struct.unpack_from("<I", trial, slot)[0]
+        struct.pack_into("<I", trial, slot, value ^ _crc0(diff + bytes(slot - pair_at - 8)))
+        try:
+            fs = mount(trial, blocks)
+            if name.decode() not in [e.name for e in fs.scandir("/")]:
+                continue  # not the CRC's slot: littlefs fell back to an older commit
+        except LittleFSError:
+            continue
+        try:
+            list(fs.scandir("/" + name.decode()))
+        except LittleFSError:
+            return trial
+    raise AssertionError("could not break the directory %r" % name)
+
+
+def damaged_image():
+    from littlefs import LittleFS
+    fs = LittleFS(block_size=BLOCK, block_count=BLOCKS, read_size=PROG, prog_size=PROG, lookahead_size=32)
+    fs.makedirs("/logs", exist_ok=True)
+    with fs.open("/logs/good.txt", "wb") as f:
+        f.write(b"hello flash")
+    with fs.open("/logs/big.jsonl", "wb") as f:
+        f.write(BIG)
+    fs.makedirs("/lost", exist_ok=True)
+    with fs.open("/lost/inner.txt", "wb") as f:
+        f.write(b"inner")
+    with fs.open("/top.txt", "wb") as f:
+        f.write(b"T" * 3000)
+    image = bytearray(fs.context.buffer)
+    break_pointers(image, b"B")
+    return bytes(break_directory(image, b"lost", BLOCKS))
+
+
+def skipped_lines(err):
+    lines = err.strip().splitlines()
+    assert all(line.startswith("mini image extract: skipped /") for line in lines), err
+    return lines
+
+
+def test_what_can_be_read_is_extracted_and_the_rest_named(tmp_path):
+    image = tmp_path / "damaged.bin"
+    image.write_bytes(damaged_image())
+    out_dir = tmp_path / "out"
+    code, out, err = mini("image", "extract", image, "--board", "esp32", out_dir)
+    assert code == 1, out + err
+    assert (out_dir / "logs" / "good.txt").read_bytes() == b"hello flash"
+    assert (out_dir / "top.txt").read_bytes() == b"T" * 3000
+    assert not (out_dir / "logs" / "big.jsonl").exists()  # never a file that is not what the image held
+    lines = skipped_lines(err)
+    assert len(lines) == 2, err
+    assert any(line.startswith("mini image extract: skipped /lost: cannot be listed") and "LFS_ERR_CORRUPT" in line
+               for line in lines), err
+    assert any(line.startswith("mini image extract: skipped /logs/big.jsonl: cannot be read")
+               and "LFS_ERR_CORRUPT" in line for line in lines), err
+    assert "extracted 2 files" in out and "2 files or directories could not be extracted" in out
+
+
+def test_force_keeps_the_old_copy_of_a_file_that_cannot_be_read(tmp_path):
+    image = tmp_path / "damaged.bin"
+    image.write_bytes(damaged_image())
+    out_dir = tmp_path / "out"
+    (out_dir / "logs").mkdir(parents=True)
+    (out_dir / "logs" / "big.jsonl").write_bytes(b"an older copy")
+    code, _, err = mini("image", "extract", image, "--board", "esp32", out_dir, "--force")
+    assert code == 1, err
+    assert (out_dir / "logs" / "big.jsonl").read_bytes() == b"an older copy"
+    assert (out_dir / "logs" / "good.txt").read_bytes() == b"hello flash"
+
+
+def test_nothing_is_written_through_a_symlink_inside_out_dir(tmp_path):
+    from littlefs import LittleFS
+    fs = LittleFS(block_size=BLOCK, block_count=16, read_size=PROG, prog_size=PROG, lookahead_size=32)
+    fs.makedirs("/logs", exist_ok=True)
+    for name, data in (("/logs/good.txt", b"a good file"), ("/top.txt", b"top")):
+        with fs.open(name, "wb") as f:
+            f.write(data)
+    image = tmp_path / "good.bin"
+    image.write_bytes(bytes(fs.context.buffer))  # undamaged
+    out_dir = tmp_path / "out"
+    (out_dir / "logs").mkdir(parents=True)
+    victim = out_dir / "victim.txt"
+    victim.write_text("keep me")
+    os.symlink(str(victim), str(out_dir / "logs" / "good.txt"))  # resolves inside OUT_DIR: not an escape
+    code, out, err = mini("image", "extract", image, "--board", "esp32", out_dir, "--force")
+    assert code == 1, out + err
+    assert victim.read_text() == "keep me" and os.path.islink(str(out_dir / "logs" / "good.txt"))
+    lines = skipped_lines(err)
+    assert len(lines) == 1 and "/logs/good.txt" in lines[0] and "symlink" in lines[0], err
+    assert (out_dir / "top.txt").read_bytes() == b"top"
+
+    os.unlink(str(out_dir / "logs" / "good.txt"))  # now the directory on the way is the symlink
+    os.rmdir(str(out_dir / "logs"))
+    (out_dir / "elsewhere").mkdir()
+    os.symlink(str(out_dir / "elsewhere"), str(out_dir / "logs"))
+    code, out, err = mini("image", "extract", image, "--board", "esp32", out_dir, "--force")
+    assert code == 1, out + err
+    assert os.listdir(str(out_dir / "elsewhere")) == [] and "symlink" in err
+
+
+def test_an_image_that_cannot_be_mounted_is_one_line_exit_2(tmp_path):
+    from littlefs import LittleFS
+    fs = LittleFS(block_size=BLOCK, block_count=16, read_size=PROG, prog_size=PROG, lookahead_size=32)
+    fs.makedirs("/logs", exist_ok=True)
+    with fs.open("/logs/a.txt", "wb") as f:
+        f.write(b"x")
+    image = bytearray(fs.context.buffer)
+    at = image.index(b"a.txt") // BLOCK * BLOCK  # the metadata of /logs: mounting walks every directory's
+    image[at:at + BLOCK] = b"\x55" * BLOCK
+    path = tmp_path / "broken.bin"
+    path.write_bytes(bytes(image))
+    code, out, err = mini("image", "extract", path, "--board", "esp32", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no LittleFS" in err, err
+    assert out == "" and not (tmp_path / "out").exists()
+
+
+BIG_JOURNAL = """
+import os
+from ministore import MiniStore
+os.mkdir('/logs')
+with MiniStore.open('/logs/journal.jsonl') as s:
+    for i in range(30):
+        s.append({'i': i})
+with open('/logs/big.bin', 'wb') as f:
+    for i in range(6):
+        f.write(b'Z' * 4096)
+print('made')
+"""
+
+
+@pytest.mark.parametrize("geometry", ["esp32", "rp2040"])
+def test_the_logs_of_a_damaged_board_flash_are_recovered(tmp_path, geometry):
+    board = VirtualBoard(tmp_path / "flash.bin", geometry)
+    address = board.start("--preload", "--size-kb", "512")
+    try:
+        assert "made" in mpremote(address, "exec", BIG_JOURNAL)
+    finally:
+        board.stop(power_cut=True)
+    with open(board.image, "rb") as f:
+        image = bytearray(f.read())
+    break_pointers(image, b"Z")
+    damaged = tmp_path / "damaged.bin"
+    damaged.write_bytes(bytes(image))
+    out_dir = tmp_path / "out"
+    code, out, err = mini("image", "extract", damaged, "--board", geometry, out_dir)
+    assert code == 1, out + err
+    lines = skipped_lines(err)
+    assert len(lines) == 1 and "/logs/big.bin: cannot be read" in lines[0], err
+    assert MiniStore.replay(str(out_dir / "logs" / "journal.jsonl")) == [{"i": i} for i in range(30)]
+    for name in BRICKS:
+        with open(os.path.join(TOP, "shared", name), "rb") as a, open(out_dir / "lib" / name, "rb") as b:
+            assert a.read() == b.read()
