@@ -221,11 +221,12 @@ def read_header(region, index):
             raise CorruptRecord(region.name, 1, index * region.sector_size, "sector header of the wrong shape")
     # The writer puts sector number n at index (n - 1) % sectors (the ring starts at 0),
     # so a number elsewhere says the region starts at another sector than it did.
-    if (values[0] - 1) % region.sectors != index:
+    number = values[0]
+    if isinstance(number, int) and (number - 1) % region.sectors != index:  # (an int: checked above)
         raise FormatError("%s: sector %d holds the journal's sector number %d, which belongs at sector %d: "
                           "the region was written at another start (%d sectors earlier, modulo %d)" % (
-                              region.name, index, values[0], (values[0] - 1) % region.sectors,
-                              (values[0] - 1 - index) % region.sectors, region.sectors))
+                              region.name, index, number, (number - 1) % region.sectors,
+                              (number - 1 - index) % region.sectors, region.sectors))
     return values + (end + 1,)
 
 

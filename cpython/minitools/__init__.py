@@ -24,6 +24,30 @@ def positive_count(text):
     return value
 
 
+def read_settled(directory, read, suspect=None, tries=5):
+    """read() of a state or queue directory (MiniQueue.inspect, StateManager.load, a
+    scan of its files), done again if a writer compacted the directory while it read:
+    the host tools take no lock, so a removal between their listing and their read gives
+    CompactionGap or ENOENT (or, for a scan, a chain that seems broken: suspect(result))
+    for a healthy directory, which verify would call damage. A failure with the same
+    segments before and after it is the directory's own."""
+    import errno
+    from minilog import CompactionGap, segment_files
+    for _ in range(tries - 1):
+        before = segment_files(directory)
+        try:
+            result = read()
+        except (CompactionGap, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno != errno.ENOENT:
+                raise
+            if segment_files(directory) == before:
+                raise
+            continue
+        if suspect is None or not suspect(result) or segment_files(directory) == before:
+            return result
+    return read()
+
+
 def dump(obj):
     """One record as compact JSON text, non-ASCII kept (what `mini cat` and `mini tail` print)."""
     import json

@@ -15,7 +15,7 @@ from minisnap import SnapStore, NotFound, read_snapshot
 from minilog import read_segments
 
 import minitools
-from minitools import UsageError, dump
+from minitools import UsageError, dump, read_settled
 from minitools import scan as scanning
 from minitools import device
 from minitools import flashregion
@@ -80,8 +80,21 @@ def cmd_stats(args):
     path = args.path
     if not os.path.exists(path):
         raise UsageError("%s: no such file or directory" % path)
+    if os.path.isdir(path):
+        stats = read_settled(path, lambda: _stats(path))
+    else:
+        stats = _stats(path)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        for key in stats:
+            print("%-18s %s" % (key + ":", stats[key]))
+    return 0
+
+
+def _stats(path):
     try:
-        kind = scanning.classify(path)
+        kind = scanning.classify(path)  # it reads a segment: inside read_settled for a directory
     except ValueError as exc:
         raise UsageError(str(exc))
     stats = {"path": path, "kind": kind}
@@ -113,12 +126,7 @@ def cmd_stats(args):
             q = MiniQueue.inspect(path)
             stats.update(ready=len(q), in_flight=q.in_flight(), dead=len(q.dead()),
                          dropped=q.dropped, live_bytes=q.live_bytes())
-    if args.json:
-        print(json.dumps(stats, indent=2))
-    else:
-        for key in stats:
-            print("%-18s %s" % (key + ":", stats[key]))
-    return 0
+    return stats
 
 
 def load_mutators(name):
@@ -160,19 +168,26 @@ def cmd_state(args):
                 initial = json.loads(args.initial)
             except ValueError as exc:
                 raise UsageError("--initial is not JSON: %s" % exc)
-        state, seq, snap_seq = StateManager.load(directory, initial, mutators)
+        state, seq, snap_seq = read_settled(directory, lambda: StateManager.load(directory, initial, mutators))
         print(json.dumps({"seq": seq, "snapshot_seq": snap_seq, "state": state}, indent=2, ensure_ascii=False))
         return 0
-    try:
-        state, snap_seq = SnapStore(directory).restore()
+
+    def read():
+        try:
+            snapshot = SnapStore(directory).restore()
+        except NotFound:
+            snapshot = None
+        snap_seq = 0 if snapshot is None else snapshot[1]
+        tail = []
+        return snapshot, tail, read_segments(directory, snap_seq, lambda seq, rec: tail.append((seq, rec)))
+    snapshot, tail, last = read_settled(directory, read)
+    if snapshot is not None:
+        state, snap_seq = snapshot
         print("snapshot at seq %d:" % snap_seq)
         print(json.dumps(state, indent=2, ensure_ascii=False))
-    except NotFound:
-        snap_seq = 0
+    else:
         print("no snapshot: the state is the application's initial state")
     print("journal after it:")
-    tail = []
-    last = read_segments(directory, snap_seq, lambda seq, rec: tail.append((seq, rec)))
     for seq, record in tail:
         print(dump({"seq": seq, "rec": record}))
     print("last seq: %d" % last)

@@ -14,6 +14,7 @@ from ministore import FormatError, JournalReader, MiniError, RECORD, header_line
 from miniformat import MAX_LINE
 from minisnap import SnapshotError, read_snapshot
 from minilog import segment_files, segment_base
+from minitools import read_settled
 
 
 class Problem:
@@ -268,20 +269,7 @@ def verify_tree(path):
 def classify(path):
     """"journal", "snapshot", "state" (a ministate directory), "queue", or raise ValueError."""
     if os.path.isdir(path):
-        names = os.listdir(path)
-        if any(n.startswith("snap-") for n in names):
-            return "state"
-        segments = segment_files(path)
-        if not segments:
-            raise ValueError("%s: no journal segments or snapshots here" % path)
-        with open(segments[0][1], "rb") as f:
-            lines = [f.readline(MAX_LINE) for _ in range(3)][1:]  # bounded: not a whole segment, nor a damaged GB
-            for line in lines:
-                kind, obj = parse_line(line)
-                if kind == RECORD and isinstance(obj, dict) and isinstance(obj["rec"], dict) and (
-                        set(obj["rec"]) & {"put", "get", "ack", "nack", "ckpt", "ckpt_end", "drop", "dead", "purge"}):
-                    return "queue"
-        return "state"
+        return read_settled(path, lambda: _classify_directory(path))  # it opens a segment a writer may remove
     name = os.path.basename(path)
     if name.startswith("snap-") and name.endswith(".json"):
         return "snapshot"  # even cut short before its format name
@@ -290,6 +278,23 @@ def classify(path):
     if b'"format":"minisnap"' in first:
         return "snapshot"
     return "journal"
+
+
+def _classify_directory(path):
+    names = os.listdir(path)
+    if any(n.startswith("snap-") for n in names):
+        return "state"
+    segments = segment_files(path)
+    if not segments:
+        raise ValueError("%s: no journal segments or snapshots here" % path)
+    with open(segments[0][1], "rb") as f:
+        lines = [f.readline(MAX_LINE) for _ in range(3)][1:]  # bounded: not a whole segment, nor a damaged GB
+        for line in lines:
+            kind, obj = parse_line(line)
+            if kind == RECORD and isinstance(obj, dict) and isinstance(obj["rec"], dict) and (
+                    set(obj["rec"]) & {"put", "get", "ack", "nack", "ckpt", "ckpt_end", "drop", "dead", "purge"}):
+                return "queue"
+    return "state"
 
 
 def verify_path(path):
@@ -305,6 +310,10 @@ def verify_path(path):
             return [Problem(path, "error", 1, 0, os.path.getsize(path), str(exc))]
         except (SnapshotError, ValueError) as exc:
             return [Problem(path, "corrupt", 1, 0, os.path.getsize(path), str(exc).split(": ", 1)[-1])]
+    return read_settled(path, lambda: _verify_directory(path, kind), lambda problems: problems)
+
+
+def _verify_directory(path, kind):
     problems = []
     previous_last = None
     for number, segment in segment_files(path):
@@ -334,14 +343,17 @@ def recovers(directory, kind):
     restore skips them."""
     if kind == "queue":
         from miniqueue import MiniQueue
-        q = MiniQueue.inspect(directory)
+        q = read_settled(directory, lambda: MiniQueue.inspect(directory))
         return "queue at seq %d: %d ready, %d in flight, %d dead, %d dropped" % (
             q.last_seq, len(q), q.in_flight(), len(q.dead()), q.dropped)
     from minisnap import SnapStore, NotFound
     from minilog import read_segments
-    try:
-        snap_seq = SnapStore(directory).restore()[1]
-    except NotFound:
-        snap_seq = 0
-    last = read_segments(directory, snap_seq)
+
+    def read():
+        try:
+            snap_seq = SnapStore(directory).restore()[1]
+        except NotFound:
+            snap_seq = 0
+        return snap_seq, read_segments(directory, snap_seq)
+    snap_seq, last = read_settled(directory, read)
     return "state at seq %d (from the snapshot at seq %d)" % (last, snap_seq)
