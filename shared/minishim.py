@@ -173,7 +173,11 @@ def fspath(path):
     if path.__class__ is str:
         return path
     to_str = getattr(path, "__fspath__", None)
-    return path if to_str is None else to_str()
+    if to_str is not None:
+        return to_str()
+    if path is None or path.__class__ is int:  # not a path: CPython's join() went on without it (the cwd)
+        raise TypeError("a path is a str or path-like object, not %r" % (path,))
+    return path
 
 
 def normpath(path):

@@ -96,6 +96,18 @@ def test_read_only_views_of_a_missing_directory_raise_instead_of_reading_empty()
     assert len(MiniQueue.inspect(d)) == 0
 
 
+def test_none_or_a_number_for_a_path_is_a_type_error():
+    # On CPython MiniQueue.open(None) opened a queue in the current directory: the path
+    # joining dropped the None and kept ".lock" and the journal's name.
+    for bad in (None, 5):
+        raises(TypeError, MiniQueue.open, bad)
+        raises(TypeError, MiniQueue.inspect, bad)
+        raises(TypeError, StateManager.open, bad, {}, KEY_VALUE)
+        raises(TypeError, StateManager.load, bad, {}, KEY_VALUE)
+        raises(TypeError, MiniStore.open, bad)
+        raises(TypeError, SnapStore, bad)
+
+
 def test_key_value_mutators_make_a_config_store():
     d = scratch()
     with StateManager.open(d, initial={}, mutators=KEY_VALUE) as config:
