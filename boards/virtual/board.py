@@ -25,12 +25,12 @@ import sys
 import time
 
 if __package__:  # installed: the package miniboard (mini-board)
-    from miniboard.board_files import (BOARDS, BoardError, alive, brick_sources, files_of, install_files,
-                                       micropython_path, prepare_image, read_state)
+    from miniboard.board_files import (BOARDS, BoardError, alive, brick_sources, check_sources, files_of,
+                                       install_files, lock_image, micropython_path, prepare_image, read_state)
     from miniboard.board_supervisor import Supervisor
 else:  # run as a script: boards/virtual is sys.path[0]
-    from board_files import (BOARDS, BoardError, alive, brick_sources, files_of, install_files,
-                             micropython_path, prepare_image, read_state)
+    from board_files import (BOARDS, BoardError, alive, brick_sources, check_sources, files_of,
+                             install_files, lock_image, micropython_path, prepare_image, read_state)
     from board_supervisor import Supervisor
 
 
@@ -38,29 +38,40 @@ else:  # run as a script: boards/virtual is sys.path[0]
 
 def cmd_start(args):
     files = files_of(args.image)
-    state = read_state(files["image"])
-    if state is not None:
-        raise BoardError("%s: already running at %s (stop it first)" % (files["image"], state["address"]))
     micropython_path(args.micropython)
-    prepare_image(files["image"], args.size_kb, args.board)
     pairs = []
     if args.preload:
         pairs += [(path, "/lib/" + os.path.basename(path)) for path in brick_sources()]
     if args.main:
         pairs.append((args.main, "/main.py"))
-    if pairs:
-        install_files(files["image"], args.board, pairs, args.micropython, args.fsync)
+    check_sources(pairs)  # a start that fails on its arguments leaves no image behind
+    lock = lock_image(files["image"])
+    try:
+        created = prepare_image(files["image"], args.size_kb, args.board)
+        if pairs:
+            try:
+                install_files(files["image"], args.board, pairs, lock, args.micropython, args.fsync)
+            except BoardError:
+                if created:  # nobody else has seen it (we hold the lock): no half-installed image stays
+                    os.unlink(files["image"])
+                raise
+        return _spawn_serve(args, files, lock)
+    finally:
+        os.close(lock)  # the supervisor has its own copy: the lock stays held until the board is off
+
+
+def _spawn_serve(args, files, lock):
     ready_r, ready_w = os.pipe()
     cmd = [sys.executable, os.path.abspath(__file__), "serve", "--image", files["image"],
            "--board", args.board, "--port", str(args.port), "--host", args.host,
-           "--heap-kb", str(args.heap_kb), "--ready-fd", str(ready_w)]
+           "--heap-kb", str(args.heap_kb), "--ready-fd", str(ready_w), "--lock-fd", str(lock)]
     if args.micropython:
         cmd += ["--micropython", args.micropython]
     if args.fsync:
         cmd.append("--fsync")
     with open(files["log"], "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, pass_fds=(ready_w,), cwd="/")
+                                start_new_session=True, pass_fds=(ready_w, lock), cwd="/")
     os.close(ready_w)
     line = b""
     deadline = time.monotonic() + 15
@@ -91,9 +102,14 @@ def _last_line(path):
 
 def cmd_serve(args):
     files = files_of(args.image)
-    if not os.path.exists(files["image"]):
-        prepare_image(files["image"], args.size_kb, args.board)
-    Supervisor(args).serve()
+    # from start: the lock start took, inherited; held from before start touched the image
+    lock = args.lock_fd if args.lock_fd is not None else lock_image(files["image"])
+    try:
+        if not os.path.exists(files["image"]):
+            prepare_image(files["image"], args.size_kb, args.board)
+        Supervisor(args, lock).serve()
+    finally:
+        os.close(lock)
     return 0
 
 
@@ -174,6 +190,7 @@ def build_parser():
     p = sub.add_parser("serve", help="run the board in the foreground (Ctrl-C stops it)")
     board_options(p)
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("stop", help="stop the board (--power-cut: SIGKILL of micropython)")

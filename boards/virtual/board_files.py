@@ -2,8 +2,9 @@
 
 Next to the image: IMAGE.console.log (everything the board printed), IMAGE.board.log
 (the supervisor's log), IMAGE.board.json (the running board: address and process ids),
-IMAGE.board.lock (held by the supervisor that runs the board).
+IMAGE.board.lock (the image's lock: whoever holds it owns the image, see lock_image).
 """
+import fcntl
 import json
 import os
 import shutil
@@ -17,13 +18,12 @@ else:  # run as a script: boards/virtual is sys.path[0]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VBOOT = os.path.join(HERE, "vboot.py")
-__all__ = ["BLOCK", "BOARDS", "HERE", "VBOOT", "BoardError", "files_of", "micropython_path",
-           "read_state", "alive", "write_json", "prepare_image", "brick_sources", "install_files"]
+__all__ = ["BLOCK", "BOARDS", "HERE", "VBOOT", "BoardError", "files_of", "micropython_path", "read_state",
+           "alive", "write_json", "lock_image", "prepare_image", "brick_sources", "check_sources", "install_files"]
 
 
 class BoardError(Exception):
     """Reported as one line on stderr, exit 2."""
-
 
 
 def files_of(image):
@@ -79,6 +79,32 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def lock_image(image):
+    """Take the image's exclusive lock, or raise BoardError if another board holds it.
+
+    Returns the lock's file descriptor (close-on-exec). Whoever holds it owns the
+    image: it is taken before anything reads or writes the image (creating it,
+    installing files, booting) and held until the board is off, by the supervisor and
+    each process it starts on the image, so a second start is refused before it has
+    written a byte. The state file cannot do that: it appears only once the board
+    has booted, after the image has been written.
+    """
+    files = files_of(image)
+    parent = os.path.dirname(files["image"])
+    if not os.path.isdir(parent):
+        raise BoardError("%s: no such directory" % parent)
+    fd = os.open(files["lock"], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        state = read_state(image)
+        if state is not None:
+            raise BoardError("%s: already running at %s (stop it first)" % (files["image"], state["address"]))
+        raise BoardError("%s: a board is already running on this image (starting or stopping)" % files["image"])
+    return fd
+
+
 def prepare_image(image, size_kb, board):
     """Create a blank (erased) image if there is none; check the size of an existing one."""
     if os.path.exists(image):
@@ -116,14 +142,22 @@ def brick_sources():
     return paths
 
 
-def install_files(image, board, pairs, micropython=None, sync=False):
-    """Copy host files onto the image while the board is off: [(host path, board path)]."""
-    args = [micropython_path(micropython), VBOOT, image, board, "install", "1" if sync else "0"]
-    for src, dst in pairs:
+def check_sources(pairs):
+    for src, _ in pairs:
         if not os.path.isfile(src):
             raise BoardError("%s: no such file" % src)
+
+
+def install_files(image, board, pairs, lock, micropython=None, sync=False):
+    """Copy host files onto the image while the board is off: [(host path, board path)].
+
+    lock: the image's lock (lock_image), which the micropython process that writes
+    holds too, so the image stays locked while it writes even if our process dies."""
+    check_sources(pairs)
+    args = [micropython_path(micropython), VBOOT, image, board, "install", "1" if sync else "0"]
+    for src, dst in pairs:
         args += [os.path.abspath(src), dst]
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=HERE)
+    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=HERE, pass_fds=(lock,))
     if proc.returncode != 0:
         out = proc.stdout.decode("utf-8", "replace").strip().splitlines()
         raise BoardError("could not write files onto %s: %s" % (image, out[-1] if out else "exit %d" % proc.returncode))

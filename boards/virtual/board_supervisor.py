@@ -59,8 +59,9 @@ class Supervisor(InputPump):
     KeyboardInterrupt never unwinds through littlefs.
     """
 
-    def __init__(self, args):
+    def __init__(self, args, lock):
         self.args = args
+        self.lock = lock  # the image's lock (lock_image), held by the caller until the board is off
         self.files = files_of(args.image)
         self.image = self.files["image"]
         self.micropython = micropython_path(args.micropython)
@@ -94,11 +95,6 @@ class Supervisor(InputPump):
     # -- lifecycle
 
     def serve(self):
-        lock = open(self.files["lock"], "a")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BoardError("%s: a board is already running on this image" % self.image)
         server = self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -124,11 +120,10 @@ class Supervisor(InputPump):
             self.loop(server)
         finally:
             self.shutdown()
-            try:
+            try:  # while the lock is still held: a board started next writes its own
                 os.unlink(self.files["state"])
             except OSError:
                 pass
-            lock.close()
 
     def request_stop(self, what):
         if what == "reset":  # the reset button: the program stops dead, the board boots again
@@ -162,7 +157,9 @@ class Supervisor(InputPump):
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             _die_with_parent()
 
-        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=HERE,
+        # the interpreter holds the image's lock too: if the supervisor dies, the lock
+        # stays held until the interpreter (SIGKILLed with it) has stopped writing
+        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=HERE, pass_fds=(self.lock,),
                                      start_new_session=True, preexec_fn=controlling_tty, close_fds=True)
         self.slave_name = os.ttyname(slave)
         os.close(slave)
