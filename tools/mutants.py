@@ -499,6 +499,20 @@ MUTANTS = [
      "            except Exception as exc:  # fields the class no longer takes or lacks, or now refuses",
      "            except TypeError as exc:", "a mutator __init__ that refuses its journaled fields at replay "
      "raises a bare ValueError, not ReplayError", CORE),
+    ("dead-letter-deferred", "miniqueue.py", "                self._write([b'{\"dead\":%d}' % mid])",
+     "                self._write([b'{\"dead\":%d}' % mid], defer=True)",
+     "dead_letter() is kept in RAM: a crash brings the message back ready, never dead again", CORE),
+    ("put-wakes-without-the-lock", "miniqueue.py",
+     "        with self._lock:\n            wake = self._wake\n            if wake is not None and wake.waiting():\n"
+     "                wake.notify()  # now get() may deliver them",
+     "        wake = self._wake\n        if wake is not None and wake.waiting():\n"
+     "            wake.notify()  # now get() may deliver them",
+     "a put looks for waiting getters without the lock: a get that looked during its sync sleeps out "
+     "its timeout", CORE),
+    ("aget-one-loop", "miniwait.py", "        self._aio = kept\n", "        self._aio = [found]\n",
+     "aget keeps one event loop's Event: with two loops waiting, one is never woken", CORE),
+    ("path-none-is-cwd", "minishim.py", "    if path is None or path.__class__ is int:",
+     "    if path.__class__ is int:", "a path of None opens a queue in the current directory (CPython)", CORE),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]
