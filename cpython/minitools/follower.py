@@ -2,14 +2,46 @@
 and turns the new bytes into records with the core's one journal reader
 (ministore.JournalReader, fed line by line), so that tail shows exactly what a reader
 would accept: a batch only once it is whole, seqs in order, damage reported.
+
+-n N starts with the last N records, found by reading back from each file's end until
+the window holds N whole records (or the journal has no more): record sizes and pads
+(LittleFS block-end pads, up to a block) make any guess from N alone wrong. A file is
+checked on its header line when first seen, even when tail reads it from the middle:
+not a journal is an error (NotJournal), as for `mini cat`. A file that appears after
+the first poll is read from its first record; one removed and created again between
+polls (its first bytes, or the bytes before where tail reads on, changed) is read again
+from its start; one that shrank is read again, showing only the seqs after the last
+one shown.
 """
+import io
 import json
 import sys
 
-from ministore import JournalReader, MiniError
+from miniformat import MAX_LINE, check_header, parse_line
+from ministore import FormatError, JournalReader, MiniError
 
 from minitools import dump
-from minitools.mpremote_link import PREFIX, device_eval, remote_path as _remote
+from minitools.mpremote_link import PREFIX, DeviceError, device_eval, remote_path as _remote
+
+PIECE = 16 * 1024  # bytes one exchange reads (the device hexlifies them: its heap holds about 4 times that)
+HEAD = 256         # a file's first bytes, sent at each poll: its header line, and whether it is the same file
+MARK = 32          # the bytes before where a file is read on: still the file tail read, not a new one
+LONGEST_HEAD = 2 * MAX_LINE + HEAD  # a damaged header is judged by the line after it (FORMAT.md 2.1, rule 4)
+NO_SEGMENTS = "no journal segments (journal-NNNNNNNN.jsonl)"
+
+
+class NotJournal(DeviceError):
+    """A file that is not a ministore journal: one line, exit 2, with --follow too
+    (waiting would not make it one)."""
+
+
+class Missing(FileNotFoundError):
+    """Nothing to read yet: `error` for a single poll, `waiting` to say once with --follow."""
+
+    def __init__(self, error, waiting):
+        FileNotFoundError.__init__(self, error)
+        self.error = error
+        self.waiting = waiting
 
 
 class _Warn:
@@ -26,37 +58,51 @@ class _Warn:
             self.name, "damaged region" if kind == "corrupt" else kind, self.start + offset, reason, lost_text))
 
 
+# reqs: {file: [start, stop]} (stop -1: to the end) to read; a file not in reqs is read
+# from byte 0 when new0, else only its size and head are sent; only: list no other file.
+# Each file: [name, size, head, start (-1: nothing read), the MARK bytes before start, data].
 _TAIL_CODE = """
 import os, json, binascii
-def _mini_tail(p, offsets, budget, first, tail):
+def _mini_tail(p, reqs, new0, only, budget, headlen, marklen):
+    h = lambda b: binascii.hexlify(b).decode()
     try:
         st = os.stat(p)
     except OSError:
         return None
-    if st[0] & 0x4000:
+    d = st[0] & 0x4000
+    if d:
         names = [p + '/' + n for n in sorted(os.listdir(p)) if n.startswith('journal-') and n.endswith('.jsonl')]
     else:
         names = [p]
     out = []
-    for i in range(len(names)):
-        size = os.stat(names[i])[6]
-        start = offsets.get(names[i])
-        if start is None:
-            if not first or tail < 0:
-                start = 0
-            elif i == len(names) - 1:
-                start = max(0, size - tail - 1)
-            else:
-                start = size
-        data = b''
-        if size > start and budget > 0:
-            with open(names[i], 'rb') as f:
-                f.seek(start)
-                data = f.read(min(size - start, budget))
-            budget -= len(data)
-        out.append([names[i], size, start, binascii.hexlify(data).decode()])
-    return out
-print('%s', json.dumps(_mini_tail('%s', %s, %d, %d, %d)))
+    for n in names:
+        r = reqs.get(n)
+        if r is None and only:
+            continue
+        if r is None and new0:
+            r = [0, -1]
+        try:
+            size = os.stat(n)[6]
+            f = open(n, 'rb')
+        except OSError:
+            continue
+        start = -1
+        mark = data = b''
+        try:
+            head = f.read(headlen)
+            if r is not None and r[0] <= size:
+                start = r[0]
+                stop = size if r[1] < 0 else min(size, r[1])
+                f.seek(max(0, start - marklen))
+                mark = f.read(start - max(0, start - marklen))
+                if stop > start and budget > 0:
+                    data = f.read(min(stop - start, budget))
+                    budget -= len(data)
+        finally:
+            f.close()
+        out.append([n, size, h(head), start, h(mark), h(data)])
+    return [1 if d else 0, out]
+print('%s', json.dumps(_mini_tail('%s', %s, %d, %d, %d, %d, %d)))
 """
 
 
@@ -66,66 +112,217 @@ class Follower:
     def __init__(self, port, journal, lines, raw, out=None, err=None):
         self.port = port
         self.journal = _remote(journal)
-        self.tail_bytes = -1 if lines < 0 else (0 if lines == 0 else 2048 + 512 * lines)
         self.lines = lines
         self.raw = raw
         self.offsets = {}      # device file -> offset after its last complete line
         self.readers = {}      # device file -> the JournalReader its lines are pushed into
         self.resync = set()    # files read from the middle of a line: skip to the next newline
-        self.budget = 16 * 1024
-        self.first = True
+        self.heads = {}        # device file -> its first bytes (up to HEAD)
+        self.marks = {}        # device file -> the bytes just before its offset
+        self.shown = {}        # device file -> the last seq printed from it
+        self.checked = set()   # files whose whole first line passed check_header
+        self.torn_heads = set()  # ... and was a damaged header, with lines after it
+        self.budget = PIECE
+        self.first = True      # no answer from the device yet: -n applies to what the first one lists
         self.out = out or sys.stdout
         self.err = err or sys.stderr
 
     def poll(self, evaluate=None):
-        """One exchange with the device; returns True if more bytes are waiting.
+        """One exchange with the device (a few when a window or a header needs more bytes);
+        returns True if more bytes are waiting.
 
         evaluate(code) runs the code on the device and returns the value it prints
         (a DeviceSession's eval); by default, one `mpremote exec` of its own."""
-        code = _TAIL_CODE % (PREFIX, self.journal, json.dumps(self.offsets), self.budget, self.first,
-                             self.tail_bytes)
-        answer = evaluate(code) if evaluate is not None else device_eval(self.port, code)
+        ask = evaluate if evaluate is not None else (lambda code: device_eval(self.port, code))
+        windowed = self.first and self.lines >= 0
+        answer = self._ask(ask, {name: [offset, -1] for name, offset in self.offsets.items()}, not windowed)
         if answer is None:
-            raise FileNotFoundError(self.journal)
-        records = []
-        more = moved = False
-        seen = set()
-        for name, size, start, hexdata in answer:
-            seen.add(name)
-            known = self.offsets.get(name)
-            if known is not None and size < known:
-                self.err.write("mini tail: %s shrank to %d bytes: reading it again from the start\n" % (name, size))
-                self.offsets[name] = 0
-                self.readers.pop(name, None)
-                more = True
-                continue
-            data = bytes.fromhex(hexdata)
-            if known is None and start > 0:  # a window that starts (1 byte early) inside a line:
-                self.resync.add(name)        # skip through the first newline
-            offset, new = self._lines(name, start, data)
-            records += new
-            moved = moved or offset > start
-            self.offsets[name] = offset
-            if start + len(data) < size:
-                more = True
-        # a line longer than what one poll reads: read more at once next time
-        self.budget = min(self.budget * 2, 1 << 20) if more and not moved else 16 * 1024
-        for name in list(self.offsets):
+            self._forget_all()  # when it appears again, it is a new file
+            self.first = False
+            raise Missing("%s: no such file or directory on the device" % self.journal,
+                          "waiting for %s to appear" % self.journal)
+        files = [(name, size, bytes.fromhex(head), start, bytes.fromhex(mark), bytes.fromhex(data))
+                 for name, size, head, start, mark, data in answer[1]]
+        seen = set(item[0] for item in files)
+        for name in list(self.heads):
             if name not in seen:
-                del self.offsets[name]  # compacted away
-                self.readers.pop(name, None)
-                self.resync.discard(name)
-        if self.first and self.lines > 0:
-            records = records[-self.lines:]
+                self._forget(name)  # compacted away, or removed
+        if not files:  # a directory (a file lists itself)
+            self.first = False
+            raise Missing("%s: %s here" % (self.journal, NO_SEGMENTS),
+                          "%s holds %s: waiting for the journal to appear" % (self.journal, NO_SEGMENTS))
+        more = moved = False
+        placed = []
+        for name, size, head, start, mark, data in files:
+            if name in self.offsets and self._changed(name, size, head, mark):
+                more = True  # read it again at once, from its start
+                continue
+            self._check(ask, name, size, head)
+            if len(head) > len(self.heads.get(name, b"")):
+                self.heads[name] = head
+            if start < 0:  # the first poll: where to start is chosen below
+                placed.append((name, size))
+                continue
+            offset = self._take(name, start, mark, data)
+            moved = moved or offset > start
+            more = more or start + len(data) < size
+        if placed:
+            self._place(ask, placed)
         self.first = False
-        for seq, record in records:
-            self.out.write(dump(record if self.raw else {"seq": seq, "rec": record}) + "\n")
-        self.out.flush()
+        # a line longer than what one poll reads: read more at once next time
+        self.budget = min(self.budget * 2, 1 << 20) if more and not moved else PIECE
         return more
+
+    def _ask(self, ask, reqs, new0, only=False, budget=None):
+        return ask(_TAIL_CODE % (PREFIX, self.journal, json.dumps(reqs), new0, only,
+                                 self.budget if budget is None else budget, HEAD, MARK))
+
+    def _fetch(self, ask, name, start, stop):
+        """(the MARK bytes before start, the bytes start..stop) of one file, in pieces."""
+        mark, got = None, b""
+        while start + len(got) < stop:
+            answer = self._ask(ask, {name: [start + len(got), stop]}, False, True, PIECE)
+            found = [item for item in (answer or [0, []])[1] if item[0] == name and item[3] >= 0]
+            piece = bytes.fromhex(found[0][5]) if found else b""
+            if mark is None and found:
+                mark = bytes.fromhex(found[0][4])
+            if not piece:
+                break  # the file shrank meanwhile: the next poll sees it
+            got += piece
+        return mark or b"", got
+
+    # ------------------------------------------------------------ which file is it
+
+    def _check(self, ask, name, size, head):
+        """NotJournal unless the file's first line is a ministore header (or a damaged
+        one of ours), checked even when tail reads the file from the middle."""
+        if name in self.checked:
+            return
+        text = head
+        while True:
+            end1 = text.find(b"\n") + 1
+            end2 = text.find(b"\n", end1) + 1 if end1 else 0
+            longer = len(text) < size and len(text) < LONGEST_HEAD
+            # a damaged first line is judged by the sealed line after it (FORMAT.md 2.1)
+            if longer and (not end1 or (not end2 and parse_line(text[:end1])[0] is None)):
+                fetched = self._fetch(ask, name, 0, min(size, LONGEST_HEAD, 4 * len(text) + 4096))[1]
+                if len(fetched) > len(text):
+                    text = fetched
+                    continue
+            break
+        line1 = text[:end1] if end1 else text
+        line2 = text[end1:end2 or len(text)] if end1 else b""
+        try:
+            base = check_header(name, line1, lambda: line2)
+        except FormatError as exc:
+            raise NotJournal(str(exc))
+        if end1:  # else the file is a header being written: checked again when it has grown
+            self.checked.add(name)
+            if base is None:
+                self.torn_heads.add(name)
+
+    def _changed(self, name, size, head, mark):
+        """Whether a file tail reads is another one now, or shrank: then it is read again."""
+        old = self.heads.get(name, b"")
+        common = min(len(old), len(head))
+        if old[:common] != head[:common] or (size >= self.offsets[name] and mark != self.marks.get(name, mark)):
+            self.err.write("mini tail: %s is a new file (removed and created again): reading it from its start\n"
+                           % name)
+            self._forget(name)
+            return True
+        if size < self.offsets[name]:
+            shown = self.shown.get(name)
+            self.err.write("mini tail: %s shrank to %d bytes: reading it again from the start%s\n" % (
+                name, size, "" if shown is None else ", printing only the records after seq %d" % shown))
+            self._forget(name)
+            if shown is not None:
+                self.shown[name] = shown  # the same journal: what was printed is not printed again
+            return True
+        return False
+
+    def _forget(self, name):
+        for table in (self.offsets, self.readers, self.heads, self.marks, self.shown):
+            table.pop(name, None)
+        for names in (self.resync, self.checked, self.torn_heads):
+            names.discard(name)
+
+    def _forget_all(self):
+        for name in set(self.heads) | set(self.offsets):
+            self._forget(name)
+
+    # ------------------------------------------------------------ reading
+
+    def _take(self, name, start, mark, data):
+        """Read a file's new bytes; print what they complete; return the new offset."""
+        offset, records = self._lines(name, start, data)
+        self.marks[name] = (mark + data[:offset - start])[-MARK:]
+        self.offsets[name] = offset
+        self._show(name, records)
+        return offset
+
+    def _place(self, ask, placed):
+        """The first poll: start with the last N records of the journal (-n N), newest
+        file first, reading back from each file's end until the window holds them."""
+        need = self.lines
+        chosen = []
+        for name, size in reversed(placed):
+            chosen.append(self._window(ask, name, size, need))
+            need -= len(chosen[-1][3])
+        for name, start, mark, records, said, offset, data in reversed(chosen):
+            self.err.write(said)
+            reader = self.readers.get(name)
+            if reader is not None:
+                reader.reporter.err = self.err  # its damage from now on goes to stderr
+            self.marks[name] = (mark + data[:offset - start])[-MARK:]
+            self.offsets[name] = offset
+            self._show(name, records)
+
+    def _window(self, ask, name, size, need):
+        """Read back from the end of one file until it holds `need` whole records, or
+        from its start: (name, start, mark, the records to show, damage said, offset, data)."""
+        # -n 0: from the last byte, so that a last line still being written is skipped
+        # whole and a complete one is not
+        start, data, step = size, b"", PIECE if need > 0 else 1
+        while True:
+            begin = max(0, start - step)
+            mark, piece = self._fetch(ask, name, begin, start)
+            start, data = begin, piece + data
+            said = io.StringIO()
+            self.readers.pop(name, None)
+            if start > 0:
+                self.resync.add(name)  # the window begins inside a line
+            else:
+                self.resync.discard(name)
+            err, self.err = self.err, said
+            try:
+                offset, records = self._lines(name, start, data)
+            finally:
+                self.err = err
+            if len(records) >= need or start == 0:
+                keep = records[len(records) - need:] if 0 < need < len(records) else records if need > 0 else []
+                return name, start, mark, keep, said.getvalue(), offset, data
+            # the bytes each record took so far, and room for pads (LittleFS block ends: up to a block)
+            wanted = len(data) * need // len(records) + 4096 if records else 2 * len(data)
+            step = max(PIECE, wanted - len(data))
+
+    def _show(self, name, records):
+        last = self.shown.get(name)
+        for seq, record in records:
+            if last is not None and seq <= last:
+                continue  # printed before the file shrank
+            self.out.write(dump(record if self.raw else {"seq": seq, "rec": record}) + "\n")
+            last = seq
+        if last is not None:
+            self.shown[name] = last
+        self.out.flush()
 
     def _lines(self, name, start, data):
         records = []
         at = 0
+        if start == 0 and name in self.torn_heads and name not in self.readers and name not in self.resync:
+            self.err.write("mini tail: %s: damaged region at byte 0: damaged header with more lines after it\n"
+                           % name)
+            self.resync.add(name)  # read on from its second line
         if name in self.resync:
             cut = data.find(b"\n")
             if cut < 0:
@@ -142,7 +339,9 @@ class Follower:
                 break  # an incomplete line: read it again next time
             try:
                 records += reader.push(data[at:end + 1])
-            except MiniError as exc:  # not a journal (FormatError): say it once, read no further
+            except FormatError as exc:
+                raise NotJournal(str(exc))
+            except MiniError as exc:  # say it once, read no further
                 self.err.write("mini tail: %s\n" % exc)
                 return start + len(data), records
             at = end + 1

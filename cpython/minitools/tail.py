@@ -13,7 +13,7 @@ import sys
 import time
 
 from minitools.device_session import DeviceSession
-from minitools.follower import Follower
+from minitools.follower import Follower, NotJournal
 from minitools.mpremote_link import DeviceError, check_port, fail
 
 
@@ -99,13 +99,17 @@ def cmd_tail(args):
                 if lost:
                     sys.stderr.write("mini tail: %s is back\n" % args.port)
                     lost = False
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if not args.follow:
-                    raise DeviceError("%s: no such file or directory on the device" % follower.journal)
+                    raise DeviceError(getattr(exc, "error", "%s: no such file or directory on the device"
+                                              % follower.journal))
                 if not waiting:
-                    sys.stderr.write("mini tail: waiting for %s to appear\n" % follower.journal)
+                    sys.stderr.write("mini tail: %s\n" % getattr(exc, "waiting", "waiting for %s to appear"
+                                                                    % follower.journal))
                     waiting = True
                 more = False
+            except NotJournal:
+                raise  # waiting would not make it a journal: exit 2, --follow or not
             except DeviceError as exc:
                 if not args.follow or follower.first:
                     raise
