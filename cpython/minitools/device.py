@@ -5,7 +5,11 @@
     mini image extract FLASH.BIN --board B OUT_DIR  extract every file of a LittleFS flash dump (littlefs-python)
 
 `mini tail` on a state or queue directory follows its segments; a record that a
-compaction removes before the next poll (it is in the snapshot) is not printed.
+compaction removes before the next poll (it is in the snapshot) is not printed. `-n N`
+starts with exactly the last N records (read back from the end, across segments); a
+file that is not a journal is refused (exit 2); a journal that appears, is created
+again or shrinks while tail follows it is read again from its start, printing only
+records after the last seq shown (README, `mini tail`).
 
 The work is done in: mpremote_link.py (the mpremote client), pull.py, tail.py and
 follower.py (tail's parser of the polled bytes), image.py, and safenames.py (the
