@@ -18,23 +18,13 @@ from ministate import StateManager, Mutator
 from minitools import device as device_cli
 from minitools import follower as follower_module
 
-from test_virtual_board import TOP, VirtualBoard, mini, mpremote, BRICKS
+from test_virtual_board import TOP, VirtualBoard, add_state, mini, mpremote, BRICKS
 
-MAKE = """
+MAKE = add_state() + """
 from ministore import MiniStore
-from ministate import StateManager, Mutator
-class Add(Mutator):
-    def __init__(self, n):
-        self.n = n
-    def apply(self, state):
-        state['total'] += self.n
 with MiniStore.open('/logs/journal.jsonl') as s:
     for i in range(30):
         s.append({'i': i, 'tag': 'reading'})
-sm = StateManager.open('/data/state', initial={'total': 0}, mutators=[Add], snapshot_every=8)
-for i in range(20):
-    sm.apply(Add(n=i))
-sm.close()
 print('made')
 """
 

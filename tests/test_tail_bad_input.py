@@ -12,20 +12,10 @@ import time
 
 import pytest
 
-from test_virtual_board import TOP, VirtualBoard, mini, mpremote
+from test_virtual_board import TOP, VirtualBoard, add_state, mini, mpremote
 
-MAKE = """
+MAKE = add_state() + """
 import os
-from ministate import StateManager, Mutator
-class Add(Mutator):
-    def __init__(self, n):
-        self.n = n
-    def apply(self, state):
-        state['total'] += self.n
-sm = StateManager.open('/data/state', initial={'total': 0}, mutators=[Add], snapshot_every=8)
-for i in range(20):
-    sm.apply(Add(n=i))
-sm.close()
 with open('/notes.csv', 'w') as f:
     f.write('a,b\\n1,2\\n')
 with open('/big.csv', 'w') as f:
@@ -35,18 +25,7 @@ os.mkdir('/empty')
 print('snap', [n for n in os.listdir('/data/state') if n.startswith('snap-')][-1])
 """
 
-ADD = """
-from ministate import StateManager, Mutator
-class Add(Mutator):
-    def __init__(self, n):
-        self.n = n
-    def apply(self, state):
-        state['total'] += self.n
-sm = StateManager.open('/empty', initial={'total': 0}, mutators=[Add])
-for i in range(3):
-    sm.apply(Add(n=i))
-sm.close()
-"""
+ADD = add_state("/empty", 3, None)
 
 
 @pytest.fixture(scope="module")

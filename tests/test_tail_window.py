@@ -12,12 +12,11 @@ import pytest
 from minitools.device_session import DeviceSession
 from minitools.follower import Follower
 
-from test_virtual_board import VirtualBoard, mini, mpremote
+from test_virtual_board import VirtualBoard, add_state, mini, mpremote
 
-MAKE = """
+MAKE = add_state() + """
 import os
 from ministore import MiniStore
-from ministate import StateManager, Mutator
 with MiniStore.open('/big.jsonl') as s:
     for i in range(12):
         s.append({'i': i, 'blob': 'x' * (1500 + 97 * i)})
@@ -27,15 +26,6 @@ with MiniStore.open('/small.jsonl') as s:
 with MiniStore.open('/batch.jsonl') as s:
     for k in range(5):
         s.append_many([{'i': i} for i in range(k * 100, k * 100 + 100)])
-class Add(Mutator):
-    def __init__(self, n):
-        self.n = n
-    def apply(self, state):
-        state['total'] += self.n
-sm = StateManager.open('/data/state', initial={'total': 0}, mutators=[Add], snapshot_every=8)
-for i in range(20):
-    sm.apply(Add(n=i))
-sm.close()
 pads = sum(1 for line in open('/big.jsonl') if line.startswith('{"pad"'))
 print('pads', pads, 'segments', len([n for n in os.listdir('/data/state') if n.startswith('journal-')]))
 """

@@ -17,6 +17,26 @@ from miniqueue import MiniQueue, UnknownMessage
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARD_PY = os.path.join(TOP, "boards", "virtual", "board.py")
 BRICKS = sorted(n for n in os.listdir(os.path.join(TOP, "shared")) if n.endswith(".py"))  # the core
+
+# Device-side code that the tests of the host tools run on a board: a ministate
+# directory of `count` Add records, snapshotted every `every` (None: never).
+ADD_MUTATOR = """
+from ministate import StateManager, Mutator
+class Add(Mutator):
+    def __init__(self, n):
+        self.n = n
+    def apply(self, state):
+        state['total'] += self.n
+"""
+
+
+def add_state(path="/data/state", count=20, every=8):
+    return ADD_MUTATOR + """
+sm = StateManager.open(%r, initial={'total': 0}, mutators=[Add], snapshot_every=%r)
+for i in range(%d):
+    sm.apply(Add(n=i))
+sm.close()
+""" % (path, every, count)
 sys.path.insert(0, os.path.join(TOP, "examples"))
 import sensor_app  # noqa: E402  (its Count mutator and INITIAL; the app itself runs on the board)
 
