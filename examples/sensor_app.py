@@ -1,9 +1,8 @@
 # A sensor node for a MicroPython board (real or virtual): install it as /main.py,
-# with the bricks in /lib:
-#   mpremote connect PORT fs mkdir :lib + fs cp shared/minishim.py shared/miniformat.py shared/minidamage.py \
-#       shared/minireader.py shared/ministore.py shared/minilog.py shared/minisnap.py shared/ministate.py \
-#       shared/minimessages.py shared/miniwait.py shared/miniqueue.py :lib/ \
-#       + fs cp examples/sensor_app.py :main.py
+# with the bricks it needs in /lib (micropython/README.md; a list by hand once left out
+# minisnapio, which the first automatic snapshot imports):
+#   mpremote connect PORT mip install micropython/ministate/package.json \
+#       + mip install micropython/miniqueue/package.json + fs cp examples/sensor_app.py :main.py
 #
 # Every cycle it counts a reading in a ministate counter (/data/state) and puts the
 # reading into a miniqueue outbox (/data/outbox); a pretend uplink sends (get + ack)

@@ -24,17 +24,24 @@ VERSION = "0.1.0"
 _IMPORT = re.compile(r"^(?:import|from)\s+(mini\w+)|^[ \t]+(?:import|from)\s+(mini\w+)[^\n#]*#\s*lazy\b", re.M)
 
 
+# What a module is used with though it does not import it: miniforward forwards a
+# MiniQueue's messages (the app makes the queue), minireport is the reporter mode of
+# the journal reader (minireader imports it, only when a reporter is given).
+_USED_WITH = {"miniforward": ["miniqueue"], "minireport": ["ministore"]}
+
+
 def core_modules():
     """Every module of the core: shared/*.py, sorted."""
     return sorted(name[:-3] for name in os.listdir(SHARED) if name.endswith(".py"))
 
 
-def direct_deps(name):
-    """The core modules that `name` imports at its top (what it cannot import without)."""
+def direct_deps(name, used_with=True):
+    """The core modules that `name` imports at its top (what it cannot import without),
+    and (used_with) those it is used with though it does not import them."""
     with open(os.path.join(SHARED, name + ".py")) as f:
         found = set(name for pair in _IMPORT.findall(f.read()) for name in pair if name)
     core = set(core_modules())
-    return sorted(found & core - {name})
+    return sorted((found | set(_USED_WITH.get(name, ()) if used_with else ())) & core - {name})
 
 
 def loaded_on_demand():
@@ -48,18 +55,19 @@ def loaded_on_demand():
             at_top |= set(top.findall(f.read()))
     lazy = set()
     for module in core_modules():
-        lazy |= set(direct_deps(module))
+        lazy |= set(direct_deps(module, used_with=False))
     return lazy - at_top
 
 
-def closure(name):
-    """`name` and everything it needs, dependencies first."""
+def closure(name, used_with=True):
+    """`name` and everything it needs, dependencies first (used_with=False: only what
+    its imports load)."""
     out = []
 
     def visit(module):
         if module in out:
             return
-        for dep in direct_deps(module):
+        for dep in direct_deps(module, used_with):
             visit(dep)
         out.append(module)
     visit(name)

@@ -194,3 +194,20 @@ def test_the_logs_of_a_damaged_board_flash_are_recovered(tmp_path, geometry):
     for name in BRICKS:
         with open(os.path.join(TOP, "shared", name), "rb") as a, open(out_dir / "lib" / name, "rb") as b:
             assert a.read() == b.read()
+
+
+def test_image_extract_without_littlefs_python_says_how_to_install_it(tmp_path):
+    # littlefs-python comes with the "device" extra only: after a plain `pip install .`
+    # the command ended in a ModuleNotFoundError traceback.
+    import subprocess
+    import sys
+    image = tmp_path / "flash.bin"
+    image.write_bytes(b"\xff" * 4096)
+    code = ("import sys; sys.modules['littlefs'] = None; from minitools.cli import main; "
+            "sys.exit(main(['image', 'extract', %r, '--board', 'esp32', %r]))" % (str(image), str(tmp_path / "out")))
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(top, "shared"), os.path.join(top, "cpython")]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and "littlefs-python" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()

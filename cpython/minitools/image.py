@@ -21,7 +21,8 @@ def open_image(path, board, offset=0, block_count=None):
     try:
         from littlefs import LittleFS, UserContext, LittleFSError
     except ImportError:
-        raise DeviceError("reading flash images needs littlefs-python (pip install littlefs-python)")
+        raise DeviceError("reading flash images needs littlefs-python (pip install littlefs-python, or "
+                          "pip install '.[device]')")
     if not os.path.isfile(path):
         raise DeviceError("%s: no such file" % path)
     with open(path, "rb") as f:
@@ -108,8 +109,8 @@ def extract(path, board, out_dir, offset=0, block_count=None, force=False, log=N
         raise DeviceError("%s exists and is not a directory" % out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
         raise DeviceError("%s is not empty (extract into a new directory, or --force)" % out_dir)
+    fs = open_image(path, board, offset, block_count)  # first: it says when littlefs-python is missing
     from littlefs import LittleFSError
-    fs = open_image(path, board, offset, block_count)
     source = "the image %s" % path
     dirs, files, skipped = list_image(fs, source)
     safenames.check_listing(out_dir, dirs + files, source)
