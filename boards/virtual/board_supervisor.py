@@ -206,7 +206,10 @@ class Supervisor(InputPump):
             if self.master is not None and not self.eof:
                 fds.append(self.master)
             fds.append(self.client if self.client is not None else server)
-            busy = self.held or self.phase == "rawboot" or self.stopping
+            # after the pty's EOF, nothing wakes select when the interpreter is reaped: without
+            # a short timeout each soft reboot started up to 0.2 s late, time taken from the app
+            # that `mini tail --resume` restarts between two polls
+            busy = self.held or self.phase == "rawboot" or self.stopping or self.eof
             readable = select.select(fds, [], [], 0.01 if busy else 0.2)[0]
             if self.wake in readable:
                 os.read(self.wake, 512)

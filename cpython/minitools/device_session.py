@@ -26,8 +26,6 @@ class DeviceSession:
     def __init__(self, port):
         self.port = port
         self.transport = None
-        self.interrupted = False  # a Ctrl-C was sent: a running program has stopped
-        self.restarted = False    # restart_app() sent its soft reset
 
     def __enter__(self):
         try:
@@ -41,7 +39,6 @@ class DeviceSession:
             try:
                 do_connect(holder, argparse.Namespace(device=[self.port]))
                 self.transport = holder.transport
-                self.interrupted = True
                 self.transport.enter_raw_repl(soft_reset=False)
             except BaseException as exc:
                 self._close()
@@ -76,7 +73,6 @@ class DeviceSession:
                 transport.exit_raw_repl()
                 transport.serial.write(b"\x04")
                 transport.serial.flush()
-                self.restarted = True
             except self._errors as exc:
                 raise DeviceError("%s: cannot restart the app (%s)" % (self.port, exc))
 

@@ -18,29 +18,22 @@ from minitools.mpremote_link import DeviceError, check_port, fail
 
 
 def resume_app(port):
-    """Soft-reset the board at its friendly REPL (mpremote leaves it there), so main.py runs again."""
-    try:
-        import serial  # pyserial, installed with mpremote
-    except ImportError:
-        raise DeviceError("--resume needs pyserial (pip install mpremote)")
-    try:
-        line = serial.serial_for_url(port, baudrate=115200, timeout=1)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise DeviceError("%s: cannot reopen the port to resume the app (%s)" % (port, exc))
-    try:
-        line.write(b"\r\x02")  # leave the raw REPL if a command left the board in it
-        line.write(b"\x04")    # Ctrl-D at the REPL: a soft reboot, which runs boot.py and main.py
-        line.flush()
-    finally:
-        line.close()
+    """Restart the app on a board that a stopped poll may have left anywhere: at a REPL, or in
+    the middle of an exchange (say in raw-paste mode, where "\r\x02\x04" would only be more of
+    the pasted code and the board would stay in the raw REPL). A session starts with a Ctrl-C,
+    which ends whatever the board was doing, and waits for the raw REPL before the soft reset."""
+    with DeviceSession(port) as session:
+        session.restart_app()
 
 
 class Poller:
     """One poll per connection (a DeviceSession): the exchange and, with --resume, the
     restart of the app, on the same connection.
 
-    `stopped` says whether a poll has stopped the app since it last restarted. The app is
-    restarted only when the board sits at its REPL, never typed into a running app (a
+    `stopped` says whether a poll may have stopped the app since it last restarted: it is set
+    before a session connects and cleared only once the restart was sent, so that a signal
+    landing anywhere in between errs towards one restart too many, never one too few. The app
+    is restarted only when the board sits at its REPL, never typed into a running app (a
     Ctrl-D would wait in a real board's UART buffer and reboot it later); while more bytes
     are waiting, tail polls again at once and restarts the app after the last poll.
     """
@@ -52,23 +45,22 @@ class Poller:
 
     def poll(self, follower):
         session = DeviceSession(self.port)
-        try:
-            with session:
-                try:
-                    more = follower.poll(session.eval)
-                except FileNotFoundError:
-                    self._restart(session)  # the app may be what creates it
-                    raise
-                if not more:
-                    self._restart(session)
-                return more
-        finally:  # also when interrupted (Ctrl-C, SIGTERM) or the device was lost half-way
-            if session.interrupted:
-                self.stopped = not session.restarted
+        if self.resume:
+            self.stopped = True
+        with session:
+            try:
+                more = follower.poll(session.eval)
+            except FileNotFoundError:
+                self._restart(session)  # the app may be what creates it
+                raise
+            if not more:
+                self._restart(session)
+            return more
 
     def _restart(self, session):
         if self.resume:
             session.restart_app()
+            self.stopped = False
 
     def leave(self):
         """Never leave the app stopped: tail is stopping (Ctrl-C, SIGTERM) or the device was lost."""
@@ -128,6 +120,8 @@ def cmd_tail(args):
     except KeyboardInterrupt:
         return 0
     finally:
+        if args.resume:  # a second SIGTERM must not cut the restart short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             poller.leave()
         except (DeviceError, KeyboardInterrupt):
