@@ -86,8 +86,8 @@ class Wakeup:
             self._locks.remove(lock)
 
     def waiting(self):
-        """True if a thread or task may be waiting (read without the queue's lock: a
-        waiter registers under it, after looking for a message)."""
+        """True if a thread or task may be waiting. Read under the queue's lock: a waiter
+        looks for a message and registers in one hold of it (MiniQueue._put_bodies)."""
         return bool(self._locks) or bool(self._aio)
 
     def notify(self):
