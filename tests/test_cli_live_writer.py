@@ -23,6 +23,7 @@ for i in range(20):
     q.put({"keep": i})
 for i in range(20):
     q.get()  # in flight for good: every checkpoint holds them
+q.sync()  # the gets are kept in RAM until the next put or sync (durability="puts")
 print("ready", flush=True)
 while True:
     q.put({"x": "y" * 30})
