@@ -176,15 +176,10 @@ def test_aget_of_another_loop_and_a_closed_queue():
     raises(ClosedError, asyncio.run, take())
 
 
-def test_a_put_is_not_delivered_before_its_sync_returns():
-    # Group commit: the put writes under the queue's lock and syncs outside it. Until
-    # that sync returns, get() and peek() must not hand the message out: a crash
-    # could lose it and reuse its id.
-    if not has_threads():
-        return
-    q = MiniQueue.open(scratch())
-    store = q._log.store
-    journal = store._file
+def _hold_syncs(q):
+    """Make the syncs of q's journal wait until the test releases `gate`: (gate, entered,
+    put_back). `entered` fills once a sync is waiting; put_back() restores the sync."""
+    journal = q._log.store._file
     real_sync = journal.sync
     gate = shim.allocate_lock()
     gate.acquire()
@@ -196,6 +191,20 @@ def test_a_put_is_not_delivered_before_its_sync_returns():
         gate.release()
         real_sync()
     journal.sync = slow_sync
+
+    def put_back():
+        journal.sync = real_sync
+    return gate, entered, put_back
+
+
+def test_a_put_is_not_delivered_before_its_sync_returns():
+    # Group commit: the put writes under the queue's lock and syncs outside it. Until
+    # that sync returns, get() and peek() must not hand the message out: a crash
+    # could lose it and reuse its id.
+    if not has_threads():
+        return
+    q = MiniQueue.open(scratch())
+    gate, entered, put_back = _hold_syncs(q)
     seen = []
 
     def role(i):
@@ -207,7 +216,7 @@ def test_a_put_is_not_delivered_before_its_sync_returns():
             seen.append((q.get(), q.peek(), len(q)))
             gate.release()
     run_threads(role, 2)
-    journal.sync = real_sync
+    put_back()
     looked = [s for s in seen if isinstance(s, tuple)][0]
     mid = [s for s in seen if not isinstance(s, tuple)][0]
     assert looked == (None, None, 1), looked
@@ -223,25 +232,14 @@ def test_a_get_that_looks_while_a_put_syncs_is_woken_when_the_sync_ends():
         return
     import miniwait
     q = MiniQueue.open(scratch())
-    journal = q._log.store._file
-    real_sync = journal.sync
     real_wait_ms = miniwait._wait_ms
-    gate = shim.allocate_lock()
-    gate.acquire()
-    entered = []
-
-    def slow_sync():
-        entered.append(1)
-        gate.acquire()  # until the getter has looked
-        gate.release()
-        real_sync()
+    gate, entered, put_back = _hold_syncs(q)
 
     def between_look_and_wait(queue, deadline):  # blocking_get calls it there, under the lock
         if gate.locked():
             gate.release()  # the sync ends now
             shim.sleep_ms(300)  # time for the putter to return and look for waiters
         return real_wait_ms(queue, deadline)
-    journal.sync = slow_sync
     miniwait._wait_ms = between_look_and_wait
     got = []
     try:
@@ -256,7 +254,7 @@ def test_a_get_that_looks_while_a_put_syncs_is_woken_when_the_sync_ends():
                 got.append(_elapsed_ms(start))
         run_threads(role, 2)
     finally:
-        journal.sync = real_sync
+        put_back()
         miniwait._wait_ms = real_wait_ms
     q.close()
     assert got[0] is not None and got[0][1] == "x", got
