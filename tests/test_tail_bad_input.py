@@ -4,15 +4,11 @@
 # journal segments is exit 2, and with --follow tail says once that it waits, then prints
 # the journal's records from the first when it appears. Before: exit 0, often silent, and
 # --follow waited forever without a word.
-import os
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
-from test_virtual_board import TOP, VirtualBoard, add_state, mini, mpremote
+from test_virtual_board import BackgroundTail, VirtualBoard, add_state, mini, mpremote
 
 MAKE = add_state() + """
 import os
@@ -62,15 +58,8 @@ def test_tail_refuses_a_directory_without_segments(board):
 
 
 def test_tail_follow_waits_for_the_segments_of_a_directory_and_prints_them_from_the_first(board):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOP, "shared"), os.path.join(TOP, "cpython")]))
-    proc = subprocess.Popen([sys.executable, "-m", "minitools.cli", "tail", "--port", board.address, "/empty",
-                             "--follow", "-n", "0", "--interval", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    lines, said = [], []
-    readers = [threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True),
-               threading.Thread(target=lambda: said.extend(iter(proc.stderr.readline, b"")), daemon=True)]
-    for reader in readers:
-        reader.start()
+    tail = BackgroundTail("--port", board.address, "/empty", "--follow", "-n", "0", "--interval", "0.2")
+    lines, said = tail.lines, tail.said
     try:
         deadline = time.monotonic() + 15
         while b"waiting" not in b"".join(said) and time.monotonic() < deadline:
@@ -80,10 +69,7 @@ def test_tail_follow_waits_for_the_segments_of_a_directory_and_prints_them_from_
         while len(lines) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for reader in readers:
-            reader.join(timeout=5)
+        tail.stop()
     err = b"".join(said).decode()
     assert "Traceback" not in err, err
     assert err.count("waiting for the journal to appear") == 1 and "/empty holds no journal segments" in err, err

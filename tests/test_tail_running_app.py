@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from test_virtual_board import TOP, VirtualBoard
+from test_virtual_board import TOP, BackgroundTail, VirtualBoard
 
 # A slow sensor app: one durable record every 50 ms, its count printed after each.
 APP = """
@@ -97,16 +97,9 @@ def test_tail_follow_resume_carries_on_when_the_board_is_lost_and_back(tmp_path)
     number = address.rsplit(":", 1)[1]
     try:
         board.wait_console(b"count 5")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOP, "shared"),
-                                                           os.path.join(TOP, "cpython")]))
-        proc = subprocess.Popen([sys.executable, "-m", "minitools.cli", "tail", "--port", address, "logs/app.jsonl",
-                                 "--follow", "--resume", "-n", "0", "--interval", "0.3"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        lines, said = [], []
-        readers = [threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True),
-                   threading.Thread(target=lambda: said.extend(iter(proc.stderr.readline, b"")), daemon=True)]
-        for reader in readers:
-            reader.start()
+        tail = BackgroundTail("--port", address, "logs/app.jsonl", "--follow", "--resume", "-n", "0",
+                              "--interval", "0.3")
+        lines, said = tail.lines, tail.said
         try:
             _wait(lambda: len(lines) >= 4, "tail's first records")
             board.stop(power_cut=True)
@@ -117,10 +110,7 @@ def test_tail_follow_resume_carries_on_when_the_board_is_lost_and_back(tmp_path)
             while time.monotonic() < deadline and (len(lines) < shown_before + 10 or b"is back" not in b"".join(said)):
                 time.sleep(0.1)
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-            for reader in readers:
-                reader.join(timeout=5)
+            tail.stop()
         err = b"".join(said).decode()
         assert "Traceback" not in err, err
         assert "lost the device" in err and "is back" in err, err

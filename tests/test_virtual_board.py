@@ -47,6 +47,31 @@ def _env():
     return env
 
 
+class BackgroundTail:
+    """`mini tail ARGS` running in the background: the lines it prints in `lines`, what it
+    says on stderr in `said` (bytes lines, as they come); stop() ends it (SIGTERM, as Ctrl-C)."""
+
+    def __init__(self, *args):
+        import threading
+        self.proc = subprocess.Popen([sys.executable, "-m", "minitools.cli", "tail"] + list(args),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+        self.lines, self.said = [], []
+        self.readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+                        threading.Thread(target=self._read, args=(self.proc.stderr, self.said), daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, into):
+        into.extend(iter(stream.readline, b""))
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        for reader in self.readers:
+            reader.join(timeout=5)
+
+
 def run(cmd, timeout=60, check=True):
     proc = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=_env(), timeout=timeout, cwd=TOP)
