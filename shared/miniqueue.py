@@ -187,6 +187,8 @@ class MiniQueue(Messages, LogBrick):
 
     def put_many(self, messages):
         """Add messages as one atomic batch with one sync; return their ids."""
+        if isinstance(messages, (str, bytes, bytearray, dict)):  # one value: iterated, it would be its parts
+            raise TypeError("a batch is a list, not a %s (one value)" % type(messages).__name__)
         bodies = []
         need = 0
         for message in messages:
@@ -432,22 +434,22 @@ class MiniQueue(Messages, LogBrick):
                 raise
 
     def peek(self):
-        """The oldest ready message as (id, message), without delivering it, or None."""
+        """The message get() would deliver now, as (id, message), without delivering it, or
+        None. It passes over, as get() does, the ready messages that max_deliveries sends
+        to the dead letters at their next get()."""
         with self._lock:
             log = self._open_log()
             self._promote_due()
             ix = self._ix
-            i = ix.head()
-            if i < 0:
-                return None
-            mid = ix.id_at(i)
-            if self._group and mid > log.durable_seq:
-                return None  # as get(): not before its put is durable
-            return mid, shim.loads(ix.body_at(i))
+            for i in ix.ready_in_order():
+                mid = ix.id_at(i)
+                if self._group and mid > log.durable_seq:
+                    return None  # as get(): not before its put is durable
+                if self.max_deliveries is None or ix.counts.get(mid, 0) < self.max_deliveries:
+                    return mid, shim.loads(ix.body_at(i))
+            return None
 
-    def qsize(self):
-        """How many messages are ready (persist-queue's name for len(q))."""
-        return len(self)
+    qsize = __len__  # persist-queue's name for len(q): no function of its own (a board's heap)
 
     def full(self):
         """True when the live messages fill max_bytes: a put would be refused (on_full="reject")

@@ -151,6 +151,8 @@ class MiniStore:
 
     def append_many(self, records):
         """Append records as one atomic batch with one sync; return the last seq."""
+        if isinstance(records, (str, bytes, bytearray, dict)):  # one value: iterated, it would be its parts
+            raise TypeError("a batch is a list, not a %s (one value)" % type(records).__name__)
         return self.append_encoded([encode_json(r) for r in records])  # validate all before writing any
 
     def append_encoded(self, bodies, durable=True, lead=(), waits=False):
@@ -420,7 +422,7 @@ class MiniStore:
 
     def _sync_file(self, journal_file, target, size):
         synced = failed = False
-        started = _clock() if self._timed else 0.0
+        started = _clock() if self._timed else 0.0  # pyright: ignore[reportOptionalCall] (never None when _timed)
         try:
             journal_file.sync()  # CPython: outside the lock, so that others write meanwhile
             synced = True
@@ -438,7 +440,7 @@ class MiniStore:
                 self._leading = False
                 followers = self._followers
                 if followers:  # let go the covered ones; one of the others stands by for the next sync
-                    self._sync_time = min(_clock() - started, _MAX_STANDBY)
+                    self._sync_time = min(_clock() - started, _MAX_STANDBY)  # pyright: ignore[reportOptionalCall] (never None when _timed)
                     go = [gate for seq, gate in followers if seq <= self.durable_seq]
                     left = [(seq, gate) for seq, gate in followers if seq > self.durable_seq]
                     self._due = len(go) + 1  # this thread too
@@ -546,8 +548,9 @@ class MiniStore:
 # open file stuck compacting its directory's metadata can cost (MiniStore.refresh).
 _REOPEN_EVERY = 16
 
-# The group commit's clock (CPython only: a MicroPython sync holds _lock, no one waits).
-_clock = getattr(__import__("time"), "perf_counter", None) or (lambda: 0.0)
+# The group commit's clock (CPython only: a MicroPython sync holds _lock, so no thread
+# follows a sync, _timed stays False, and _clock is never called: None there).
+_clock = getattr(__import__("time"), "perf_counter", None)
 _MAX_STANDBY = 0.01  # seconds: as jbd2 (Linux's ext4 journal) bounds its own batching wait
 
 

@@ -25,6 +25,11 @@ def test_put_many_is_atomic_and_returns_ids():
         assert q.put_many(["a", "b", "c"]) == [1, 2, 3]
         assert q.put_many([]) == []
         raises(TypeError, q.put_many, ["ok", b"bytes"])
+        # A str, bytes or dict is one message, not a batch: put_many("ab") would put "a"
+        # and "b", put_many({"k": 1}) the key "k" alone.
+        for one in ("ab", b"ab", {"k": 1}, bytearray(b"ab")):
+            err = raises(TypeError, q.put_many, one)
+            assert "a batch is a list" in str(err)
         assert len(q) == 3
     with MiniQueue.open(d) as q:
         assert [q.get()[1] for _ in range(3)] == ["a", "b", "c"]
@@ -107,6 +112,8 @@ def test_max_deliveries_moves_a_failing_message_to_dead_letters():
     assert q.get()[0] == mid
     q.close()  # crash-like: in flight at close, so delivered again after reopen...
     q = MiniQueue.open(d, max_deliveries=2)
+    # peek() shows what get() delivers: not the message get() sends to the dead letters
+    assert q.peek()[1] == "fine" and q.dead() == []
     item = q.get()  # ...but it has had its 2 deliveries: it goes to the dead letters
     assert item[1] == "fine"
     assert q.dead() == [(mid, "poison", 2)]

@@ -89,6 +89,11 @@ def test_append_many_is_one_batch_and_returns_last_seq():
         assert store.append_many([{"Inc": {"by": 1}}, {"Inc": {"by": 2}}]) == 3
         assert store.append_many([]) == 3
         assert store.append_many(["single"]) == 4
+        # A str, bytes or dict is one record, not a batch: append_many("ab") would append
+        # "a" and "b", append_many({"k": 1}) the key "k" alone.
+        for one in ("ab", b"ab", bytearray(b"ab"), {"k": 1}):
+            assert "a batch is a list" in str(raises(TypeError, store.append_many, one))
+        assert store.seq == 4
     assert MiniStore.replay(path) == ["first", {"Inc": {"by": 1}}, {"Inc": {"by": 2}}, "single"]
 
 
