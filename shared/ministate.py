@@ -255,6 +255,7 @@ class StateManager(LogBrick):
         try:
             self._load_snapshot()
             self._open_log().replay(self.snapshot_seq, self._replay_one)
+            self._broken = None  # the state is what a reopen gives again
         except BaseException as exc:  # Ctrl-C too: a half-rebuilt state must not stay open
             self._break("a mutator raised %r, then rebuilding the state from disk failed (%r)" % (cause, exc))
             if isinstance(exc, OSError) or not isinstance(exc, Exception):
@@ -298,6 +299,7 @@ class StateManager(LogBrick):
 
     def _commit(self, mutators):
         if self._broken is not None:  # say why it closed, not only that it is closed
+            self._close_quietly()  # (interrupted: still open)
             raise ClosedError("%s: %s" % (self.directory, self._broken))
         log = self._open_log()
         bodies = []
@@ -329,6 +331,10 @@ class StateManager(LogBrick):
         encoded = None
         # Apply first, journal second: a mutator that raises is never journaled.
         # It may have changed the state halfway, so the state is rebuilt from disk.
+        # Until it is applied whole (or rebuilt), the state is suspect: a Ctrl-C between
+        # a raise and _rebuild's own handler, or after the apply and before the journal
+        # write, leaves it marked broken, not open with a state no reopen would give.
+        self._broken = "interrupted in the middle of an apply"
         try:
             for mutator in todo:
                 mutator.apply(self._state)
@@ -339,6 +345,7 @@ class StateManager(LogBrick):
         except BaseException as exc:
             self._rebuild(exc)
             raise
+        self._broken = None
         try:
             seq = log.append_encoded(bodies)
         except BaseException as exc:
@@ -374,8 +381,9 @@ class StateManager(LogBrick):
         log = self._open_log()
         seq = log.seq
         # The live state becomes what this snapshot restores to (its floats parsed back
-        # where this runtime does not read its float text back exactly).
-        self._state, pieces = encoded or encode_state(self._state, FLOAT_TEXT_INEXACT)
+        # where this runtime does not read its float text back exactly). self.state, not
+        # _state: ClosedError if an interrupted apply left it suspect (_commit).
+        self._state, pieces = encoded or encode_state(self.state, FLOAT_TEXT_INEXACT)
         oldest = []
 
         def write_snapshot():

@@ -68,6 +68,29 @@ def test_an_interrupted_rebuild_closes_the_manager():
     assert _recovered(d) == dict(("k%d" % i, i) for i in range(5))
 
 
+def test_ctrl_c_between_a_raising_mutator_and_its_rebuild_closes_the_manager():
+    # Ctrl-C just as the handler of a raising mutator called _rebuild (before its own
+    # handler ran) left the half-applied state open: "clobbered" in sm.state, and the
+    # next snapshot would make it durable with no journal record behind it.
+    d = scratch()
+    sm = _open(d)
+    sm.apply(Inc(1))
+    fails_once(sm, "_rebuild", KeyboardInterrupt())
+    raises(KeyboardInterrupt, sm.apply, Fails("halfway"))
+    raises(ClosedError, lambda: sm.state)
+    raises(ClosedError, sm.create_snapshot)  # it would have made the half-applied state durable
+    err = raises(ClosedError, sm.apply, Inc(1))
+    assert "interrupted" in str(err), str(err)
+    sm.close()
+    assert _recovered(d) == {"value": 1}
+    # A mutator that raises with no interruption: rebuilt, and the manager stays open.
+    with _open(d) as sm:
+        raises(ValueError, sm.apply, Fails("alone"))
+        assert sm.state == {"value": 1}
+        sm.apply(Inc(1))
+    assert _recovered(d) == {"value": 2}
+
+
 def test_a_failure_as_a_segment_is_listed_leaves_no_segment_out_of_a_rebuild():
     # roll() opened the new segment, then ran out of heap listing it: the store wrote
     # there, and a rebuild (after a mutator raised) replayed the listed segments only.
