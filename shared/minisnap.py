@@ -155,16 +155,26 @@ class SnapStore:
     def restore(self):
         """Return (state, seq) of the newest valid snapshot; raise NotFound if there is none."""
         self.skipped = []
+        found = None
         for number, path in reversed(self.files()):
+            if found is not None:
+                # An older one: a foreign file is refused now (FORMAT.md 3), not first by
+                # the next snapshot's prune. Read whole only if its head is not ours.
+                with open(path, "rb") as f:
+                    if f.read(len(_SNAP_FIXED)) == _SNAP_FIXED:
+                        continue
             try:
-                state, seq = read_snapshot(path)
+                got = read_snapshot(path)  # FormatError: not ours
             except (SnapshotError, ValueError) as exc:
-                self.skipped.append((path, str(exc)))
+                if found is None:
+                    self.skipped.append((path, str(exc)))
                 continue
-            self.fell_back = bool(self.skipped)
-            return state, seq
+            if found is None:
+                found = got
         self.fell_back = bool(self.skipped)
-        raise NotFound("no valid snapshot in %s" % self.directory)
+        if found is None:
+            raise NotFound("no valid snapshot in %s" % self.directory)
+        return found
 
     def valid(self):
         """[(seq, path)] of the valid snapshots, newest first."""

@@ -131,6 +131,39 @@ def test_no_valid_snapshot_for_compacted_journal_is_an_error():
     assert read_bytes(snap) == b"garbage"
 
 
+def test_a_foreign_file_among_older_snapshots_is_refused_at_open():
+    # Restore reads the newest valid snapshot; a foreign snap-00000000.json below it was
+    # noticed only by the next snapshot's prune, whose FormatError then failed an apply
+    # that was durable and applied (and every automatic snapshot after it).
+    d = scratch()
+    with manager(d, keep=2) as sm:
+        for by in (1, 2):
+            sm.apply(Inc(by=by))
+            sm.create_snapshot()
+    names = sorted(n for n in minishim.listdir(d) if n.startswith("snap-"))
+    assert len(names) == 2
+    older = d + "/" + names[0]
+    ours = read_bytes(older)
+    for torn in (ours[:len(ours) // 2], ours[:10], b""):  # ours, torn (some shorter than the head): opens
+        write_bytes(older, torn)
+        with manager(d) as sm:
+            assert sm.state["value"] == 3 and not sm.fell_back
+    assert b'"value":1' in ours
+    write_bytes(older, ours.replace(b'"value":1', b'"value":5'))  # ours, a flipped bit: opens
+    with manager(d) as sm:
+        assert sm.state["value"] == 3
+    foreign = d + "/snap-00000000.json"
+    write_bytes(foreign, b'{"not": "ours"}\n')
+    err = raises(FormatError, manager, d)
+    assert "snap-00000000.json" in str(err) and "not a minisnap snapshot" in str(err), str(err)
+    assert read_bytes(foreign) == b'{"not": "ours"}\n'
+    minishim.remove(foreign)
+    with manager(d) as sm:
+        sm.apply(Inc(by=4))
+        sm.create_snapshot()
+        assert sm.state["value"] == 7
+
+
 def test_snapshot_beyond_journal_end_is_an_error():
     d = scratch()
     with manager(d) as sm:
