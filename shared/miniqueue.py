@@ -179,7 +179,7 @@ class MiniQueue(Messages, LogBrick):
 
     def put(self, message):
         """Add a message; durable (under sync="always") when its id is returned."""
-        check_value(message, 2)  # encode_json(message, 2), as put_many's, without its calls: the hot path
+        check_value(message, 2)  # encode_json(message, 2) without its calls: the hot path
         body = shim.dumps(message).encode()
         if FLOAT_TEXT_INEXACT:
             body = settle(body)
@@ -193,8 +193,12 @@ class MiniQueue(Messages, LogBrick):
         need = 0
         for message in messages:
             # Two levels down in a checkpoint: {"ckpt": [id, M, ...]}. settle(): what a restart
-            # replays is what get() delivers, also on MicroPython (FORMAT.md 1).
-            body = settle(encode_json(message, 2))
+            # replays is what get() delivers, also on MicroPython (FORMAT.md 1). As put():
+            # encode_json(message, 2) without its call, settle() only where it can change it.
+            check_value(message, 2)
+            body = shim.dumps(message).encode()
+            if FLOAT_TEXT_INEXACT:
+                body = settle(body)
             bodies.append(body)
             need += len(body)
         return self._put_bodies(bodies, need)
