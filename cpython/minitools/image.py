@@ -14,6 +14,8 @@ from minitools.mpremote_link import DeviceError, fail
 from minitools.pull import size_text
 
 PROG_SIZE = dict((board, GEOMETRY[board][1]) for board in GEOMETRY)
+PIECE = 256          # what a file that cannot be read whole is read by (read_in_part)
+PARTIAL = ".partial"  # where the readable part of such a file goes: NAME.partial
 
 
 def open_image(path, board, offset=0, block_count=None):
@@ -99,9 +101,11 @@ def _damage(exc):
 def extract(path, board, out_dir, offset=0, block_count=None, force=False, log=None, warn=None):
     """Copy every file of the image that can be read into out_dir.
 
-    Returns ([(path in the image, bytes)], [(path in the image, why it was skipped)]).
-    A file or directory that a damaged image cannot give back is skipped (warn(path, why)
-    is called) and the rest is still extracted. Every name in the image is checked before
+    Returns ([(path in the image, bytes)], [(path in the image, why it was skipped)],
+    [(path in the image, what of it could not be read)]). A file or directory that a damaged
+    image cannot give back is skipped (warn(path, why) is called) and the rest is still
+    extracted. A file that can be read only in part is written as NAME.partial (read_in_part),
+    never under its own name, and named (warn(path, what, "partial")). Every name in the image is checked before
     the first byte is written: one unsafe name (UnsafeName) and nothing is written, not
     even out_dir. Nothing is written through a symlink already in out_dir.
     """
@@ -117,12 +121,17 @@ def extract(path, board, out_dir, offset=0, block_count=None, force=False, log=N
     if warn is not None:
         for where, why in skipped:
             warn(where, why)
-    extracted = []
+    extracted, partial = [], []
 
     def skip(where, why):
         skipped.append((where, why))
         if warn is not None:
             warn(where, why)
+
+    def partly(where, why):
+        partial.append((where, why))
+        if warn is not None:
+            warn(where, why, "partial")
 
     os.makedirs(out_dir, exist_ok=True)
     for name in dirs:
@@ -133,21 +142,104 @@ def extract(path, board, out_dir, offset=0, block_count=None, force=False, log=N
             skip("/" + name, "cannot be created: %s" % exc)
     for name in files:
         inside = "/" + name
+        holes, damage = [], ""
         try:  # read whole before opening the host file: --force never truncates a file for nothing
             with fs.open(inside, "rb") as f:
                 data = f.read()
         except LittleFSError as exc:
-            skip(inside, "cannot be read: %s" % _damage(exc))
-            continue
+            damage = _damage(exc)
+            data, holes = read_in_part(fs, inside)
+            if data is None:
+                skip(inside, "cannot be read: %s" % damage)
+                continue
+        if holes:  # never under the file's own name: a partial copy is not to be taken for the file
+            side = name + PARTIAL
+            if side in files:
+                skip(inside, "cannot be read whole (%s), and its readable part is not written: /%s is a file "
+                             "in the image too" % (damage, side))
+                continue
+            name = side
         try:
             _write_new(out_dir, name, safenames.inside(out_dir, name, source), data)
         except OSError as exc:
             skip(inside, "cannot be written: %s" % exc)
             continue
+        if holes:
+            lost = sum(stop - begin for begin, stop in holes)
+            partly(inside, "%d of %d bytes cannot be read (bytes %s: %s); the other %d bytes are in %s, "
+                           "each byte that cannot be read as a zero byte" % (
+                               lost, len(data), ", ".join("%d..%d" % (begin, stop - 1) for begin, stop in holes),
+                               damage, len(data) - lost, name))
+            continue
         extracted.append((inside, len(data)))
         if log is not None:
             log("%s  %d bytes" % (inside, len(data)))
-    return extracted, skipped
+    return extracted, skipped, partial
+
+
+def read_in_part(fs, inside):
+    """(data, holes) of a file that cannot be read whole: every byte that can be read, the
+    others as zero bytes, and the [begin, stop) ranges of those; (None, None) when no byte can.
+
+    A damaged CTZ skip-list makes some of a file's blocks unreachable, not always all of them
+    (the last block is the file's head; a block is found by following pointers from there).
+    Pieces of PIECE bytes are read; where a readable piece meets one that is not, the
+    boundary is found to the byte (reading a range that holds an unreadable byte fails).
+    """
+    from littlefs import LittleFSError
+    try:
+        size = fs.stat(inside).size
+    except LittleFSError:
+        return None, None
+
+    def readable(begin, stop):
+        got = b""
+        try:  # unbuffered: a buffered reader would read ahead, past what was asked, into damage
+            with fs.open(inside, "rb", buffering=0) as f:
+                f.seek(begin)
+                while len(got) < stop - begin:
+                    more = f.read(stop - begin - len(got))
+                    if not more:
+                        return None
+                    got += more
+        except LittleFSError:
+            return None
+        return got
+
+    pieces = []  # [begin, stop, bytes or None]
+    for begin in range(0, size, PIECE):
+        stop = min(size, begin + PIECE)
+        pieces.append([begin, stop, readable(begin, stop)])
+    if all(piece[2] is None for piece in pieces):
+        return None, None
+    for k, piece in enumerate(pieces):
+        if piece[2] is not None:
+            continue
+        if k > 0 and pieces[k - 1][2] is not None:  # its first bytes may be readable
+            good, bad = piece[0], piece[1]  # [start, good) is readable, [start, bad) is not
+            while bad - good > 1:
+                middle = (good + bad) // 2
+                good, bad = (middle, bad) if readable(piece[0], middle) is not None else (good, middle)
+            if good > piece[0]:
+                pieces[k - 1][2] += readable(piece[0], good)
+                pieces[k - 1][1] = piece[0] = good
+        if k + 1 < len(pieces) and pieces[k + 1][2] is not None:  # ... and its last bytes
+            bad, good = piece[0], piece[1]  # [good, stop) is readable, [bad, stop) is not
+            while good - bad > 1:
+                middle = (good + bad) // 2
+                bad, good = (bad, middle) if readable(middle, piece[1]) is not None else (middle, good)
+            if good < piece[1]:
+                pieces[k + 1][2] = readable(good, piece[1]) + pieces[k + 1][2]
+                pieces[k + 1][0] = piece[1] = good
+    data, holes = bytearray(), []
+    for begin, stop, got in pieces:
+        if got is None:
+            if holes and holes[-1][1] == begin:
+                holes[-1][1] = stop
+            else:
+                holes.append([begin, stop])
+        data += got if got is not None else bytes(stop - begin)
+    return bytes(data), [tuple(hole) for hole in holes]
 
 
 def _no_symlink_on_the_way(out_dir, name):
@@ -168,12 +260,12 @@ def _write_new(out_dir, name, checked, data):
 
 
 def cmd_image_extract(args):
-    def warn(where, why):
-        sys.stderr.write("mini image extract: skipped %s: %s\n" % (where, why))
+    def warn(where, why, what="skipped"):
+        sys.stderr.write("mini image extract: %s %s: %s\n" % (what, where, why))
 
     try:
-        extracted, skipped = extract(args.image, args.board, args.out_dir, args.offset, args.block_count,
-                                     args.force, log=print, warn=warn)
+        extracted, skipped, partial = extract(args.image, args.board, args.out_dir, args.offset,
+                                              args.block_count, args.force, log=print, warn=warn)
     except (DeviceError, safenames.UnsafeName, OSError) as exc:
         return fail("image extract", exc)
     print("extracted %d files (%s) from %s to %s" % (len(extracted), size_text(sum(n for _, n in extracted)),
@@ -181,5 +273,6 @@ def cmd_image_extract(args):
     if skipped:
         print("%d files or directories could not be extracted (damaged in the image, or not writable here): "
               "see above" % len(skipped))
-        return 1
-    return 0
+    if partial:
+        print("%d files could be read only in part: each is NAME%s, see above" % (len(partial), PARTIAL))
+    return 1 if skipped or partial else 0
