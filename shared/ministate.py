@@ -148,7 +148,7 @@ class StateManager(LogBrick):
         self.fell_back = False
         self.skipped_snapshots = []
         self._since_snapshot = 0
-        self._broken = None  # why a failure closed the manager, if one did
+        self._broken = None  # why a failure closed the manager, if one did ("": an apply is under way, _commit)
         self._lock = shim.allocate_lock()
 
     @staticmethod
@@ -272,7 +272,7 @@ class StateManager(LogBrick):
     def state(self):
         """The live state (not a copy: never change it). Other threads read it under
         `with sm.lock:`, or they may see a mutator half applied."""
-        if self._broken is not None:
+        if self._broken:  # not "": another thread's apply may be under way (an interrupted one is refused by the next call)
             raise ClosedError("%s: %s" % (self.directory, self._broken))
         return self._state
 
@@ -298,8 +298,9 @@ class StateManager(LogBrick):
             return self._commit(mutators)
 
     def _commit(self, mutators):
+        if self._broken == "":
+            self._break("an apply was interrupted halfway")
         if self._broken is not None:  # say why it closed, not only that it is closed
-            self._close_quietly()  # (interrupted: still open)
             raise ClosedError("%s: %s" % (self.directory, self._broken))
         log = self._open_log()
         bodies = []
@@ -333,8 +334,10 @@ class StateManager(LogBrick):
         # It may have changed the state halfway, so the state is rebuilt from disk.
         # Until it is applied whole (or rebuilt), the state is suspect: a Ctrl-C between
         # a raise and _rebuild's own handler, or after the apply and before the journal
-        # write, leaves it marked broken, not open with a state no reopen would give.
-        self._broken = "interrupted in the middle of an apply"
+        # write, leaves it marked (""), and the next apply or snapshot refuses it rather
+        # than build on or store a state no reopen would give. (`state` does not: under
+        # way in another thread looks the same from outside the lock.)
+        self._broken = ""
         try:
             for mutator in todo:
                 mutator.apply(self._state)
@@ -375,15 +378,15 @@ class StateManager(LogBrick):
     def create_snapshot(self):
         """Snapshot the state at the current seq, then compact the journal it covers. Returns the seq."""
         with self._lock:
+            self._commit(())  # nothing to apply: ClosedError if an apply was interrupted
             return self._snapshot(None)
 
     def _snapshot(self, encoded):
         log = self._open_log()
         seq = log.seq
         # The live state becomes what this snapshot restores to (its floats parsed back
-        # where this runtime does not read its float text back exactly). self.state, not
-        # _state: ClosedError if an interrupted apply left it suspect (_commit).
-        self._state, pieces = encoded or encode_state(self.state, FLOAT_TEXT_INEXACT)
+        # where this runtime does not read its float text back exactly).
+        self._state, pieces = encoded or encode_state(self._state, FLOAT_TEXT_INEXACT)
         oldest = []
 
         def write_snapshot():

@@ -77,9 +77,15 @@ def test_ctrl_c_between_a_raising_mutator_and_its_rebuild_closes_the_manager():
     sm.apply(Inc(1))
     fails_once(sm, "_rebuild", KeyboardInterrupt())
     raises(KeyboardInterrupt, sm.apply, Fails("halfway"))
-    raises(ClosedError, lambda: sm.state)
-    raises(ClosedError, sm.create_snapshot)  # it would have made the half-applied state durable
-    err = raises(ClosedError, sm.apply, Inc(1))
+    err = raises(ClosedError, sm.create_snapshot)  # it would have made the half-applied state durable
+    assert "interrupted" in str(err), str(err)
+    raises(ClosedError, lambda: sm.state)  # closed by that refusal
+    sm.close()
+    assert _recovered(d) == {"value": 1}
+    sm = _open(d)
+    fails_once(sm, "_rebuild", KeyboardInterrupt())
+    raises(KeyboardInterrupt, sm.apply, Fails("halfway"))
+    err = raises(ClosedError, sm.apply, Inc(1))  # it would have built on the half-applied state
     assert "interrupted" in str(err), str(err)
     sm.close()
     assert _recovered(d) == {"value": 1}
@@ -89,6 +95,26 @@ def test_ctrl_c_between_a_raising_mutator_and_its_rebuild_closes_the_manager():
         assert sm.state == {"value": 1}
         sm.apply(Inc(1))
     assert _recovered(d) == {"value": 2}
+
+
+def test_state_read_while_an_apply_is_under_way_is_not_refused():
+    # `state` read while an apply is under way (by another thread without the lock, or
+    # here by the mutator itself) is not refused: only an interrupted apply is.
+    seen = []
+
+    class Peeks(Mutator):
+        def __init__(self, n):
+            self.n = n
+
+        def apply(self, state):
+            seen.append(dict(manager.state))
+            state["value"] = state.get("value", 0) + self.n
+    d = scratch()
+    manager = StateManager.open(d, initial={}, mutators=MUTATORS + [Peeks], snapshot_every=None)
+    manager.apply(Peeks(10))
+    manager.apply(Peeks(-10))
+    assert seen == [{}, {"value": 10}] and manager.state == {"value": 0}
+    manager.close()
 
 
 def test_a_failure_as_a_segment_is_listed_leaves_no_segment_out_of_a_rebuild():
