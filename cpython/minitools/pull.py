@@ -3,6 +3,8 @@
 The names in the device's listing are checked (minitools/safenames.py) before the
 first file is copied: a tampered device cannot make the host write outside LOCAL_DIR.
 """
+import binascii
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from minitools.mpremote_link import (DeviceError, PREFIX, check_port, device_eva
                                      mpremote_command, remote_path)
 
 LARGE_PULL = 64 * 1024
+TRIES = 3  # copies of a file that changed on the device while it was copied, before the pull fails
 
 
 _LIST_CODE = """
@@ -39,6 +42,33 @@ def _mini_list(d):
     _mini_walk(d, '', out)
     return out
 print('%s', json.dumps(_mini_list('%s')))
+"""
+
+# [size, crc32] of each file, computed on the device: a copy is checked against them
+_SUM_CODE = """
+import json, binascii
+def _mini_sums(names):
+    out = []
+    buf = bytearray(4096)
+    for n in names:
+        try:
+            f = open(n, 'rb')
+        except OSError:
+            out.append([-1, 0])
+            continue
+        size = crc = 0
+        try:
+            while True:
+                k = f.readinto(buf)
+                if not k:
+                    break
+                crc = binascii.crc32(memoryview(buf)[:k], crc)
+                size += k
+        finally:
+            f.close()
+        out.append([size, crc])
+    return out
+print('%s', json.dumps(_mini_sums(%s)))
 """
 
 
@@ -117,19 +147,55 @@ def pull(port, remote, local, force=False, progress=None, batch=64):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 if args:
                     args.append("+")
-                args += ["fs", "cp", ":" + (source + "/" + name if source else name), path]
+                args += ["fs", "cp", ":" + _device_name(source, name), path]
             done_files, done_bytes = _copy_batch(port, args, chunk, bar, done_files, done_bytes)
         bar.done()
-        for name, size in files:
-            got = os.path.getsize(safenames.inside(tmp, name, port))
-            if got != size:
-                raise DeviceError("%s: copied %d bytes of %d" % (name, got, size))
+        _check_copies(port, source, tmp, files, batch)
         _put_in_place(tmp, target, local)
     except BaseException:
         bar.done()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return len(files), total
+
+
+def _check_copies(port, source, tmp, files, batch):
+    """Each copy must hold what the device's file holds once the copy is done: the same size and
+    CRC-32, which the device computes (one exchange for all the files; it reads them again,
+    nothing more crosses the serial line). A file changed on the device while it was copied
+    (rewritten in place at the same size, say, which a size check misses) would otherwise be a
+    copy of no version of it: one is copied again, up to TRIES times, then the pull fails."""
+    pending = files
+    for attempt in range(TRIES):
+        sums = device_eval(port, _SUM_CODE % (PREFIX, json.dumps([_device_name(source, name)
+                                                                  for name, _ in pending])))
+        if not isinstance(sums, list) or len(sums) != len(pending):
+            raise DeviceError("%s: the device's sizes and CRCs of the copied files are not a list of %d entries"
+                              % (port, len(pending)))
+        changed = []
+        for (name, _), got in zip(pending, sums):
+            with open(safenames.inside(tmp, name, port), "rb") as f:
+                mine = f.read()
+            if got != [len(mine), binascii.crc32(mine)]:
+                changed.append((name, got[0] if isinstance(got, list) and got else -1))
+        if not changed:
+            return
+        if attempt + 1 == TRIES:
+            break
+        for start in range(0, len(changed), batch):
+            args = []
+            for name, _ in changed[start:start + batch]:
+                args += (["+"] if args else []) + ["fs", "cp", ":" + _device_name(source, name),
+                                                   safenames.inside(tmp, name, port)]
+            _copy_batch(port, args, changed[start:start + batch], Progress(0, 0, False), 0, 0)
+        pending = changed
+    names = ", ".join(name for name, _ in changed[:3]) + (" and %d more" % (len(changed) - 3) if len(changed) > 3 else "")
+    raise DeviceError("%s changed on the device while it was copied, %d times in a row (a program on the device "
+                      "writing it?): nothing was written; stop what writes it and pull again" % (names, TRIES))
+
+
+def _device_name(source, name):
+    return source + "/" + name if source else name
 
 
 def _replaceable(local, remote):
