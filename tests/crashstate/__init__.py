@@ -4,4 +4,5 @@
 # states.py    builds the crash states two persistence models allow from such a trace
 # workloads.py one workload per brick, with the views an oracle compares (ministate and
 #              miniqueue in workloads_state_queue.py)
+# contract.py  what the API promises durable (the sync policies) and the queue model over it
 # explore.py   runs a workload, checks every crash state (and crashes during the recovery)

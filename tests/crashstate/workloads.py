@@ -1,10 +1,12 @@
 # One workload per brick for the crash-state explorer (explore.py).
 #
 # A workload is a list of steps, each one call of the brick's API. After step j the
-# explorer notes the live object's view (what a restart must find if steps 1..j
-# landed) and which steps are acknowledged (all of them under sync="always"; under
-# sync=N, those whose records are durable by the brick's own count). A crash state
-# passes if the brick opens on it and shows the view of some step j with
+# explorer notes the view a restart must find if steps 1..j landed, from the
+# workload's own model of the brick (contract.py), not from the brick's RAM, and which
+# steps are acknowledged: those the API promises durable when they return (all of
+# them under sync="always"; under sync=N, those the documented policy has synced,
+# contract.Durable), never the brick's own count, which must only not be below it. A
+# crash state passes if the brick opens on it and shows the view of some step j with
 # acked <= j <= attempted: no acknowledged step lost, nothing that was never written.
 #
 # Each workload is small on purpose (a trace of a few dozen to a few hundred kernel
@@ -15,6 +17,8 @@ import minishim
 from ministore import MiniStore, header_line, record_line, encode_json
 from minisnap import SnapStore, NotFound
 from minilog import SegmentedLog
+
+from crashstate.contract import Durable, floor_step, check_claim
 
 
 class Workload:
@@ -38,17 +42,22 @@ class Workload:
     def steps(self):
         raise NotImplementedError
 
-    # The last step an explicit sync() acknowledged: the API's promise, whatever the
-    # brick's own count (durable_seq) says, so that a sync() that does nothing fails.
-    floor = 0
+    # The records (or events) after each step, as the workload's model counts them, and
+    # what the API promises durable of them (contract.Durable); None: every step is
+    # acknowledged when it returns.
+    seq_after = None
+    durable = None
 
     def acked(self, obj, j):
-        """After step j: the last step whose effects are acknowledged as durable."""
-        return j
+        """After step j: the last step whose effects the API promises durable."""
+        if self.durable is None:
+            return j
+        check_claim(self.name, j, self.claimed(obj), self.durable.durable)
+        return floor_step(self.seq_after, self.durable.durable)
 
-    def by_durable_seq(self, j, durable_seq):
-        """Under sync=N: the last step whose records are all within the brick's durable seq, or the floor."""
-        return max(max(i for i in range(j + 1) if self.seq_after[i] <= durable_seq), self.floor)
+    def claimed(self, obj):
+        """The brick's own count of what is durable (its durable_seq), or None (closed)."""
+        return None
 
     def open(self, root):
         raise NotImplementedError
@@ -81,6 +90,7 @@ class StoreWorkload(Workload):
         self.config = "appends+batches sync=%s" % sync
         self.records = []
         self.seq_after = [0]
+        self.durable = Durable(sync)
         self.store = None
 
     def path(self, root):
@@ -91,7 +101,9 @@ class StoreWorkload(Workload):
 
     def open(self, root):
         self.root = root
-        return MiniStore.open(self.path(root), sync=self.sync)
+        store = MiniStore.open(self.path(root), sync=self.sync)
+        self.durable.sync()  # open() syncs what it found (FORMAT.md 2.5)
+        return store
 
     def opened(self, obj):
         return self.open(self.root)
@@ -104,6 +116,7 @@ class StoreWorkload(Workload):
             else:
                 store.append_many(values)
             self.records.extend(values)
+            self.durable.append(len(values))
             return store
         return step
 
@@ -119,11 +132,12 @@ class StoreWorkload(Workload):
 
         def sync(store):
             store.sync()
-            self.floor = len(self.seq_after)  # this step's number: everything so far is durable
+            self.durable.sync()
             return store
 
         def close(store):
             store.close()
+            self.durable.sync()
             return store
         return [opened, one("r1"), one({"k": [1, 2]}), batch(["b1", "b2", "b3" * 30]), one("r2" * 40),
                 sync, reopen, batch([3, 4]), one(None), close]
@@ -132,10 +146,8 @@ class StoreWorkload(Workload):
         self.seq_after.append(len(self.records))
         return tuple(self.records)
 
-    def acked(self, store, j):
-        if self.sync == "always" or store.closed:
-            return j
-        return self.by_durable_seq(j, store.durable_seq)
+    def claimed(self, store):
+        return None if store.closed else store.durable_seq
 
     def recovered_view(self, store, root):
         return tuple(MiniStore.replay(self.path(root)))
@@ -168,6 +180,7 @@ class TornStoreWorkload(StoreWorkload):
             f.write(data)
         self.records = [] if self.tail == "torn header" else ["a"]
         self.seq_after = [len(self.records)]
+        self.durable = Durable(self.sync, len(self.records))
 
     def initial_view(self):
         return tuple(self.records)
@@ -223,6 +236,7 @@ class TwoThreadsStoreWorkload(StoreWorkload):
             store._sync_if_due = second_meanwhile
             store.append(first)
             self.records.extend([first] + second)
+            self.durable.append(1 + len(second))
             return store
         return step
 
@@ -232,6 +246,7 @@ class TwoThreadsStoreWorkload(StoreWorkload):
 
     def close_step(self, store):
         store.close()
+        self.durable.sync()
         return store
 
     def allowed(self, view, views, acked, attempted):
@@ -353,6 +368,7 @@ class SegmentsWorkload(Workload):
     def __init__(self):
         self.records = []
         self.seq_after = [0]
+        self.durable = Durable(3)
         self.found = []
 
     def initial_view(self):
@@ -368,20 +384,23 @@ class SegmentsWorkload(Workload):
             def step(log):
                 log.append(value)
                 self.records.append(value)
+                self.durable.append(1)
                 return log
             return step
 
         def roll(log):
             log.roll()
+            self.durable.sync()  # the old segment is synced before the new one starts
             return log
 
         def sync(log):
             log.sync()
-            self.floor = len(self.seq_after)
+            self.durable.sync()
             return log
 
         def close(log):
             log.close()
+            self.durable.sync()
             return log
         return [lambda _: self.open(self.root), append(1), append(2), roll, append(3), sync, append(4), append(5),
                 roll, append(6), close]
@@ -390,10 +409,8 @@ class SegmentsWorkload(Workload):
         self.seq_after.append(len(self.records))
         return tuple(self.records)
 
-    def acked(self, log, j):
-        if log.store.closed:
-            return j
-        return self.by_durable_seq(j, log.store.durable_seq)
+    def claimed(self, log):
+        return None if log.store.closed else log.store.durable_seq
 
     def recovered_view(self, log, root):
         return tuple(self.found)
