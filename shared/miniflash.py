@@ -208,6 +208,9 @@ class FlashStore:
         self._erases[index] = erases + 1
         line = header_line(region, number, erases + 1, self._written)
         region.program(index, 0, line)
+        # The header lands before any record: a write cache that completed a record's
+        # program and not the header's would leave records in a sector not in use.
+        region.barrier()
         ring.append([index, number, self._written, 0])
         self._pos = len(line)
 

@@ -20,7 +20,11 @@
 #   "reorder": the ops since the last sync barrier complete out of order: a
 #              pseudo-random subset of them (seeded by `reorder_seed`) is undone,
 #              as if they were still in a write cache when the power went; the cut
-#              op itself raises. At most `reorder_window` ops are held.
+#              op itself raises. At most `reorder_window` ops are held. The flash is
+#              rolled back to the barrier and each op that landed is done again, in
+#              order, as it was asked: a program ANDs in its own bytes only, an erase
+#              sets its block to 0xFF (so a later program's 0xFF over the bytes of an
+#              undone one does not bring them back).
 # after_cut: None keeps applying the mode to every later op (a flaky part);
 # "lost" models a real power failure: every op after the cut is silently lost.
 # `dead` is True from the cut on. Outside "reorder" mode the device allocates
@@ -74,7 +78,8 @@ class RAMFlash:
         self.reorder_window = 8
         self.reordered = 0       # ops undone by a "reorder" cut
         self.torn_rewrite_lost = 0  # bytes already on flash that a torn sector write (FAT) erased
-        self._pending = []       # "reorder" mode: (start, bytes before) of each op since the last sync
+        self._pending = []       # "reorder" mode: (start, bytes before, bytes asked: None for an erase,
+        #                          whether a sector write erased first) of each op since the last sync
         self._erased = b"\xff" * block_size
         self._erased_view = memoryview(self._erased)
 
@@ -97,9 +102,10 @@ class RAMFlash:
         """True for an op after the cut (not the cut itself) when after_cut is "lost"."""
         return self.after_cut == "lost" and self.ops - 1 != self.cut_at
 
-    def _remember(self, start, length):
+    def _remember(self, start, length, data=None, erase_first=False):
         if self.mode == "reorder" and self.cut_at >= 0:
-            self._pending.append((start, bytes(self.mem[start:start + length])))
+            self._pending.append((start, bytes(self.mem[start:start + length]),
+                                  None if data is None else bytes(data), erase_first))
             if len(self._pending) > self.reorder_window:
                 self._pending.pop(0)  # completed long ago: out of the write cache
 
@@ -114,18 +120,22 @@ class RAMFlash:
         for _ in ops:
             rng = (rng * 1103515245 + 12345) & 0x7FFFFFFF
             keep.append(rng & 0x10000 != 0)
-        # Roll the cached ops back to the barrier, then replay the ones that landed.
-        after = []
-        for start, before in reversed(ops):
-            after.append(bytes(self.mem[start:start + len(before)]))
+        # Roll the cached ops back to the barrier, then do again the ones that landed,
+        # each as it was asked: the bytes of a program's range after every op would bring
+        # back an undone program's bytes under a later one's 0xFF.
+        for start, before, _, _ in reversed(ops):
             self.mem[start:start + len(before)][:] = before
-        after.reverse()
         for i in range(len(ops)):
-            start, before = ops[i]
-            if keep[i]:
-                self.mem[start:start + len(before)][:] = after[i]
-            else:
+            start, before, data, erase_first = ops[i]
+            if not keep[i]:
                 self.reordered += 1
+            elif data is None:
+                self._erase(start // self.block_size)
+            else:
+                if erase_first:
+                    for block in range(start // self.block_size, (start + len(data)) // self.block_size):
+                        self._erase(block)
+                self._program(start, data)
 
     # ------------------------------------------------------------ flash operations
 
@@ -202,7 +212,7 @@ class RAMFlash:
             if self._cut_write(start, buf, erase_first):
                 raise PowerCut(EIO)
             return
-        self._remember(start, len(buf))
+        self._remember(start, len(buf), buf, erase_first)
         if erase_first:
             for b in range(block, block + len(buf) // self.block_size):
                 self._erase(b)
