@@ -11,6 +11,9 @@ from miniregion import (FORMAT_NAME, FORMAT_VERSION, HEADER_MAX, Region, SubDevi
                         as_region, header_line, read_header, _hold, _let_go)
 
 
+_SEQ_LIMIT = 10 ** 20  # with 20-digit number and erases, a header of any geometry up to 65536 x 65536 is < 192 bytes
+
+
 class RegionFull(MiniError):
     """The next sector still holds records nothing covers: release(seq) them, or open with a retain= policy."""
 
@@ -47,8 +50,9 @@ class FlashStore:
         sync_every = None if sync == "always" else sync
         if sync_every is not None and not (isinstance(sync, int) and is_int(sync) and sync >= 1):
             raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
-        if not is_int(base_seq) or base_seq < 0:
-            raise ValueError("base_seq must be a non-negative int")
+        if not is_int(base_seq) or base_seq < 0 or base_seq >= _SEQ_LIMIT:
+            # A sector header (number, erases, base_seq) must stay under HEADER_MAX bytes.
+            raise ValueError("base_seq must be an int 0 .. 10**20 - 1")
         _hold(region)
         try:
             # The writer needs only the head sector; a replay reads (and checks) them all.

@@ -11,8 +11,11 @@ except ImportError:  # CPython: pytest puts tests/core on the path, not tests/mp
     import blockdev
 
 import support  # noqa: F401
+from support import raises
 import flashsweep
-from ministore import MiniStore
+import minishim
+from miniflash import Region, FlashStore, header_line
+from ministore import MiniStore, CorruptRecord, FormatError
 
 SECTOR = 4096
 
@@ -50,3 +53,24 @@ def test_a_write_cache_never_lands_a_record_without_its_sector_header():
             seq = again.append("after")
         assert MiniStore.replay(image)[-1] == "after" and MiniStore.replay(image).seq == seq
     assert undone  # the cache did drop ops
+
+
+def test_a_base_seq_whose_header_would_not_fit_is_refused_before_writing():
+    # base_seq=10**75 gave a 193-byte first header: the append was acknowledged, yet
+    # a reader looks for the header in the first 192 bytes, so the next open took the
+    # sector for foreign data (a review). Refused now, with nothing written.
+    for base in (10 ** 20, 10 ** 75):
+        dev = flash(4)
+        raises(ValueError, MiniStore.open, dev, base_seq=base)
+        assert dev.ops == 0 and not minishim._held
+    # The largest base_seq allowed, with 20-digit sector numbers and erase counts, on the
+    # largest geometry: the header still fits.
+    class Big:
+        sector_size = sectors = 65536
+    assert len(header_line(Big, 10 ** 20 - 1, 10 ** 20 - 1, 10 ** 20 - 1)) < 192
+    dev = flash(4)
+    with MiniStore.open(dev, base_seq=10 ** 20 - 1) as store:
+        assert store.append("x") == 10 ** 20
+    with MiniStore.open(dev) as store:
+        assert store.seq == 10 ** 20
+    assert MiniStore.replay(dev) == ["x"]
