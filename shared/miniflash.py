@@ -61,7 +61,7 @@ class FlashStore:
                 if replay is not None:
                     replay(seq, record)
             if not reader.ring:
-                _check_blank(region)
+                _check_blank(region, base_seq)
                 return FlashStore(region, sync_every, reader, base_seq)
             return FlashStore(region, sync_every, reader, reader.seq)
         except BaseException:
@@ -262,23 +262,25 @@ class FlashStore:
         self.close()
 
 
-def _check_blank(region):
+def _check_blank(region, base_seq):
     """A region with no journal yet: refuse it if it holds data we did not write.
     Only sector 0 may hold written bytes: the first header, torn by a cut."""
     if region.reformat:
         return
     written = region.written_end(0)
     if written:
-        # A torn first header: at most HEADER_MAX bytes, and each of them no more than
-        # partly programmed toward the header this region's geometry gives (a cut leaves
-        # bits at 1, never sets one): anything else, a file system's block say, is not ours.
-        fixed = header_line(region, 1, 0, 0)
-        fixed = fixed[:fixed.find(b'"number"')]
-        data = region.read(0, 0, min(written, len(fixed)))
-        for i in range(len(data)):
-            if data[i] & fixed[i] != fixed[i]:
-                written = HEADER_MAX + 1
-                break
+        # A torn first header: every written byte is a byte of the first header this open
+        # writes, no more than partly programmed toward it (a cut leaves bits at 1, never
+        # sets one): anything else, a file system's block say, is not ours.
+        first = header_line(region, 1, 1, base_seq)
+        if written <= len(first):
+            data = region.read(0, 0, written)
+            for i in range(written):
+                if data[i] & first[i] != first[i]:
+                    written = HEADER_MAX + 1
+                    break
+        else:
+            written = HEADER_MAX + 1
         if written > HEADER_MAX:
             raise FormatError("%s: sector 0 holds data that is not a miniflash journal (erase the region, "
                               "or pass Region(..., reformat=True))" % region.name)

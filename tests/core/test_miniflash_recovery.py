@@ -74,3 +74,36 @@ def test_a_base_seq_whose_header_would_not_fit_is_refused_before_writing():
     with MiniStore.open(dev) as store:
         assert store.seq == 10 ** 20
     assert MiniStore.replay(dev) == ["x"]
+
+
+def test_sector_0_must_read_as_a_prefix_of_the_first_header_this_open_writes():
+    # Only the first bytes were compared with the header (up to "number"), so erased
+    # bytes then someone's data within 192 bytes, or a header prefix then other bytes,
+    # passed for a torn first header and were erased (a review).
+    line = header_line(Region(flash(4)), 1, 1, 0)
+    blob = b"CONFIG:key=1234567890;owner=someone-else\n"
+    for at, head in ((100, b""), (70, line[:70]), (len(line) - 1, line[:-1])):
+        dev = flash(4)
+        dev.data[:len(head)] = head
+        dev.data[at:at + len(blob)] = blob
+        before = bytes(dev.data[:SECTOR])
+        raises(FormatError, MiniStore.open, dev)
+        assert bytes(dev.data[:SECTOR]) == before and dev.ops == 0 and not minishim._held, at
+    # The first header of another base_seq is not the one this open writes.
+    dev = flash(4)
+    other = header_line(Region(dev), 1, 1, 7)
+    dev.data[:len(other) - 3] = other[:-3]
+    raises(FormatError, MiniStore.open, dev)
+    with MiniStore.open(dev, base_seq=7) as store:  # the open that tore it takes it
+        assert store.append("x") == 8
+    # A torn header: any prefix, its last written byte partly programmed, bytes in
+    # between not programmed yet (a page's bits are programmed in parallel).
+    for cut in (1, 60, len(line) - 1, len(line)):
+        dev = flash(4)
+        torn = bytearray(line[:cut])
+        torn[cut // 2] = 0xFF
+        torn[-1] |= 0x21
+        dev.data[:cut] = torn
+        with MiniStore.open(dev) as store:
+            assert store.append("first") == 1
+        assert MiniStore.replay(dev) == ["first"]
