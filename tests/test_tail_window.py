@@ -4,6 +4,8 @@
 # once. A window guessed from N alone (2048 + 512*N bytes, and only its first 16 KiB
 # trimmed to N) printed 1 record for -n 3 of 1.5 KB records, 250 for -n 100 of small ones.
 # The oracle is `-n -1` (the whole journal, read from its start): -n N must be its last N.
+# A window that starts inside an atomic batch still shows N records, and says on stderr
+# which batch they end and how many of its records are not shown.
 import io
 import json
 
@@ -63,6 +65,26 @@ def test_tail_n_prints_exactly_the_last_n_records(board, path, counts):
     for n in counts:
         assert seqs(board.address, path, n) == everything[-n:], (path, n)
     assert seqs(board.address, path, 0) == []
+
+
+def test_a_window_that_starts_inside_an_atomic_batch_says_so(board):
+    """-n N shows exactly N records, as tail -n does, but never the end of a batch as if it were
+    all of it: stderr names the batch and how many of its records are not shown. Before,
+    -n 5 of /batch.jsonl (5 batches of 100) showed seq 496..500 and said nothing."""
+    for n, said in ((5, "the first 5 records shown (seq 496..500) are the end of an atomic batch of 100 "
+                        "(seq 401..500): its first 95 are not shown (-n 5)"),
+                    (150, "the first 50 records shown (seq 351..400) are the end of an atomic batch of 100 "
+                          "(seq 301..400): its first 50 are not shown (-n 150)"),
+                    (100, None), (200, None), (500, None), (600, None)):
+        code, out, err = mini("tail", "--port", board.address, "/batch.jsonl", "-n", str(n))
+        assert code == 0, err
+        assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(max(1, 501 - n), 501))
+        if said is None:
+            assert err == "", (n, err)  # whole batches: nothing to say
+        else:
+            assert err == "mini tail: /batch.jsonl: %s\n" % said, (n, err)
+    code, out, err = mini("tail", "--port", board.address, "/small.jsonl", "-n", "7")  # no batches
+    assert code == 0 and len(out.splitlines()) == 7 and err == "", err
 
 
 def follow(address, follower):

@@ -5,9 +5,12 @@ would accept: a batch only once it is whole, seqs in order, damage reported.
 
 -n N starts with the last N records, found by reading back from each file's end until
 the window holds N whole records (or the journal has no more): record sizes and pads
-(LittleFS block-end pads, up to a block) make any guess from N alone wrong. A file is
-checked on its header line when first seen, even when tail reads it from the middle:
-not a journal is an error (NotJournal), as for `mini cat`. A file that appears after
+(LittleFS block-end pads, up to a block) make any guess from N alone wrong. The window
+is exactly N records, as tail -n is; when its first ones are the end of an atomic batch,
+stderr says so (which batch, how many of it are not shown): never the end of a batch
+shown as if it were all of it. A file is checked on its header line when first seen,
+even when tail reads it from the middle: not a journal is an error (NotJournal), as for
+`mini cat`. A file that appears after
 the first poll is read from its first record; one removed and created again between
 polls (its first bytes, or the bytes before where tail reads on, changed) is read again
 from its start; one that shrank is read again, showing only the seqs after the last
@@ -121,6 +124,7 @@ class Follower:
         self.marks = {}        # device file -> the bytes just before its offset
         self.shown = {}        # device file -> the last seq printed from it
         self.checked = set()   # files whose whole first line passed check_header
+        self._ends = []        # of the last _lines call: (line end, last seq, records it closed)
         self.torn_heads = set()  # ... and was a damaged header, with lines after it
         self.budget = PIECE
         self.first = True      # no answer from the device yet: -n applies to what the first one lists
@@ -300,10 +304,24 @@ class Follower:
                 self.err = err
             if len(records) >= need or start == 0:
                 keep = records[len(records) - need:] if 0 < need < len(records) else records if need > 0 else []
+                said.write(self._cut_batch(name, records, len(records) - len(keep) if keep else 0))
                 return name, start, mark, keep, said.getvalue(), offset, data
             # the bytes each record took so far, and room for pads (LittleFS block ends: up to a block)
             wanted = len(data) * need // len(records) + 4096 if records else 2 * len(data)
             step = max(PIECE, wanted - len(data))
+
+    def _cut_batch(self, name, records, cut):
+        """What to say when the -n window starts inside an atomic batch: it shows exactly N
+        records, and says which batch its first ones end, and how many of it are not shown."""
+        at = 0
+        for _, _, count in self._ends:
+            if at < cut < at + count:
+                return ("mini tail: %s: the first %d records shown (seq %d..%d) are the end of an atomic batch "
+                        "of %d (seq %d..%d): its first %d are not shown (-n %d)\n" % (
+                            name, at + count - cut, records[cut][0], records[at + count - 1][0], count,
+                            records[at][0], records[at + count - 1][0], cut - at, self.lines))
+            at += count
+        return ""
 
     def _show(self, name, records):
         last = self.shown.get(name)
@@ -318,6 +336,7 @@ class Follower:
 
     def _lines(self, name, start, data):
         records = []
+        self._ends = []
         at = 0
         if start == 0 and name in self.torn_heads and name not in self.readers and name not in self.resync:
             self.err.write("mini tail: %s: damaged region at byte 0: damaged header with more lines after it\n"
@@ -338,7 +357,10 @@ class Follower:
             if end < 0:
                 break  # an incomplete line: read it again next time
             try:
-                records += reader.push(data[at:end + 1])
+                got = reader.push(data[at:end + 1])
+                if got:
+                    self._ends.append((start + end + 1, got[-1][0], len(got)))
+                records += got
             except FormatError as exc:
                 raise NotJournal(str(exc))
             except MiniError as exc:  # say it once, read no further
