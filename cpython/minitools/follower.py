@@ -10,20 +10,36 @@ is exactly N records, as tail -n is; when its first ones are the end of an atomi
 stderr says so (which batch, how many of it are not shown): never the end of a batch
 shown as if it were all of it. A file is checked on its header line when first seen,
 even when tail reads it from the middle: not a journal is an error (NotJournal), as for
-`mini cat`. A file that appears after
-the first poll is read from its first record; one removed and created again between
-polls (its first bytes, or the bytes before where tail reads on, changed) is read again
-from its start; one that shrank is read again, showing only the seqs after the last
-one shown.
+`mini cat`. A file that appears after the first poll is read from its first record.
+
+A file tail follows may be another one at the next poll, or the same one cut short:
+- another inode (where the device's file system has them: not LittleFS or FAT) is
+  another file, read from its start;
+- else, its first bytes, or the bytes before where tail reads on, changed while it did
+  not shrink: another file too (removed and created again), read from its start;
+- one that shrank (or, same inode, was written over) is read on from the last line end
+  (of a record, a batch or the header) up to which it still holds the bytes tail read:
+  the device computes the CRC-32 of its bytes up to each of the last places tail kept,
+  and every record after the last one that matches is printed, whatever its seq (the
+  records printed before from beyond it are no longer in the file, and stderr says so).
+  A journal cut short (a power cut that lost what was not synced) is not printed again,
+  and the records that took the lost ones' seqs are printed; one removed and created
+  again smaller, its header the same bytes, is printed from its header on. Where there
+  are no inodes (or the new file was given the old one's inode number again), a file
+  created again whose first records are byte for byte the old one's cannot be told
+  from the old one cut short: it is read on after them.
 """
+import binascii
 import io
 import json
 import sys
+from collections import deque
 
 from miniformat import MAX_LINE, check_header, parse_line
 from ministore import FormatError, JournalReader, MiniError
 
 from minitools import dump
+from minitools.follower_device import SUM_CODE as _SUM_CODE, TAIL_CODE as _TAIL_CODE
 from minitools.mpremote_link import PREFIX, DeviceError, device_eval, remote_path as _remote
 
 PIECE = 16 * 1024  # bytes one exchange reads (the device hexlifies them: its heap holds about 4 times that)
@@ -31,6 +47,7 @@ HEAD = 256         # a file's first bytes, sent at each poll: its header line, a
 MARK = 32          # the bytes before where a file is read on: still the file tail read, not a new one
 LONGEST_HEAD = 2 * MAX_LINE + HEAD  # a damaged header is judged by the line after it (FORMAT.md 2.1, rule 4)
 NO_SEGMENTS = "no journal segments (journal-NNNNNNNN.jsonl)"
+POINTS = 4096      # the places kept per file where tail could read on after the file shrank
 
 
 class NotJournal(DeviceError):
@@ -61,54 +78,6 @@ class _Warn:
             self.name, "damaged region" if kind == "corrupt" else kind, self.start + offset, reason, lost_text))
 
 
-# reqs: {file: [start, stop]} (stop -1: to the end) to read; a file not in reqs is read
-# from byte 0 when new0, else only its size and head are sent; only: list no other file.
-# Each file: [name, size, head, start (-1: nothing read), the MARK bytes before start, data].
-_TAIL_CODE = """
-import os, json, binascii
-def _mini_tail(p, reqs, new0, only, budget, headlen, marklen):
-    h = lambda b: binascii.hexlify(b).decode()
-    try:
-        st = os.stat(p)
-    except OSError:
-        return None
-    d = st[0] & 0x4000
-    if d:
-        names = [p + '/' + n for n in sorted(os.listdir(p)) if n.startswith('journal-') and n.endswith('.jsonl')]
-    else:
-        names = [p]
-    out = []
-    for n in names:
-        r = reqs.get(n)
-        if r is None and only:
-            continue
-        if r is None and new0:
-            r = [0, -1]
-        try:
-            size = os.stat(n)[6]
-            f = open(n, 'rb')
-        except OSError:
-            continue
-        start = -1
-        mark = data = b''
-        try:
-            head = f.read(headlen)
-            if r is not None and r[0] <= size:
-                start = r[0]
-                stop = size if r[1] < 0 else min(size, r[1])
-                f.seek(max(0, start - marklen))
-                mark = f.read(start - max(0, start - marklen))
-                if stop > start and budget > 0:
-                    data = f.read(min(stop - start, budget))
-                    budget -= len(data)
-        finally:
-            f.close()
-        out.append([n, size, h(head), start, h(mark), h(data)])
-    return [1 if d else 0, out]
-print('%s', json.dumps(_mini_tail('%s', %s, %d, %d, %d, %d, %d)))
-"""
-
-
 class Follower:
     """Polls a journal (or a directory of segments) on the device and turns new bytes into records."""
 
@@ -124,7 +93,11 @@ class Follower:
         self.marks = {}        # device file -> the bytes just before its offset
         self.shown = {}        # device file -> the last seq printed from it
         self.checked = set()   # files whose whole first line passed check_header
-        self._ends = []        # of the last _lines call: (line end, last seq, records it closed)
+        self.idents = {}       # device file -> (device, inode), where its file system has inodes
+        self.sums = {}         # device file -> (where tail began reading it, CRC-32 from there to its offset)
+        self.points = {}       # device file -> (line end, that CRC-32 up to it, last seq) of its last lines
+        self.firsts = {}       # ... that closed a record or a batch (or the header), and the first of them
+        self._ends = []        # those of the last _lines call: (line end, last seq, records it closed)
         self.torn_heads = set()  # ... and was a damaged header, with lines after it
         self.budget = PIECE
         self.first = True      # no answer from the device yet: -n applies to what the first one lists
@@ -145,8 +118,8 @@ class Follower:
             self.first = False
             raise Missing("%s: no such file or directory on the device" % self.journal,
                           "waiting for %s to appear" % self.journal)
-        files = [(name, size, bytes.fromhex(head), start, bytes.fromhex(mark), bytes.fromhex(data))
-                 for name, size, head, start, mark, data in answer[1]]
+        files = [(name, size, bytes.fromhex(head), start, bytes.fromhex(mark), bytes.fromhex(data),
+                  (dev, ino) if ino else None) for name, size, head, start, mark, data, ino, dev in answer[1]]
         seen = set(item[0] for item in files)
         for name in list(self.heads):
             if name not in seen:
@@ -157,10 +130,12 @@ class Follower:
                           "%s holds %s: waiting for the journal to appear" % (self.journal, NO_SEGMENTS))
         more = moved = False
         placed = []
-        for name, size, head, start, mark, data in files:
-            if name in self.offsets and self._changed(name, size, head, mark):
-                more = True  # read it again at once, from its start
+        for name, size, head, start, mark, data, ident in files:
+            if name in self.offsets and self._changed(ask, name, size, head, mark, ident):
+                more = True  # read it again at once, from its start or from where it is still the same
                 continue
+            if ident is not None:
+                self.idents.setdefault(name, ident)
             self._check(ask, name, size, head)
             if len(head) > len(self.heads.get(name, b"")):
                 self.heads[name] = head
@@ -225,27 +200,89 @@ class Follower:
             if base is None:
                 self.torn_heads.add(name)
 
-    def _changed(self, name, size, head, mark):
-        """Whether a file tail reads is another one now, or shrank: then it is read again."""
+    def _changed(self, ask, name, size, head, mark, ident):
+        """Whether a file tail reads is another one now, or shrank, or was written over: then
+        it is read again, from its start (another file) or from the last place where it is
+        still what tail read (_resume).
+
+        Another file: its inode differs, where the device's file system has inodes. Where it
+        has none (LittleFS, FAT), a file whose first bytes, or the bytes before where tail
+        reads on, changed while it did not shrink is taken for another one; one that shrank
+        is looked at by its content (_resume): one removed and created again smaller, whose
+        records are new, is read from its header, one cut short from where it is still the same."""
+        old_ident = self.idents.get(name)
+        if ident is not None and old_ident is not None and ident != old_ident:
+            return self._new_file(name, "removed and created again: another inode")
         old = self.heads.get(name, b"")
         common = min(len(old), len(head))
-        if old[:common] != head[:common] or (size >= self.offsets[name] and mark != self.marks.get(name, mark)):
-            self.err.write("mini tail: %s is a new file (removed and created again): reading it from its start\n"
-                           % name)
-            self._forget(name)
-            return True
-        if size < self.offsets[name]:
-            shown = self.shown.get(name)
-            self.err.write("mini tail: %s shrank to %d bytes: reading it again from the start%s\n" % (
-                name, size, "" if shown is None else ", printing only the records after seq %d" % shown))
-            self._forget(name)
-            if shown is not None:
-                self.shown[name] = shown  # the same journal: what was printed is not printed again
-            return True
-        return False
+        shrank = size < self.offsets[name]
+        head_changed = old[:common] != head[:common]
+        rewritten = not shrank and mark != self.marks.get(name, mark)
+        if not (shrank or head_changed or rewritten):
+            return False
+        if (head_changed or rewritten) and (ident is None or ident != old_ident):
+            return self._new_file(name, "removed and created again")
+        return self._resume(ask, name, size, head, shrank)
+
+    def _new_file(self, name, why):
+        self.err.write("mini tail: %s is a new file (%s): reading it from its start\n" % (name, why))
+        self._forget(name)
+        return True
+
+    def _resume(self, ask, name, size, head, shrank):
+        """Read on from the last line end (of a record, a batch or the header) up to which the
+        file still holds the bytes tail read (their CRC-32, computed on the device), printing
+        every record after it: those printed before from beyond it are no longer in the file,
+        and the records there now, with the same seqs or not, are new. None: from its start."""
+        begin = self.sums.get(name, (0, 0))[0]
+        limit = min(size, self.offsets[name])
+        places = [point for point in self.points.get(name, ()) if point[0] <= limit]
+        picked, step, k = [], 1, len(places) - 1
+        while k >= 0:  # the last 32, then further back by doubling steps: one exchange either way
+            picked.append(places[k])
+            step *= 2 if len(picked) >= 32 else 1
+            k -= step
+        first = self.firsts.get(name)
+        if first is not None and first[0] <= limit:
+            picked.append(first)
+        picked = sorted(set(picked))
+        sums = ask(_SUM_CODE % (PREFIX, name, begin, json.dumps([end for end, _, _ in picked]))) if picked else []
+        found = None
+        for point, crc in zip(picked, sums or []):
+            if crc == point[1]:
+                found = point
+        what = "shrank to %d bytes" % size if shrank else "was written over (the same inode)"
+        if found is None:
+            return self._new_file(name, "it %s, and holds none of the lines tail read" % what)
+        end, crc, seq = found
+        shown = self.shown.get(name)
+        if shown is None or seq is not None and shown <= seq:
+            gone = ""
+        elif seq is None:
+            gone = " (the records printed before, up to seq %d, are no longer in it)" % shown
+        else:
+            gone = " (seq %d..%d, printed before, are no longer in it)" % (seq + 1, shown)
+        self.err.write("mini tail: %s %s: it holds what tail read up to %s; printing its records after it%s\n" % (
+            name, what, "its header" if seq is None else "seq %d" % seq, gone))
+        for table in (self.readers, self.marks):
+            table.pop(name, None)
+        for names in (self.resync, self.checked, self.torn_heads):
+            names.discard(name)
+        self.heads[name] = head
+        self.offsets[name] = end
+        self.sums[name] = (begin, crc)
+        points = self.points.setdefault(name, deque(maxlen=POINTS))
+        while points and points[-1][0] > end:
+            points.pop()
+        if seq is None:
+            self.shown.pop(name, None)
+        else:
+            self.shown[name] = seq
+        return True
 
     def _forget(self, name):
-        for table in (self.offsets, self.readers, self.heads, self.marks, self.shown):
+        for table in (self.offsets, self.readers, self.heads, self.marks, self.shown, self.idents, self.sums,
+                      self.points, self.firsts):
             table.pop(name, None)
         for names in (self.resync, self.checked, self.torn_heads):
             names.discard(name)
@@ -259,10 +296,24 @@ class Follower:
     def _take(self, name, start, mark, data):
         """Read a file's new bytes; print what they complete; return the new offset."""
         offset, records = self._lines(name, start, data)
+        self._account(name, start, data, offset, self._ends)
         self.marks[name] = (mark + data[:offset - start])[-MARK:]
         self.offsets[name] = offset
         self._show(name, records)
         return offset
+
+    def _account(self, name, start, data, offset, ends):
+        """The CRC-32 of what tail read of a file, from where it began, and the places where
+        it could read on after the file shrank (_resume)."""
+        begin, crc = self.sums.get(name, (start, 0))
+        points = self.points.setdefault(name, deque(maxlen=POINTS))
+        at = start
+        for end, seq, _ in ends:
+            crc = binascii.crc32(data[at - start:end - start], crc)
+            at = end
+            points.append((end, crc, seq))
+            self.firsts.setdefault(name, points[-1])
+        self.sums[name] = (begin, binascii.crc32(data[at - start:offset - start], crc))
 
     def _place(self, ask, placed):
         """The first poll: start with the last N records of the journal (-n N), newest
@@ -272,8 +323,9 @@ class Follower:
         for name, size in reversed(placed):
             chosen.append(self._window(ask, name, size, need))
             need -= len(chosen[-1][3])
-        for name, start, mark, records, said, offset, data in reversed(chosen):
+        for name, start, mark, records, said, offset, data, ends in reversed(chosen):
             self.err.write(said)
+            self._account(name, start, data, offset, ends)
             reader = self.readers.get(name)
             if reader is not None:
                 reader.reporter.err = self.err  # its damage from now on goes to stderr
@@ -305,7 +357,7 @@ class Follower:
             if len(records) >= need or start == 0:
                 keep = records[len(records) - need:] if 0 < need < len(records) else records if need > 0 else []
                 said.write(self._cut_batch(name, records, len(records) - len(keep) if keep else 0))
-                return name, start, mark, keep, said.getvalue(), offset, data
+                return name, start, mark, keep, said.getvalue(), offset, data, self._ends
             # the bytes each record took so far, and room for pads (LittleFS block ends: up to a block)
             wanted = len(data) * need // len(records) + 4096 if records else 2 * len(data)
             step = max(PIECE, wanted - len(data))
@@ -360,6 +412,8 @@ class Follower:
                 got = reader.push(data[at:end + 1])
                 if got:
                     self._ends.append((start + end + 1, got[-1][0], len(got)))
+                elif start + at == 0 and reader.base_seq is not None:  # the header: a place to read on from
+                    self._ends.append((start + end + 1, None, 0))
                 records += got
             except FormatError as exc:
                 raise NotJournal(str(exc))
