@@ -6,7 +6,8 @@
 # once per trip round the ring, which spreads the wear evenly. Records are the sealed
 # JSON lines of a ministore journal (FORMAT.md 2.2): a raw dump shows JSONL.
 import minishim as shim
-from ministore import (MiniError, FormatError, ClosedError, record_line, encode_json, is_int, length_of)
+from ministore import (MiniError, FormatError, ClosedError, CorruptRecord, record_line, encode_json, is_int,
+                       length_of)
 from miniregion import (FORMAT_NAME, FORMAT_VERSION, HEADER_MAX, Region, SubDevice, FlashReader,  # noqa: F401
                         as_region, header_line, read_header, _hold, _let_go)
 
@@ -63,6 +64,7 @@ class FlashStore:
             if not reader.ring:
                 _check_blank(region, base_seq)
                 return FlashStore(region, sync_every, reader, base_seq)
+            _check_free(reader)
             return FlashStore(region, sync_every, reader, reader.seq)
         except BaseException:
             _let_go(region.key)
@@ -288,3 +290,24 @@ def _check_blank(region, base_seq):
         if region.written_end(index):
             raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the region, "
                               "or pass Region(..., reformat=True))" % (region.name, index))
+
+
+def _check_free(reader):
+    """The sectors not in use of a journal, before the writer may erase one: a cut leaves
+    leftovers (a torn or retired header, a sector partly erased) only in the sector after
+    the head, which the writer takes next. Records after a damaged header that continue
+    the journal there, or any records after a damaged header elsewhere, are a header that
+    rotted: CorruptRecord (taking the sector as free would lose them and reuse their seqs)."""
+    region = reader.region
+    ring = reader.ring
+    after = (ring[-1][0] + 1) % region.sectors
+    taken = [entry[0] for entry in ring]
+    for index in range(region.sectors):
+        used = 0 if index in taken else region.written_end(index)
+        if not used:
+            continue
+        seq = reader.first_record(index, used)
+        if seq is not None and (index != after or seq > reader.seq):
+            raise CorruptRecord(region.name, 1, index * region.sector_size,
+                                "sector %d holds records (seq %d) after a damaged sector header" % (index, seq))
+

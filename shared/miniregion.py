@@ -305,6 +305,15 @@ class FlashReader:
             self.seq = base
             for item in self._sector(at, at == last):
                 yield item
+        if ring and self.seq is not None:
+            # The sector after the head: records there that continue the journal after a
+            # header that does not read are a head whose header rotted, not free space.
+            index = (ring[-1][0] + 1) % self.region.sectors
+            used = 0 if len(ring) == self.region.sectors else self.region.written_end(index)
+            if used and self.first_record(index, used) == self.seq + 1 and read_header(self.region, index) is None:
+                raise CorruptRecord(self.path, 1, index * self.region.sector_size,
+                                    "sector %d holds records (seq %d) after a damaged sector header" % (
+                                        index, self.seq + 1))
 
     def _sector(self, at, is_head):
         index, number, base, _ = self.ring[at]
@@ -435,6 +444,19 @@ class FlashReader:
                 return True
             first = after
         return False
+
+    def first_record(self, index, used):
+        """The seq of the first intact record line after the first newline in bytes 0..used of a sector, or None."""
+        at = self._newline(index, 0, used)
+        while at >= 0:
+            end = self._newline(index, at + 1, used)
+            if end < 0:
+                return None
+            kind, obj = parse_line(self.region.read(index, at + 1, end - at))
+            if kind == RECORD and isinstance(obj, dict) and is_int(obj.get("seq")):
+                return obj["seq"]
+            at = end
+        return None
 
     def _newline(self, index, start, stop):
         """Where the first newline in bytes start..stop of a sector is, or -1."""

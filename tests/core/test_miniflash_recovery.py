@@ -14,7 +14,7 @@ import support  # noqa: F401
 from support import raises
 import flashsweep
 import minishim
-from miniflash import Region, FlashStore, header_line
+from miniflash import Region, FlashReader, header_line
 from ministore import MiniStore, CorruptRecord, FormatError
 
 SECTOR = 4096
@@ -107,3 +107,40 @@ def test_sector_0_must_read_as_a_prefix_of_the_first_header_this_open_writes():
         with MiniStore.open(dev) as store:
             assert store.append("first") == 1
         assert MiniStore.replay(dev) == ["first"]
+
+
+def _records(dev, n, region=None):
+    with MiniStore.open(region or dev) as store:
+        for i in range(1, n + 1):
+            store.append({"i": i, "fill": "x" * 300})
+
+
+def test_a_rotted_sector_header_is_corruption_not_free_space():
+    # One flipped bit in the head's header: the sector read as free, its acknowledged
+    # records vanished without an error, the next append reused their seqs and the
+    # writer later erased them; in the oldest's, its records vanished (a review).
+    dev = flash(4)
+    _records(dev, 15)  # sector 0: seqs 1..11, sector 1 (the head): 12..15
+    dev.data[SECTOR + 30] ^= 0x04
+    before = bytes(dev.data)
+    err = raises(CorruptRecord, MiniStore.open, dev)
+    assert "sector 1 holds records (seq 12) after a damaged sector header" in str(err), str(err)
+    raises(CorruptRecord, lambda: list(MiniStore.stream(dev)))
+    assert bytes(dev.data) == before and not minishim._held
+    dev = flash(4)
+    _records(dev, 29)  # sectors 0, 1, 2
+    dev.data[30] ^= 0x04
+    before = bytes(dev.data)
+    raises(CorruptRecord, MiniStore.open, dev)
+    assert bytes(dev.data) == before and not minishim._held
+    # A retire the power cut (the ring was full, the tail covered: its header partly
+    # zeroed, its records still there) is the sector after the head: free, as before.
+    dev = flash(3)
+    _records(dev, 40, Region(dev, retain=0))
+    reader = FlashReader(dev)
+    list(reader)
+    tail, last = reader.ring[0][0], reader.seq
+    dev.data[tail * SECTOR:tail * SECTOR + 20] = b"\x00" * 20
+    with MiniStore.open(Region(dev, retain=0)) as store:
+        assert store.seq == last and store.append("next") == last + 1
+    assert MiniStore.replay(dev)[-1] == "next"
