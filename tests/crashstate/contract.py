@@ -46,6 +46,12 @@ def check_claim(name, j, claimed, promised):
             name, j, claimed, promised))
 
 
+def check_view(workload, j, live, model):
+    """The brick's own view after step j must be the model's (the oracle compares the model's)."""
+    if live != model:
+        raise AssertionError("%s, after step %d: the brick holds %r, the model %r" % (workload.name, j, live, model))
+
+
 class ContractQueue(QueueOracle):
     """The queue oracle (FORMAT.md 5) with the journal's sync policy under it: which
     events a call writes to the store (a deferred get, ack or nack stays in RAM until

@@ -18,7 +18,7 @@ from ministore import MiniStore, header_line, record_line, encode_json
 from minisnap import SnapStore, NotFound
 from minilog import SegmentedLog
 
-from crashstate.contract import Durable, floor_step, check_claim
+from crashstate.contract import Durable, floor_step, check_claim, check_view
 
 
 class Workload:
@@ -294,8 +294,17 @@ class FilesWorkload(Workload):
                 lambda _: minishim.write_new_file(d("c"), self.C),
                 lambda _: minishim.remove_durably(d("b"))]
 
+    def model(self):
+        """(directory, a, b, c) after each step, as the primitives' documentation says."""
+        A, C = self.A, self.C
+        return [(True, None, None, None), (True, A, None, None), (True, None, A, None), (True, None, A, C),
+                (True, None, None, C)]
+
     def live_view(self, obj):
-        return self.recovered_view(obj, self.root)
+        self.done = getattr(self, "done", 0) + 1
+        view = self.model()[self.done - 1]
+        check_view(self, self.done, self.recovered_view(obj, self.root), view)
+        return view
 
     def recovered_view(self, obj, root):
         def read(name):
@@ -343,7 +352,12 @@ class SnapWorkload(Workload):
         return [lambda _: self.open(self.root), create(1), create(2), create(3), create(5)]
 
     def live_view(self, snaps):
-        return self.recovered_view(snaps, self.root)
+        # The model: the newest snapshot created (the first step only opens the store).
+        self.done = getattr(self, "done", 0) + 1
+        seq = [None, 1, 2, 3, 5][self.done - 1]
+        view = None if seq is None else ({"n": seq, "text": "s" * (seq * 30)}, seq)
+        check_view(self, self.done, self.recovered_view(snaps, self.root), view)
+        return view
 
     def recovered_view(self, snaps, root):
         try:
