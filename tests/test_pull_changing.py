@@ -110,3 +110,29 @@ def test_a_file_that_changed_during_its_copy_is_copied_again(board, tmp_path):
     assert rewriter.writes > 100, rewriter.writes
     assert code == 0, out + err
     assert (tmp_path / "copy" / "data.bin").read_bytes() == content(ord("c"))
+
+
+def test_a_file_that_grew_after_the_listing_is_pulled_as_it_is_then(board, tmp_path):
+    """Appended to once the pull listed it (its temporary directory is there), before its copy
+    starts (mpremote takes longer to start): the copy is of the file as it is then, as the
+    device's CRC says. Before, the size in the listing failed it ("copied N bytes of M")."""
+    folder = board.host / "grows"
+    folder.mkdir()
+    (folder / "log.txt").write_bytes(b"first\n")
+
+    def listed():
+        return any(n.startswith(".mini-pull-") for n in os.listdir(str(tmp_path)))
+
+    def append():
+        deadline = time.monotonic() + 60
+        while not listed() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        with open(str(folder / "log.txt"), "ab") as f:
+            f.write(b"second\n")
+
+    appender = threading.Thread(target=append, daemon=True)
+    appender.start()
+    code, out, err = mini("pull", "--port", board.address, ":/host/grows", tmp_path / "copy")
+    appender.join(timeout=10)
+    assert code == 0, out + err
+    assert (tmp_path / "copy" / "log.txt").read_bytes() == b"first\nsecond\n"
