@@ -18,7 +18,10 @@ from ministore import MiniError, check_value, encode_json, is_int, settle, FLOAT
 from minilog import LogBrick, SegmentedLog, CompactionGap, read_segments  # noqa: F401
 from minimessages import Messages, QueueCorrupt, UnknownMessage, READY, IN_FLIGHT, DEAD  # noqa: F401
 
-MESSAGE_OVERHEAD = 64   # journal bytes around a message in a checkpoint line, at most (FORMAT.md 5.4)
+# Journal bytes around a message in a checkpoint line: 64 on files (an estimate: how
+# much a checkpoint takes); at most 128 on a flash region, where a line must fit a sector
+# (FORMAT.md 6.5: 108 with 19-digit seq and id, a batch of 32, 10**10 deliveries).
+MESSAGE_OVERHEAD = 64
 
 
 def _check_seconds(name, value, high=shim.MAX_DELAY):
@@ -130,7 +133,7 @@ class MiniQueue(Messages, LogBrick):
             # still opens, so that they can be read and acked.
             flash = log.store  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
             spare = flash._spare()  # pyright: ignore[reportAttributeAccessIssue]
-            if spare <= 2 and q._ckpt_size <= spare * (flash.region.sector_size - 192 - MESSAGE_OVERHEAD):  # pyright: ignore[reportAttributeAccessIssue]
+            if spare <= 2 and q._ckpt_size <= spare * (flash.region.sector_size - 192 - 128):  # pyright: ignore[reportAttributeAccessIssue]
                 q._compact()
         return q
 
@@ -218,7 +221,7 @@ class MiniQueue(Messages, LogBrick):
             if not bodies:
                 return []
             if self._region is not None:
-                log.check_fits(bodies, MESSAGE_OVERHEAD)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
+                log.check_fits(bodies, 128)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
             group = self._group
             ix = self._ix
             events = []
@@ -349,7 +352,6 @@ class MiniQueue(Messages, LogBrick):
                 # Parsed and counted before the get is written: a MemoryError here must
                 # not leave a written delivery the app never received.
                 message = shim.loads(ix.deliver(found))  # now in flight
-                ix.counts[mid] = ix.counts.get(mid, 0) + 1
                 break
             if not events:
                 return None
@@ -632,8 +634,9 @@ class MiniQueue(Messages, LogBrick):
             # most: miniregion.HEADER_MAX), lines and all: chunks stop at about 2 KiB there.
             # On files at about 4 KiB: a chunk is encoded, sealed and joined at once, and a
             # board's heap may have no larger block (32 entries of 4 KB needed 128 KB).
+            overhead = MESSAGE_OVERHEAD if self._region is None else 128  # a line's bytes around its message
             limit = 4096 if self._region is None else min(
-                2048, log.store.region.sector_size - 192) - MESSAGE_OVERHEAD  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
+                2048, log.store.region.sector_size - 192) - overhead  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
             # A file system may persist unsynced appends out of order, so on files each chunk
             # is synced (under the store's policy); a region keeps them in RAM and programs
             # them in order at the sync below.
@@ -654,7 +657,7 @@ class MiniQueue(Messages, LogBrick):
                     chunk = []
                     size = 0
                 chunk.append(encode_json({"ckpt": [mid, shim.loads(body), deliveries, status]}))
-                size += len(body) + MESSAGE_OVERHEAD
+                size += len(body) + overhead
             if chunk:
                 self._write(chunk, sync=unordered)
             self._write([encode_json({"ckpt_end": {"messages": count, "dropped": self.dropped}})], sync=unordered)

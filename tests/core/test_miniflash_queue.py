@@ -252,6 +252,31 @@ def test_a_checkpoint_always_fits_a_sector_and_a_message_it_could_not_hold_is_re
     q.close()
 
 
+def test_the_largest_message_a_put_takes_is_checkpointed_with_long_seqs():
+    # From a review: put() took messages up to sector - 192 - 64 bytes, but a checkpoint
+    # line is 57 bytes plus the digits of its seq, id, batch and delivery count around
+    # its message: once seqs had 8 digits (10 million events) such a message's line no
+    # longer fit a sector, every compaction failed and closed the queue, and the region
+    # filled for good. The bound is 128 bytes a line now (FORMAT.md 6.5).
+    flash = blockdev.RAMFlash(2048, 8)
+    with miniflash.FlashStore.open(flash, base_seq=10 ** 15) as store:  # a queue that ran long
+        store.append({"ckpt_end": {"messages": 0, "dropped": 0}})
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=8000, region=flash)
+    room = 2048 - 192 - 128
+    support.raises(ValueError, q.put, "x" * (room - 1))  # its JSON is room + 1 bytes
+    big = q.put("x" * (room - 2))
+    assert q.get() == (big, "x" * (room - 2))
+    q.nack(big)
+    assert q.compact() == 1
+    q.close()
+    q = MiniQueue.open(d, max_bytes=8000, region=flash)
+    assert q.get() == (big, "x" * (room - 2)) and q.deliveries(big) == 2
+    q.ack(big)
+    q.compact()
+    q.close()
+
+
 def test_a_power_cut_in_a_put_at_every_boot_does_not_fill_the_region():
     # From a review: each cut tears the head sector and costs the rest of it; with one put
     # a boot no compaction came due, nothing was released, and after 6 boots put, get,
