@@ -268,6 +268,10 @@ def _check_blank(region, base_seq):
     """A region with no journal yet: refuse it if it holds data we did not write.
     Only sector 0 may hold written bytes: the first header, torn by a cut."""
     if region.reformat:
+        for index in range(region.sectors):  # written over now, so that later opens need no flag
+            if region.written_end(index):
+                region.erase(index)
+                region.barrier()
         return
     written = region.written_end(0)
     if written:
@@ -293,11 +297,12 @@ def _check_blank(region, base_seq):
 
 
 def _check_free(reader):
-    """The sectors not in use of a journal, before the writer may erase one: a cut leaves
+    """The sectors not in use of a journal, before the writer may erase them: a cut leaves
     leftovers (a torn or retired header, a sector partly erased) only in the sector after
     the head, which the writer takes next. Records after a damaged header that continue
     the journal there, or any records after a damaged header elsewhere, are a header that
-    rotted: CorruptRecord (taking the sector as free would lose them and reuse their seqs)."""
+    rotted: CorruptRecord (taking the sector as free would lose them and reuse their seqs).
+    Other written bytes in any other sector are not ours: FormatError, unless reformat."""
     region = reader.region
     ring = reader.ring
     after = (ring[-1][0] + 1) % region.sectors
@@ -310,4 +315,13 @@ def _check_free(reader):
         if seq is not None and (index != after or seq > reader.seq):
             raise CorruptRecord(region.name, 1, index * region.sector_size,
                                 "sector %d holds records (seq %d) after a damaged sector header" % (index, seq))
+        # Any other sector not in use is erased (or a retired header, zeros, before an erased rest).
+        if index == after or (used <= HEADER_MAX and region.read(index, 0, used).count(b"\x00") == used):
+            continue
+        if region.reformat:
+            region.erase(index)  # the owner said to write over it: now, so that later opens need no flag
+            region.barrier()
+        else:
+            raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the sector, "
+                              "or pass Region(..., reformat=True))" % (region.name, index))
 
