@@ -8,7 +8,7 @@
 import minishim as shim
 from ministore import (MiniError, FormatError, ClosedError, CorruptRecord, record_line, encode_json, is_int,
                        length_of)
-from miniregion import (FORMAT_NAME, FORMAT_VERSION, HEADER_MAX, Region, SubDevice, FlashReader,  # noqa: F401
+from miniregion import (FORMAT_NAME, FORMAT_VERSION, HEADER_MAX, Region, SubDevice, FlashReader, FellBehind,  # noqa: F401
                         as_region, header_line, read_header, _hold, _let_go)
 
 

@@ -3,7 +3,7 @@
 # they cover, the sector header, and the reader of the ring of sectors. miniflash (the
 # writer, FlashStore) re-exports what applications use from here.
 import minishim as shim
-from ministore import (CorruptRecord, FormatError, LockedError, TornTail, parse_line, seal, is_int,
+from ministore import (MiniError, CorruptRecord, FormatError, LockedError, TornTail, parse_line, seal, is_int,
                        length_of, HEADER, RECORD)
 
 FORMAT_NAME = "miniflash"
@@ -12,6 +12,11 @@ HEADER_MAX = 192     # a sector header line is shorter; a sector holds at most s
 _ERASED = 0xFF
 _UNIT = 512          # bytes a program() copies at a time
 _WINDOW = 256        # bytes a reader reads at a time (FlashReader._line)
+
+
+class FellBehind(MiniError):
+    """A reader beside the writer (it takes no lock) lost its place: the writer reused a
+    sector the reader had not finished. The journal is sound: read it again."""
 
 
 class Region:
@@ -299,7 +304,7 @@ class FlashReader:
                 self.seq = ring[at + 1][2]  # skipped: its records all come before what is wanted
                 continue
             if at and base != self.seq:
-                raise CorruptRecord(self.path, 1, index * self.region.sector_size,
+                raise self._corrupt(at, 1, index * self.region.sector_size,
                                     "sequence gap: sector %d starts after seq %d, but the journal before it "
                                     "ends at seq %d" % (index, base, self.seq))
             self.seq = base
@@ -339,13 +344,13 @@ class FlashReader:
                     break
                 line_no += 1
                 if kind != RECORD or not isinstance(obj, dict):
-                    raise CorruptRecord(self.path, line_no, where + pos, obj if isinstance(obj, str) else "not a record")
+                    raise self._corrupt(at, line_no, where + pos, obj if isinstance(obj, str) else "not a record")
                 seq = obj["seq"]
                 count = obj.get("batch", 1)
                 if not is_int(seq) or not is_int(count) or count < 1 or "rec" not in obj or (left and count != 1):
-                    raise CorruptRecord(self.path, line_no, where + pos, "record line of the wrong shape")
+                    raise self._corrupt(at, line_no, where + pos, "record line of the wrong shape")
                 if seq != expect:
-                    raise CorruptRecord(self.path, line_no, where + pos,
+                    raise self._corrupt(at, line_no, where + pos,
                                         "sequence gap: expected seq %d, found %r" % (expect, seq))
                 expect += 1
                 self.size += end - pos
@@ -375,7 +380,7 @@ class FlashReader:
             if line is None or parse_line(line)[0] != RECORD:
                 if self._newline(index, pos, used) >= self._last_page(used):
                     break  # a cut page program left scattered (NOR programs a page's bits in parallel)
-                raise CorruptRecord(self.path, line_no, where + pos, "%s (intact lines follow)" % (
+                raise self._corrupt(at, line_no, where + pos, "%s (intact lines follow)" % (
                     reason or "erased bytes inside a line"))
             reason = None
         self.ring[at][3] = pos - self._headers[at]  # record bytes, for the retain policy
@@ -391,6 +396,16 @@ class FlashReader:
             self.torn = TornTail(where + pos, max(used, pos) - pos, line_no, reason or "erased bytes inside a line")
         else:
             self.pads += 1
+
+    def _corrupt(self, at, line_no, offset, reason):
+        """CorruptRecord at a place in ring[at], or FellBehind if a writer beside this reader
+        has since reused one of the sectors up to there (its header gone or renumbered)."""
+        for entry in self.ring[:at + 1]:
+            header = read_header(self.region, entry[0])
+            if header is None or header[0] != entry[1]:
+                return FellBehind("%s: sector %d was reused by the writer while this reader was at seq %r: "
+                                  "read again" % (self.path, entry[0], self.seq))
+        return CorruptRecord(self.path, line_no, offset, reason)
 
     def _last_page(self, used):
         """Where the flash page that holds a sector's last written byte starts. NOR flash

@@ -176,3 +176,29 @@ def test_foreign_data_in_a_free_sector_of_a_journal_is_refused():
     dev.data[3 * SECTOR:3 * SECTOR + 192] = b"\x00" * 192
     with MiniStore.open(dev) as store:
         assert store.append("x") == 16
+
+
+def test_a_reader_the_writer_overtakes_is_told_it_fell_behind_not_corruption():
+    # A reader beside the writer (no lock) still in the tail when the writer reused it
+    # raised CorruptRecord "sequence gap" on a healthy journal (a review).
+    from miniflash import FellBehind
+    from ministore import MiniError
+    assert issubclass(FellBehind, MiniError) and not issubclass(FellBehind, CorruptRecord)
+    dev = flash(3)
+    store = MiniStore.open(Region(dev, retain=0))
+    try:
+        n = 0
+        while len(store._ring) < 3:
+            n += 1
+            store.append({"i": n, "fill": "x" * 300})
+        reader = MiniStore.stream(Region(dev))
+        assert next(iter(reader))[0] == 1
+        while store._ring[0][0] == 0:  # the writer reuses sector 0, where the reader is
+            n += 1
+            store.append({"i": n, "fill": "x" * 300})
+        err = raises(FellBehind, lambda: list(reader))
+        assert "sector 0 was reused by the writer" in str(err), str(err)
+        again = list(MiniStore.stream(Region(dev)))  # read again: the journal is sound
+        assert again[-1][0] == n and [s for s, _ in again] == list(range(again[0][0], n + 1))
+    finally:
+        store.close()
