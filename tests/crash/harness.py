@@ -41,8 +41,9 @@ class Child:
 
     def __init__(self, script, args, stderr_path, delay, aim=None):
         """Kill the child `delay` seconds after its first line. With aim=(LINE, NTH,
-        DELAY2), kill it DELAY2 seconds after its NTH line equal to LINE if that comes
-        first: to land kills inside a phase the child marks with LINE."""
+        DELAY2), kill it DELAY2 seconds after its NTH line equal to LINE (or starting with
+        LINE and a space: "got" aims at "got 12 5 1") if that comes first: to land kills
+        inside a phase the child marks with LINE, or right after an operation returned."""
         self.script = script
         self.stderr_path = stderr_path
         self.delay = delay           # seconds from the first line to the SIGKILL
@@ -76,7 +77,7 @@ class Child:
         if self.aim is not None and self.seen < self.aim[1]:
             end = self.data.rfind(b"\n") + 1  # scan complete lines only
             for line in self.data[self.scanned:end].split(b"\n")[:-1]:
-                if line == self.aim[0]:
+                if line == self.aim[0] or line.startswith(self.aim[0] + b" "):
                     self.seen += 1
                     if self.seen == self.aim[1]:
                         self.kill_at = min(self.kill_at, time.monotonic() + self.aim[2])
