@@ -352,6 +352,7 @@ class MiniQueue(Messages, LogBrick):
                 # Parsed and counted before the get is written: a MemoryError here must
                 # not leave a written delivery the app never received.
                 message = shim.loads(ix.deliver(found))  # now in flight
+                ix.counts[mid] = ix.counts.get(mid, 0) + 1
                 break
             if not events:
                 return None
