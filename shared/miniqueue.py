@@ -400,6 +400,7 @@ class MiniQueue(Messages, LogBrick):
         retry_backoff ** (deliveries - 1) capped at retry_max (by default no delay).
         The delay lives in RAM only: after a restart the message is ready at once, as
         at-least-once allows (FORMAT.md 5.2); a board's clock does not survive a reboot.
+        The nack is synced before it returns (under `sync`), whatever `durability` says.
         """
         if delay is not None:
             _check_seconds("delay", delay)
@@ -410,7 +411,10 @@ class MiniQueue(Messages, LogBrick):
                 from miniwait import backoff  # lazy: only with a retry policy
                 delay = backoff(self.retry_delay, self.retry_backoff, self.retry_max, ix.counts.get(mid, 0))
             try:
-                self._write([b'{"nack":%d}' % mid], defer=True)
+                # Synced, with the get before it: kept in RAM, a crash after get, nack, get,
+                # nack lost both gets, and one crash let a message be delivered twice more
+                # than max_deliveries. Now a count is low by at most one get per crash.
+                self._write([b'{"nack":%d}' % mid])
                 if delay:
                     ix.set_status(i, READY)
                     if self._delays is None:

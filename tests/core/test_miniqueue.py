@@ -88,6 +88,23 @@ def test_unknown_ids_are_refused():
         raises(UnknownMessage, q.deliveries, 999)
 
 
+def test_a_nack_is_durable_so_one_crash_loses_at_most_one_delivery_count():
+    # get, nack, get, nack all kept in RAM (durability="puts"): a crash lost both gets,
+    # and with max_deliveries=2 the message was delivered twice more, 4 deliveries to
+    # the app after one crash (found by the SIGKILL campaign of test_crash_miniqueue_limits).
+    d = scratch()
+    q = MiniQueue.open(d, max_deliveries=2)
+    mid = q.put("flaky")
+    for count in (1, 2):
+        assert q.get() == (mid, "flaky")
+        q.nack(mid)
+        on_disk = MiniQueue.inspect(d)  # what a crash now would leave (the writer is still open)
+        assert on_disk.deliveries(mid) == count, (count, on_disk.deliveries(mid))
+    q.close()
+    with MiniQueue.open(d, max_deliveries=2) as q:
+        assert q.get() is None and q.dead() == [(mid, "flaky", 2)]
+
+
 def test_dead_letter_is_durable_when_it_returns():
     # It was kept in RAM (durability="puts"): a crash lost it, and with no max_deliveries
     # nothing sent the message back to the dead letters. It came back ready, for ever.
