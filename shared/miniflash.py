@@ -40,6 +40,7 @@ class FlashStore:
         self._unsynced = 0
         self.appended = 0  # bytes of record lines appended since open (RegionLog's active_bytes)
         self._pos = region.sector_size if reader.head_end is None else reader.head_end
+        self._redo = _torn_and_empty(reader)  # the next sector is the head again
         self._lock = shim.allocate_lock()
         # Dropped unclosed on CPython: let the region go, as a collected file writer does.
         self._finalizer = None if shim.finalize is None else shim.finalize(self, _let_go, region.key)
@@ -138,7 +139,7 @@ class FlashStore:
     def _spare(self):
         """Sectors the writer may take: the free ones, then the oldest ones that are covered."""
         ring = self._ring
-        spare = self.region.sectors - len(ring)
+        spare = self.region.sectors - len(ring) + (1 if self._redo else 0)
         retain = self.region.retain
         kept = 0
         for entry in ring:
@@ -197,7 +198,14 @@ class FlashStore:
         ring = self._ring
         index = (ring[-1][0] + 1) % region.sectors if ring else 0
         number = ring[-1][1] + 1 if ring else 1
-        if len(ring) == region.sectors:
+        if self._redo:
+            # The head holds only what a cut tore (no record): it is taken again, retired
+            # first as a tail is, rather than a sector lost at every cut boot after boot.
+            self._redo = False
+            index, number = ring.pop()[:2]
+            region.program(index, 0, b"\x00" * HEADER_MAX)
+            region.barrier()
+        elif len(ring) == region.sectors:
             # The tail. Zero its header first: from then on it never reads as in use,
             # whatever an interrupted erase leaves of it.
             region.program(index, 0, b"\x00" * HEADER_MAX)
@@ -294,6 +302,16 @@ def _check_blank(region, base_seq):
         if region.written_end(index):
             raise FormatError("%s: sector %d holds data that is not a miniflash journal (erase the region, "
                               "or pass Region(..., reformat=True))" % (region.name, index))
+
+
+def _torn_and_empty(reader):
+    """Whether the head is torn with no record in it, not even an intact line of an
+    incomplete batch, and a sector before it (so that taking it again leaves a journal)."""
+    ring = reader.ring
+    if reader.torn is None or len(ring) < 2 or ring[-1][3]:
+        return False
+    index = ring[-1][0]
+    return reader.first_record(index, reader.region.written_end(index)) is None
 
 
 def _check_free(reader):

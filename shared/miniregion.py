@@ -38,9 +38,12 @@ class Region:
             raise ValueError("a region needs 2 or more sectors inside the device's %d" % total)
         if not is_int(prog) or prog < 1 or self.sector_size % prog:
             raise ValueError("prog must divide the sector size %d" % self.sector_size)
+        # Two sectors in a row hold more than sector size - HEADER_MAX bytes of records (the
+        # batch that did not fit in the first went to the second): the sectors after the
+        # tail always reach that much, unless cuts tore them (FORMAT.md 6.4).
         if retain is not None and (not is_int(retain) or retain < 0 or
-                                   retain > (sectors - 2) * (self.sector_size - HEADER_MAX)):
-            raise ValueError("retain must be None or 0..(sectors - 2) x (sector size - %d) bytes" % HEADER_MAX)
+                                   retain > (sectors - 1) // 2 * (self.sector_size - HEADER_MAX)):
+            raise ValueError("retain must be None or 0..(sectors - 1) // 2 x (sector size - %d) bytes" % HEADER_MAX)
         self.start = start
         self.sectors = sectors
         self.prog = prog

@@ -202,3 +202,71 @@ def test_a_reader_the_writer_overtakes_is_told_it_fell_behind_not_corruption():
         assert again[-1][0] == n and [s for s, _ in again] == list(range(again[0][0], n + 1))
     finally:
         store.close()
+
+
+def test_a_retain_the_packing_cannot_always_reach_is_refused():
+    # Two sectors in a row hold more than sector size - 192 bytes of records: the
+    # largest retain allowed is that times (sectors - 1) // 2. (sectors - 2) x ... was
+    # allowed, and 2 KB records, one a sector, stalled such a ring log for good (a review).
+    raises(ValueError, Region, flash(4), retain=SECTOR - 192 + 1)
+    raises(ValueError, Region, flash(2), retain=1)
+    dev = flash(4)
+    with MiniStore.open(Region(dev, retain=SECTOR - 192)) as store:
+        for i in range(100):
+            store.append({"fill": "x" * 1960})  # one record a sector
+    assert len(MiniStore.replay(dev)) >= 2
+
+
+def _torn_empty_head():
+    """A ring log (4 sectors, retain=3000) whose head (sector 2) holds a header and a torn record only."""
+    dev = flash(4)
+    with MiniStore.open(Region(dev, retain=3000)) as store:
+        for i in range(10):
+            store.append({"i": i, "fill": "x" * 350})  # sector 0 full, sector 1 begun
+        while len(store._ring) < 3:
+            store.append({"fill": "y" * 350})
+        last = store._ring[-1]
+    # the last record alone in sector 2: tear it (a program cut short)
+    start = last[0] * SECTOR + store._pos - last[3]
+    dev.data[start + 40:start + last[3]] = b"\xff" * (last[3] - 40)
+    return dev, store.seq - 1
+
+
+def test_a_torn_head_with_no_record_is_taken_again_not_a_sector_per_boot():
+    # Each boot whose first append a cut tore started a new sector: a few such boots and
+    # the sectors after the tail held less than retain, and the ring log raised
+    # RegionFull for good (a review). A head with no record in it is now taken again.
+    dev, last = _torn_empty_head()
+    for boot in range(5):
+        dev = dev.copy()  # power on
+        store = MiniStore.open(Region(dev, retain=3000))
+        assert store.seq == last and [e[0] for e in store._ring] == [0, 1, 2], boot
+        dev.mode, dev.after_cut, dev.cut_at = "torn", "lost", dev.ops + 3  # retire, erase, header, the record
+        raises(OSError, store.append, {"boot": boot, "fill": "z" * 350})
+        store._abandon()
+    dev = dev.copy()
+    with MiniStore.open(Region(dev, retain=3000)) as store:  # steady power again
+        for i in range(40):
+            assert store.append({"i": i, "fill": "w" * 350}) == last + 1 + i
+    assert MiniStore.replay(Region(dev))[-1]["i"] == 39
+
+
+def test_a_cut_while_a_torn_empty_head_is_taken_again_loses_nothing():
+    dev, last = _torn_empty_head()
+    ops = dev.ops
+    for mode in flashsweep.MODES:
+        for k in range(5):  # the retire, the erase, the header, the record, after it
+            image = dev.copy()
+            image.mode, image.after_cut, image.cut_at = mode, "lost", ops + k
+            try:
+                with MiniStore.open(Region(image, retain=3000)) as store:
+                    store.append({"new": k})
+                acked = True
+            except OSError:
+                acked = False
+            after = image.copy()
+            back = MiniStore.replay(Region(after, retain=3000))
+            assert back.seq in ((last + 1,) if acked and mode != "drop" else (last, last + 1)), (mode, k, back.seq)
+            with MiniStore.open(Region(after, retain=3000)) as store:
+                seq = store.append("again")
+            assert MiniStore.replay(Region(after))[-1] == "again" and seq == back.seq + 1, (mode, k)
