@@ -31,6 +31,7 @@ TORTURE_TESTS = [
     "tests/test_crash_ministore.py",
     "tests/test_crash_ministate.py",
     "tests/test_crash_miniqueue.py",
+    "tests/test_crash_miniqueue_limits.py",
     "tests/test_damage.py",
     "tests/test_fuzz.py",
     "tests/test_crash_states.py",
