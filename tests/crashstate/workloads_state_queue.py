@@ -218,6 +218,8 @@ class QueueWorkload(Workload):
         self.seq_after.append(self.model.seq)
         view = self.model.view()
         if not q.closed:
+            # The seq counts the events kept in RAM too: the next put's id (5.2).
+            self.agree("seq", q.seq, self.model.seq)
             check_view(self, len(self.seq_after) - 1, queue_view(q), view)
         return view
 
