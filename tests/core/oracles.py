@@ -63,8 +63,8 @@ class QueueOracle:
     seq of the event that acked it, or that removed it (ack, drop or purge);
     checkpoints: (first seq, last seq) of each checkpoint written.
 
-    defer (durability="puts" on journal files, FORMAT.md 5.2): a get, ack, nack or dead
-    letter is kept in RAM (its seq is past `flushed`) until a put, purge, checkpoint,
+    defer (durability="puts" on journal files, FORMAT.md 5.2): a get, an ack, or a dead
+    letter a get makes is kept in RAM (its seq is past `flushed`) until a put, nack, purge, checkpoint,
     flush() (sync or close) or `unsynced_events` of them write it; an ack drops its get
     while that is still in RAM, alone in its batch, and the seqs after it move down.
 
@@ -248,7 +248,7 @@ class QueueOracle:
         self._deferred([{"ack": mid}])
 
     def nack(self, mid):
-        self._deferred([{"nack": mid}])
+        self._written([{"nack": mid}])  # synced before nack() returns, with what was kept before it
 
     def dead_letter(self, mid):
         self._written([{"dead": mid}])  # synced before dead_letter() returns
