@@ -108,14 +108,15 @@ class StateWorkload(Workload):
 
 # ---------------------------------------------------------------- miniqueue
 
-def queue_view(q):
+def queue_view(q, restarted=False):
     """The queue as a restart finds it: in-flight messages are ready again, counts kept
-    (each message parsed, as get() delivers it; contract.ContractQueue.view() is the model's)."""
+    (each message parsed, as get() delivers it; contract.ContractQueue.view() is the model's).
+    restarted: q was just opened, so a message still in flight is shown so (and fails)."""
     msgs = []
     entries = q._entries()
     for mid in sorted(entries):
         body, deliveries, status = entries[mid]
-        msgs.append((mid, minishim.loads(body), deliveries, READY if status == IN_FLIGHT else status))
+        msgs.append((mid, minishim.loads(body), deliveries, READY if status == IN_FLIGHT and not restarted else status))
     return (tuple(msgs), q.dropped)
 
 
@@ -228,7 +229,7 @@ class QueueWorkload(Workload):
         # store's count is of the events written, the model's too.
         return None if q.closed else q._log.store.durable_seq
     def recovered_view(self, q, root):
-        return queue_view(q)
+        return queue_view(q, restarted=True)
 
     def allowed(self, view, views, acked, attempted):
         if view in views[acked:attempted + 1]:
