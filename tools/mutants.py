@@ -253,11 +253,11 @@ MUTANTS = [
     ("compact-newest-snapshot", "ministate.py", "            oldest.append(self._snaps.oldest_seq())",
      "            oldest.append(seq)", "compaction only keeps the journal back to the newest snapshot", DEFAULT),
     # -- the reader's reporter mode (mini verify / repair): report the damage, read on
-    ("reporter-resync-seq", "minireport.py", "        reader._region = None\n        reader._expect = seq\n",
-     "        reader._region = None\n", "after a damaged region the reporter does not resync on the next record's seq",
+    ("reporter-resync-seq", "minireport.py", "        reader._region = None\n        reader._absorb_to = reader._absorbed = 0\n        reader._expect = seq\n",
+     "        reader._region = None\n        reader._absorb_to = reader._absorbed = 0\n", "after a damaged region the reporter does not resync on the next record's seq",
      DEFAULT),
-    ("reporter-region-kept", "minireport.py", "        reader._region = None\n        reader._expect = seq\n",
-     "        reader._expect = seq\n", "a reported region is not cleared: later damage is never reported", DEFAULT),
+    ("reporter-region-kept", "minireport.py", "        reader._region = None\n        reader._absorb_to = reader._absorbed = 0\n        reader._expect = seq\n",
+     "        reader._absorb_to = reader._absorbed = 0\n        reader._expect = seq\n", "a reported region is not cleared: later damage is never reported", DEFAULT),
     ("reporter-lost-range", "minireport.py", "(first_lost, seq - 1) if seq > first_lost else None)",
      "None)", "the reporter does not say which seqs a damaged region took with it", DEFAULT),
     # -- every queue-state transition
@@ -271,8 +271,8 @@ MUTANTS = [
     ("queue-ckpt-end-dropped", "minimessages.py", '            self.dropped = arg["dropped"]\n',
      '            self.dropped += arg["dropped"]\n', "a checkpoint's drop count is added to the count before it, "
      "not restated", DEFAULT),
-    ("queue-ckpt-batch-bytes", "miniqueue.py", "        limit = 4096 if self._region is None else 2048",
-     "        limit = 10 ** 9 if self._region is None else 2048",
+    ("queue-ckpt-batch-bytes", "miniqueue.py", "limit = 4096 if self._region is None else min(",
+     "limit = 10 ** 9 if self._region is None else min(",
      "checkpoint batches on files are bounded by count only (32 long messages at once)", DEFAULT),
     ("queue-ckpt-complete", "minimessages.py", "            self._ix = entries  # built apart: nothing replayed before it is kept\n            self._complete = True",
      "            self._ix = entries  # built apart: nothing replayed before it is kept",
@@ -306,7 +306,7 @@ MUTANTS = [
      "            written = self._write([e for e in events if b\"dead\" not in e], defer=True)\n", "a message out of deliveries goes dead without a journal event", DEFAULT),
     ("queue-ack-journal", "miniqueue.py", "            written = self._write([b'{\"ack\":%d}' % mid], defer=True)\n", "            written = False\n",
      "ack() is not journaled", DEFAULT),
-    ("queue-nack-journal", "miniqueue.py", "            self._write([b'{\"nack\":%d}' % mid], defer=True)\n", "",
+    ("queue-nack-journal", "miniqueue.py", "self._write([b'{\"nack\":%d}' % mid])\n", "pass\n",
      "nack() is not journaled", DEFAULT),
     ("queue-nack-ready", "miniqueue.py",
      "                else:\n                    ix.ready_again(i)\n",
@@ -316,14 +316,14 @@ MUTANTS = [
      "                ix.ready_again(i)", "nack(delay=...) makes the message ready at once", DEFAULT),
     ("queue-group-no-wait", "miniqueue.py", "            store.wait_durable(ids[-1])", "            pass",
      "a put from several threads returns before its sync (group commit)", DEFAULT),
-    ("queue-group-ungated", "miniqueue.py", "                break  # written, not yet synced", "                pass",
+    ("queue-group-ungated", "miniqueue.py", "break  # written, not yet synced", "pass  # written, not yet synced",
      "get() delivers a put that is written but not yet durable (a crash could reuse its id)", DEFAULT),
     ("queue-close-no-wake", "miniqueue.py", "                self._notify()  # a waiting get() raises", "                pass  #",
      "close() leaves a get(timeout) waiting until its timeout", DEFAULT),
     ("queue-drop-journal", "miniqueue.py", "            events = [b'{\"drop\":%d}' % mid for mid in drops]",
      "            events = []", "drops are not journaled", DEFAULT),
     ("queue-purge-journal", "miniqueue.py",
-     "                self._write([b'{\"purge\":%d}' % mid for mid in ids])  # an atomic batch: not deferred\n", "",
+     "self._write([b'{\"purge\":%d}' % mid for mid in ids])  # an atomic batch: not deferred\n", "pass\n",
      "purge_dead() is not journaled", DEFAULT),
     ("queue-ack-drops-another-event", "miniqueue.py", "                    if len(deferred[i]) == 1:  # in a batch",
      "                    if True:  # in a batch", "an ack drops its get from a batch with dead letters", DEFAULT),
@@ -465,10 +465,10 @@ MUTANTS = [
      "            if spare <= 2 and q._ckpt_size <= spare", "            if False and q._ckpt_size <= spare",
      "a power cut in a put at every boot fills a queue's region with torn heads: RegionFull for good", CORE),
     ("region-checkpoint-over-a-sector", "miniqueue.py",
-     "2048, log.store.region.sector_size - 192) - MESSAGE_OVERHEAD", "2048, 1 << 20)",
+     "2048, log.store.region.sector_size - 192) - overhead", "2048, 1 << 20)",
      "checkpoint batches of about 2 KiB do not fit a 2 KiB sector: compaction fails", CORE),
     ("region-sector-0-foreign-taken", "miniflash.py",
-     "            if data[i] & fixed[i] != fixed[i]:", "            if False:",
+     "                if data[i] & first[i] != first[i]:", "                if False:",
      "foreign data in a region's sector 0 alone is taken for a torn header, and written over", CORE),
     # -- 2026-12-05 (second session): a review of the crash oracles, and the flash reader
     ("compact-two-segments-unsynced", "minilog.py", "            if removed:\n                shim.sync_dir(self.directory)\n",
@@ -513,6 +513,22 @@ MUTANTS = [
      "aget keeps one event loop's Event: with two loops waiting, one is never woken", CORE),
     ("path-none-is-cwd", "minishim.py", "    if path is None or path.__class__ is int:",
      "    if path.__class__ is int:", "a path of None opens a queue in the current directory (CPython)", CORE),
+    # -- 2026-12-05 (third session): the last reviews' findings, and the SIGKILL campaign's
+    ("peek-shows-the-doomed", "miniqueue.py",
+     "                if self.max_deliveries is None or ix.counts.get(mid, 0) < self.max_deliveries:",
+     "                if True:", "peek() shows a message that get() sends to the dead letters", CORE),
+    ("batch-of-a-str", "miniqueue.py", "        if isinstance(messages, (str, bytes, bytearray, dict)):",
+     "        if False:", 'put_many("ab") puts "a" and "b"', CORE),
+    ("state-interrupted-apply-open", "ministate.py", '        self._broken = ""\n', "",
+     "an apply interrupted between a raising mutator and its rebuild leaves the half state open", CORE),
+    ("snapshot-older-unread", "minisnap.py", "            if found is not None:\n                # An older one",
+     "            if found is not None:\n                continue\n                # An older one",
+     "a foreign snapshot below the newest is noticed only by the next prune", CORE),
+    ("nack-deferred", "miniqueue.py", "self._write([b'{\"nack\":%d}' % mid])\n",
+     "self._write([b'{\"nack\":%d}' % mid], defer=True)\n",
+     "a nack is kept in RAM: one crash loses two delivery counts (get, nack, get, nack)", CORE),
+    ("region-ckpt-overhead-64", "miniqueue.py", "log.check_fits(bodies, 128)", "log.check_fits(bodies, 64)",
+     "a region takes a message whose checkpoint line does not fit a sector once seqs are long", CORE),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]
@@ -567,8 +583,13 @@ def apply(copy, mutant):
     count = text.count(old)
     if count != 1:
         return None, "STALE: the code text is found %d times in shared/%s (must be exactly once)" % (count, name)
+    mutated = text.replace(old, new)
+    try:  # a mutant that does not compile fails every test: it would count as killed by none of them
+        compile(mutated, path, "exec")
+    except SyntaxError as exc:
+        return None, "STALE: the mutant does not compile (%s)" % exc
     with open(path, "w", encoding="utf-8") as f:
-        f.write(text.replace(old, new))
+        f.write(mutated)
     return text, None
 
 

@@ -250,6 +250,12 @@ def test_a_checkpoint_always_fits_a_sector_and_a_message_it_could_not_hold_is_re
     assert q.compact() == 2 and mid == 2  # the refused one took no id
     assert q.get() == (1, "small") and q.get() == (mid, "x" * 1700)
     q.close()
+    d = scratch()  # two messages that one 2 KiB sector cannot hold together
+    q = MiniQueue.open(d, max_bytes=8000, region=blockdev.RAMFlash(2048, 8))
+    ids = [q.put("y" * 900), q.put("z" * 900)]
+    assert q.compact() == 2
+    assert q.get() == (ids[0], "y" * 900) and q.get() == (ids[1], "z" * 900)
+    q.close()
 
 
 def test_the_largest_message_a_put_takes_is_checkpointed_with_long_seqs():
