@@ -57,3 +57,33 @@ def test_verify_and_stats_of_a_queue_whose_writer_compacts_meanwhile(tmp_path, c
         writer.wait()
     assert rounds > 100, rounds
     assert not failures, "%d of %d rounds failed: %s" % (len(failures), rounds, failures[:3])
+
+
+def test_verify_reads_again_when_the_newest_segment_was_empty_and_then_got_its_header(tmp_path):
+    # The fresh-clone CI run of b811c2f failed 1 of 1,118 rounds above: verify listed the
+    # segments just after the writer created a new one and before it wrote its header,
+    # read it empty ("torn: empty file (no header)"), and the names were the same after
+    # the read, so the empty segment was taken for the directory's own damage.
+    import minitools
+    from minilog import segment_files
+    from miniqueue import MiniQueue
+    d = str(tmp_path / "q")
+    with MiniQueue.open(d) as q:
+        q.put({"a": 1})
+    from miniformat import header_line
+    number = segment_files(d)[-1][0]
+    newer = os.path.join(d, "journal-%08d.jsonl" % (number + 1))
+    calls = []
+
+    open(newer, "wb").close()  # the writer has just created it...
+
+    def read():
+        problems = scan._verify_directory(d, "queue")
+        if not calls:
+            with open(newer, "wb") as f:  # ...and writes its header while the reader reads
+                f.write(header_line(1))  # after the put's seq 1
+        calls.append(len(problems))
+        return problems
+
+    assert minitools.read_settled(d, read, lambda problems: problems) == []
+    assert calls[0] > 0 and calls[-1] == 0, calls

@@ -32,18 +32,31 @@ def read_settled(directory, read, suspect=None, tries=5):
     for a healthy directory, which verify would call damage. A failure with the same
     segments before and after it is the directory's own."""
     import errno
+    import os
     from minilog import CompactionGap, segment_files
+
+    def listing():
+        # The segments, and the newest one's size: a writer that has just created a
+        # segment writes its header next, so a read in between finds an empty newest
+        # segment ("torn: no header") with the same names before and after it.
+        files = segment_files(directory)
+        try:
+            size = os.path.getsize(files[-1][1]) if files else -1
+        except OSError:
+            size = -1
+        return files, size
+
     for _ in range(tries - 1):
-        before = segment_files(directory)
+        before = listing()
         try:
             result = read()
         except (CompactionGap, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno != errno.ENOENT:
                 raise
-            if segment_files(directory) == before:
+            if listing() == before:
                 raise
             continue
-        if suspect is None or not suspect(result) or segment_files(directory) == before:
+        if suspect is None or not suspect(result) or listing() == before:
             return result
     return read()
 
