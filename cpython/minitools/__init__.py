@@ -24,15 +24,18 @@ def positive_count(text):
     return value
 
 
-def read_settled(directory, read, suspect=None, tries=5):
+def read_settled(directory, read, suspect=None, tries=20):
     """read() of a state or queue directory (MiniQueue.inspect, StateManager.load, a
     scan of its files), done again if a writer compacted the directory while it read:
     the host tools take no lock, so a removal between their listing and their read gives
     CompactionGap or ENOENT (or, for a scan, a chain that seems broken: suspect(result))
     for a healthy directory, which verify would call damage. A failure with the same
-    segments before and after it is the directory's own."""
+    segments before and after it is the directory's own. Up to `tries` reads: a writer
+    that compacts every few milliseconds can overlap several in a row (5 were too few
+    for tests/test_cli_live_writer.py on a busy machine: the last one raised ENOENT)."""
     import errno
     import os
+    import time
     from minilog import CompactionGap, segment_files
 
     def listing():
@@ -46,7 +49,7 @@ def read_settled(directory, read, suspect=None, tries=5):
             size = -1
         return files, size
 
-    for _ in range(tries - 1):
+    for attempt in range(tries - 1):
         before = listing()
         try:
             result = read()
@@ -56,8 +59,15 @@ def read_settled(directory, read, suspect=None, tries=5):
             if listing() == before:
                 raise
             continue
-        if suspect is None or not suspect(result) or listing() == before:
+        if suspect is None or not suspect(result):
             return result
+        if listing() == before:
+            if before[1] != 0:
+                return result  # the directory's own
+            # An empty newest segment, the same after the read: a writer between creating
+            # it and writing its header (preempted on a busy machine), or a crash there.
+            # Look again a little later; if it stays empty, it is reported.
+            time.sleep(0.02 * (attempt + 1))
     return read()
 
 
