@@ -26,7 +26,7 @@ class FlashStore:
     and in seq order), calling only the unlocked internals (MicroPython's lock is not
     reentrant). A program runs under the lock: the chip does one thing at a time anyway."""
 
-    def __init__(self, region, sync_every, reader, seq):
+    def __init__(self, region, sync_every, reader, seq, owner):
         self.region = region
         self._live = True  # False once closed
         self.path = region.name
@@ -43,7 +43,8 @@ class FlashStore:
         self._redo = _torn_and_empty(reader)  # the next sector is the head again
         self._lock = shim.allocate_lock()
         # Dropped unclosed on CPython: let the region go, as a collected file writer does.
-        self._finalizer = None if shim.finalize is None else shim.finalize(self, _let_go, region.key)
+        self._finalizer = None if shim.finalize is None else shim.finalize(self, _let_go, owner)
+        self._owner = owner
 
     @staticmethod
     def open(region, sync: "str | int" = "always", base_seq=0, replay=None):
@@ -55,8 +56,9 @@ class FlashStore:
         if not is_int(base_seq) or base_seq < 0 or base_seq >= _SEQ_LIMIT:
             # A sector header (number, erases, base_seq) must stay under HEADER_MAX bytes.
             raise ValueError("base_seq must be an int 0 .. 10**20 - 1")
-        _hold(region)
-        try:
+        owner = [region.key]  # its entry in the writers' registry
+        try:  # _hold too: a KeyboardInterrupt that lands right after it must let the region go
+            _hold(region, owner)
             # The writer needs only the head sector; a replay reads (and checks) them all.
             reader = FlashReader(region, head_only=replay is None and region.retain is None)
             for seq, record in reader:
@@ -64,11 +66,11 @@ class FlashStore:
                     replay(seq, record)
             if not reader.ring:
                 _check_blank(region, base_seq)
-                return FlashStore(region, sync_every, reader, base_seq)
+                return FlashStore(region, sync_every, reader, base_seq, owner)
             _check_free(reader)
-            return FlashStore(region, sync_every, reader, reader.seq)
+            return FlashStore(region, sync_every, reader, reader.seq, owner)
         except BaseException:
-            _let_go(region.key)
+            _let_go(owner)
             raise
 
     # -- writing
@@ -243,7 +245,7 @@ class FlashStore:
             if self._finalizer is not None:
                 self._finalizer()  # runs _let_go once, and never again at collection
             else:
-                _let_go(self.region.key)
+                _let_go(self._owner)
 
     def close(self):
         """Program what is pending, then release the region. Closing twice is fine."""

@@ -147,21 +147,25 @@ def _where(device):
     return id(device), 0
 
 
-def _hold(region):
-    """Enter the region in the writers' registry, or LockedError if a writer holds any of its bytes."""
+def _hold(region, owner):
+    """Enter the region in the writers' registry as `owner` (the opener's [key] list), or
+    LockedError if a writer holds any of its bytes."""
     key = region.key
     with shim._held_lock:  # two threads opening at once: one of them wins
         taken = [k for k in shim._held if isinstance(k, tuple) and k[0] == "miniflash" and k[1] == key[1] and
                  k[2] < key[3] and key[2] < k[3]]
         if not taken:
-            shim._held[key] = True
+            shim._held[key] = owner
     if taken:
         raise LockedError("%s is already open for writing (one writer at a time)" % region.name)
 
 
-def _let_go(key):
+def _let_go(owner):
+    """Undo _hold: only the entry `owner` made (an open interrupted before its _hold, or
+    a writer's finalizer after its close, never removes another writer's)."""
     with shim._held_lock:
-        shim._held.pop(key, None)
+        if shim._held.get(owner[0]) is owner:
+            del shim._held[owner[0]]
 
 
 def as_region(region):

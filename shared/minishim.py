@@ -324,9 +324,10 @@ def rename_durably(src, dst):
     sync_dir(dirname(dst) or ".")
 
 
-# Paths opened for writing by this process, by normpath(). A second writer in the
-# same process is refused on both runtimes; on CPython an flock also refuses
-# writers in other processes (it is released when the process dies, even by SIGKILL).
+# Paths opened for writing by this process, by normpath(), each to its holder's [key,
+# fd] (miniflash's regions: to their opener's [key]). A second writer in the same
+# process is refused on both runtimes; on CPython an flock also refuses writers in other
+# processes (it is released when the process dies, even by SIGKILL).
 _held = {}
 # Two threads opening one path at once: one of them wins. Reentrant on CPython, where
 # a finalizer (_release) can run inside the lock when the collector runs there.
@@ -341,58 +342,67 @@ class Locked(Exception):
     """Another writer holds the file."""
 
 
-def _acquire(path):
-    """Hold `path` for this process; on CPython also flock it. Returns (key, fd or None).
-    On MicroPython the key is the path's text, lower-cased: FAT ignores case, so
-    "/fat/state" and "/fat/STATE" are one directory (on LittleFS, two that differ only
-    in case are then refused as one: the safe side)."""
+def _acquire(path, held):
+    """Hold `path` for this process; on CPython also flock it. `held` is the caller's
+    [key, fd], filled as each is taken: a KeyboardInterrupt can land between any two
+    bytecodes, and _release(held) then undoes what was taken. On MicroPython the key is
+    the path's text, lower-cased: FAT ignores case, so "/fat/state" and "/fat/STATE" are
+    one directory (on LittleFS, two that differ only in case are then refused as one:
+    the safe side)."""
     key = normpath(path).lower() if MICROPYTHON else normpath(path)
     with _held_lock:
-        taken = key in _held
-        if not taken:
-            _held[key] = True
-    if taken:
-        raise Locked()
+        if key in _held:
+            raise Locked()
+        held[0] = key  # before the entry: _release pops only an entry that is `held`
+        _held[key] = held
     if MICROPYTHON:
-        return key, None
+        return
+    # Stored before it is locked: an interrupt between the open and the store leaks an
+    # fd that holds no lock, never a lock.
+    held[1] = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # pyright: ignore[reportAttributeAccessIssue] (stub gap)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # pyright: ignore[reportAttributeAccessIssue] (stub gap)
-    except BaseException:
-        _release(key, None)
-        raise
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return key, fd
+        fcntl.flock(held[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
     except OSError:
         pass  # raised below, outside this handler: a LockedError needs no chained BlockingIOError
-    _release(key, fd)
+    _release(held)
     raise Locked()
 
 
-def _release(key, fd):
-    """Undo _acquire. On CPython it also runs when a writer is collected unclosed: it never writes."""
+def _release(held):
+    """Undo _acquire (what it took of it). On CPython it also runs when a writer is
+    collected unclosed: it never writes. Twice is harmless."""
+    fd = held[1]
+    held[1] = None
     if fd is not None:
         os.close(fd)  # closing releases the flock
     with _held_lock:  # no GIL on some ports: the registry changes only under its lock
-        _held.pop(key, None)
+        if _held.get(held[0]) is held:
+            del _held[held[0]]
 
 
 class _Holder:
     """Holds a path from _acquire() until release(), or until it is collected (CPython)."""
 
     def __init__(self, path):
-        self._key, self._fd = _acquire(path)
-        self._finalizer = None if finalize is None else finalize(self, _release, self._key, self._fd)
+        held = self._held = [None, None]  # [key, fd]: _acquire fills it as it takes them
+        self._finalizer = None if finalize is None else finalize(self, _release, held)
+        try:
+            _acquire(path, held)
+        except BaseException:  # Locked, an OSError, or a KeyboardInterrupt halfway
+            _release(held)
+            raise
+        self._fd = held[1]
 
     def _let_go(self):
         """Release the path; False if it was released already."""
-        if self._key is None:
+        if self._fd is None and self._held[0] is None:
             return False
         if self._finalizer is not None:
             self._finalizer()  # runs _release once, and never again at collection
         else:
-            _release(self._key, None)
-        self._key = None
+            _release(self._held)
+        self._held[0] = None
         self._fd = None
         return True
 
