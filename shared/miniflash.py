@@ -95,12 +95,18 @@ class FlashStore:
                 self._sync()
             return self.seq
 
-    def _append_batch(self, bodies, durable):
-        if not self._live:
-            raise ClosedError("%s is closed" % self.path)
+    def check_batch(self, bodies):
+        """Raise what appending `bodies` (encoded) as one batch now would raise, ValueError or
+        RegionFull, without appending: for a brick that acts on a batch before it is
+        journaled (a StateManager applies it) and could not undo that if the write refused."""
+        with self._lock:
+            if bodies:
+                self._batch_lines(bodies)
+
+    def _batch_lines(self, bodies):
+        """The lines of `bodies` as the next batch, and their length; ValueError or
+        RegionFull if the region cannot take them now."""
         count = len(bodies)
-        if count == 0:
-            return self.seq
         lines = [record_line(self.seq + 1, bodies[0], count)]
         for i in range(1, count):
             lines.append(record_line(self.seq + 1 + i, bodies[i]))
@@ -111,6 +117,15 @@ class FlashStore:
         if not self._fits(length):
             raise RegionFull("%s: the oldest sector still holds records nothing released (release(seq) them, "
                              "or open with Region(..., retain=BYTES))" % self.path)
+        return lines, length
+
+    def _append_batch(self, bodies, durable):
+        if not self._live:
+            raise ClosedError("%s is closed" % self.path)
+        count = len(bodies)
+        if count == 0:
+            return self.seq
+        lines, length = self._batch_lines(bodies)
         last = self.seq + count
         self._pending.append((lines, length, last))  # first: a MemoryError here leaves no seq counted unwritten
         self.seq = last

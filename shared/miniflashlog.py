@@ -75,9 +75,15 @@ class RegionLog(SegmentedLog):
             lock.release()
             raise
 
-    def check_fits(self, bodies, overhead):
-        """ValueError, before anything is written, for a message that a checkpoint could
-        not hold: its line (`overhead` bytes around it at most) must fit in one sector."""
+    def check_fits(self, bodies, overhead=0):
+        """Before anything is written or done, with `overhead` > 0: ValueError for a message
+        that a checkpoint could not hold (its line, `overhead` bytes around it at most, must
+        fit in one sector); without: ValueError or RegionFull for a batch (encoded) that
+        the region's write would refuse now (FlashStore.check_batch): a brick that acts on a
+        batch before it is journaled (a StateManager applies it) could not undo that."""
+        if not overhead:
+            self.store.check_batch(bodies)
+            return
         room = self.store.region.sector_size - HEADER_MAX - overhead
         for body in bodies:
             if len(body) > room:

@@ -247,6 +247,8 @@ class MiniQueue(Messages, LogBrick):
             # of these before that sync (_get_now), so no id is seen that a crash could reuse.
             for body in bodies:
                 events.append(b'{"put":%s}' % body)
+            if self._region is not None:  # refused here, not by the write: a failed write closes the queue
+                log.check_fits(events)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
             self._write(events, sync=not group, waits=group)
             store = log.store if group else None  # compaction may start a new one: this one holds the puts
             try:

@@ -328,6 +328,9 @@ class StateManager(LogBrick):
             size += len(body)
         if not bodies:
             return self.seq
+        check = getattr(log, "check_fits", None)  # a region's: what its write would refuse
+        if check is not None:
+            check(bodies)  # before the apply, which the refusal could not undo
         due = self._snapshot_due(len(bodies), size)
         encoded = None
         # Apply first, journal second: a mutator that raises is never journaled.

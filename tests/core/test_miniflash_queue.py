@@ -258,6 +258,24 @@ def test_a_checkpoint_always_fits_a_sector_and_a_message_it_could_not_hold_is_re
     q.close()
 
 
+def test_a_batch_a_sector_cannot_hold_is_refused_and_the_queue_goes_on():
+    # From a review: put_many of messages that fit one by one but not together in a sector
+    # reached the region's write, whose ValueError closed the queue, as a failed write does.
+    d = scratch()
+    flash = blockdev.RAMFlash(SECTOR, 8)
+    q = MiniQueue.open(d, max_bytes=20000, region=flash)
+    first = q.put("before")
+    err = support.raises(ValueError, q.put_many, ["b" * 200] * 20)
+    assert "do not fit in one sector" in str(err)
+    assert not q.closed and len(q) == 1
+    ids = q.put_many(["b" * 200] * 10)  # one that fits; the refused one took no ids
+    assert ids == list(range(first + 1, first + 11))
+    q.close()
+    q = MiniQueue.open(d, max_bytes=20000, region=flash)
+    assert [q.get()[1] for _ in range(11)] == ["before"] + ["b" * 200] * 10
+    q.close()
+
+
 def test_the_largest_message_a_put_takes_is_checkpointed_with_long_seqs():
     # From a review: put() took messages up to sector - 192 - 64 bytes, but a checkpoint
     # line is 57 bytes plus the digits of its seq, id, batch and delivery count around

@@ -65,13 +65,31 @@ def test_a_state_that_never_snapshots_fills_the_region_then_recovers():
             applied += 1
         except RegionFull as exc:
             err = exc
-    assert sm.closed  # its state in memory had the mutation the journal refused
-    sm = StateManager.open(d, initial={"n": 0}, mutators=[Add], snapshot_every=None, region=flash)
-    assert sm.state == {"n": applied}
+    # Refused before the apply (FlashStore.check_batch): the manager stays open, the state
+    # without it. (Until 2026-12-05 the apply ran first and the manager closed.)
+    assert not sm.closed and sm.state == {"n": applied}
+    raises(RegionFull, sm.apply, Add(1, "y" * 200))  # again: nothing changed
     sm.create_snapshot()  # covers the journal: its sectors may go round again
     sm.apply(Add(5, "y" * 200))
+    assert sm.state == {"n": applied + 5}
     sm.close()
     assert StateManager.load(d, {"n": 0}, [Add], region=flash)[0] == {"n": applied + 5}
+    sm = StateManager.open(d, initial={"n": 0}, mutators=[Add], snapshot_every=None, region=flash)
+    assert sm.state == {"n": applied + 5}
+    sm.close()
+
+
+def test_a_batch_a_sector_cannot_hold_is_refused_before_it_is_applied():
+    d = scratch()
+    flash = blockdev.RAMFlash(SECTOR, 4)
+    sm = StateManager.open(d, initial={"n": 0}, mutators=[Add], region=flash)
+    sm.apply(Add(1))
+    err = raises(ValueError, sm.apply_many, [Add(1, "b" * 200) for _ in range(20)])
+    assert "do not fit in one sector" in str(err)
+    assert not sm.closed and sm.state == {"n": 1}
+    sm.apply_many([Add(1, "b" * 200) for _ in range(10)])  # a batch that fits
+    sm.close()
+    assert StateManager.load(d, {"n": 0}, [Add], region=flash)[0] == {"n": 11}
 
 
 def test_a_retain_policy_is_refused_and_a_lost_snapshot_is_a_gap():
@@ -108,6 +126,8 @@ def test_the_journal_reaches_back_to_the_oldest_snapshot_kept():
             applied += 1
     except RegionFull:
         pass
+    assert not sm.closed and sm.state == {"n": applied}  # the refused apply is not applied
+    sm.close()
     reader = miniflash.FlashReader(flash)
     list(reader)
     assert reader.base_seq <= first
