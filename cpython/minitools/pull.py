@@ -12,6 +12,9 @@ import sys
 import tempfile
 
 import minitools
+import miniformat
+from miniformat import CorruptRecord
+from minireader import JournalReader
 from ministore import FormatError
 from minitools import safenames
 from minitools.mpremote_link import (DeviceError, PREFIX, check_port, device_eval, error_line, fail,
@@ -21,7 +24,9 @@ LARGE_PULL = 64 * 1024
 TRIES = 3  # copies of a file that changed on the device while it was copied, before the pull fails
 
 
-_LIST_CODE = """
+# the device's tree under a folder: [[name, size]...] (a folder's name ends in "/", size -1);
+# a file's size for a file; None when there is nothing there
+_WALK_CODE = """
 import os, json
 def _mini_walk(d, rel, out):
     for e in os.ilistdir(d):
@@ -41,34 +46,40 @@ def _mini_list(d):
     out = []
     _mini_walk(d, '', out)
     return out
-print('%s', json.dumps(_mini_list('%s')))
+"""
+_LIST_CODE = _WALK_CODE + """print('%s', json.dumps(_mini_list('%s')))
 """
 
-# [size, crc32] of each file, computed on the device: a copy is checked against them
-_SUM_CODE = """
-import json, binascii
-def _mini_sums(names):
+# Once the copies are made, in one exchange: [size, crc32, crc32 of the first N bytes (-1: the
+# file is shorter)] of each [name, N] (N: its copy's size), computed on the device, and the
+# tree as the listing gives it then. A copy is checked against them.
+_SUM_CODE = _WALK_CODE + """
+import binascii
+def _mini_sums(items):
     out = []
-    buf = bytearray(4096)
-    for n in names:
+    buf = memoryview(bytearray(4096))
+    for n, want in items:
         try:
             f = open(n, 'rb')
         except OSError:
-            out.append([-1, 0])
+            out.append([-1, 0, -1])
             continue
         size = crc = 0
+        head = 0 if want == 0 else -1
         try:
             while True:
-                k = f.readinto(buf)
+                k = f.readinto(buf[:min(4096, want - size)] if size < want else buf)
                 if not k:
                     break
-                crc = binascii.crc32(memoryview(buf)[:k], crc)
+                crc = binascii.crc32(buf[:k], crc)
                 size += k
+                if size == want:
+                    head = crc
         finally:
             f.close()
-        out.append([size, crc])
+        out.append([size, crc, head])
     return out
-print('%s', json.dumps(_mini_sums(%s)))
+print('%s', json.dumps([_mini_sums(%s), _mini_list('%s')]))
 """
 
 
@@ -113,7 +124,9 @@ def pull(port, remote, local, force=False, progress=None, batch=64):
     moved aside only once the copy is complete, and removed only once the copy is in
     its place; if that fails, the old LOCAL is put back. A LOCAL that cannot be moved
     aside (the current directory or one of its parents, /, a mount point, a symlink)
-    is refused before anything is copied.
+    is refused before anything is copied. A file that only grew on the device since it was
+    copied (an app appending to it) is kept as it was copied, a journal's up to its last whole
+    line or batch, and named on stderr (_check_copies: when that is consistent).
     """
     remote = remote_path(remote)
     target = _replaceable(local, remote)
@@ -150,48 +163,133 @@ def pull(port, remote, local, force=False, progress=None, batch=64):
                 args += ["fs", "cp", ":" + _device_name(source, name), path]
             done_files, done_bytes = _copy_batch(port, args, chunk, bar, done_files, done_bytes)
         bar.done()
-        _check_copies(port, source, tmp, files, batch)
+        names = sorted(name for name, _ in listing) if isinstance(listing, list) else None
+        said = _check_copies(port, source, remote, tmp, files, batch, names)
+        total = sum(os.path.getsize(safenames.inside(tmp, name, port)) for name, _ in files)
         _put_in_place(tmp, target, local)
     except BaseException:
         bar.done()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for line in said:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
     return len(files), total
 
 
-def _check_copies(port, source, tmp, files, batch):
-    """Each copy must hold what the device's file holds once the copy is done: the same size and
-    CRC-32, which the device computes (one exchange for all the files; it reads them again,
-    nothing more crosses the serial line). A file changed on the device while it was copied
-    (rewritten in place at the same size, say, which a size check misses) would otherwise be a
-    copy of no version of it: one is copied again, up to TRIES times, then the pull fails."""
-    pending = files
+def _check_copies(port, source, remote, tmp, files, batch, names):
+    """Check each copy against the file on the device once the copies are done; return the
+    lines to say on stderr for the files pulled as a prefix (none: every copy is its file).
+
+    The device computes each file's size and CRC-32 and the CRC-32 of its first len(copy)
+    bytes, and lists REMOTE again, in one exchange (it reads the files again, nothing more
+    crosses the serial line). A copy whose size and CRC are the file's is good. A file that
+    only grew since it was copied (its first len(copy) bytes are the copy) is an earlier
+    version of a file appended to: its copy is kept (a journal's cut back to its last whole
+    line, _take_prefix) when every other copy is good and the device holds the same names as
+    the first listing (`names`, None for a single file). Otherwise every copy that is not
+    good is made again, up to TRIES times, then the pull fails: a file rewritten in place (at
+    the same size, say, which a size check misses), shrunk, replaced or removed would be a
+    copy of no version of it, and a prefix beside files created or removed meanwhile may not
+    go with them."""
+    again, moved = files, False
     for attempt in range(TRIES):
-        sums = device_eval(port, _SUM_CODE % (PREFIX, json.dumps([_device_name(source, name)
-                                                                  for name, _ in pending])))
-        if not isinstance(sums, list) or len(sums) != len(pending):
-            raise DeviceError("%s: the device's sizes and CRCs of the copied files are not a list of %d entries"
-                              % (port, len(pending)))
-        changed = []
-        for (name, _), got in zip(pending, sums):
+        copies = []
+        for name, _ in files:
             with open(safenames.inside(tmp, name, port), "rb") as f:
                 mine = f.read()
-            if got != [len(mine), binascii.crc32(mine)]:
-                changed.append((name, got[0] if isinstance(got, list) and got else -1))
-        if not changed:
-            return
+            copies.append((len(mine), binascii.crc32(mine)))
+        asked = [[_device_name(source, name), size] for (name, _), (size, _) in zip(files, copies)]
+        got = device_eval(port, _SUM_CODE % (PREFIX, json.dumps(asked), remote))
+        if not (isinstance(got, list) and len(got) == 2 and isinstance(got[0], list) and len(got[0]) == len(files)
+                and all(isinstance(entry, list) and len(entry) == 3 and all(_is_int(v) for v in entry)
+                        for entry in got[0])):
+            raise DeviceError("%s: the device's sizes and CRCs of the copied files are not a list of %d entries"
+                              % (port, len(files)))
+        changed, grown = [], []
+        for (name, _), (size, crc), (now, now_crc, head) in zip(files, copies, got[0]):
+            if [now, now_crc] == [size, crc]:
+                continue
+            if now > size and head == crc:
+                grown.append((name, size, now))
+            else:
+                changed.append(name)
+        moved = bool(grown) and names is not None and _names(got[1]) != names
+        if not changed and not moved:
+            return [_take_prefix(safenames.inside(tmp, name, port), _device_name(source, name), now)
+                    for name, size, now in grown]
+        redo = set(changed) | set(name for name, _, _ in grown)
+        again = [(name, size) for name, size in files if name in redo]
         if attempt + 1 == TRIES:
             break
-        for start in range(0, len(changed), batch):
+        for start in range(0, len(again), batch):
             args = []
-            for name, _ in changed[start:start + batch]:
+            for name, _ in again[start:start + batch]:
                 args += (["+"] if args else []) + ["fs", "cp", ":" + _device_name(source, name),
                                                    safenames.inside(tmp, name, port)]
-            _copy_batch(port, args, changed[start:start + batch], Progress(0, 0, False), 0, 0)
-        pending = changed
-    names = ", ".join(name for name, _ in changed[:3]) + (" and %d more" % (len(changed) - 3) if len(changed) > 3 else "")
-    raise DeviceError("%s changed on the device while it was copied, %d times in a row (a program on the device "
-                      "writing it?): nothing was written; stop what writes it and pull again" % (names, TRIES))
+            _copy_batch(port, args, again[start:start + batch], Progress(0, 0, False), 0, 0)
+    which = ", ".join(name for name, _ in again[:3]) + (" and %d more" % (len(again) - 3) if len(again) > 3 else "")
+    why = (" (it grew, but files were created or removed in %s meanwhile)" % remote if moved
+           else " (a program on the device writing it?)")
+    raise DeviceError("%s changed on the device while it was copied, %d times in a row%s: nothing was written; "
+                      "stop what writes it and pull again" % (which, TRIES, why))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _names(listing):
+    """The sorted names of a device's listing of a folder (None for anything else)."""
+    if not isinstance(listing, list) or not all(isinstance(entry, list) and entry and isinstance(entry[0], str)
+                                                for entry in listing):
+        return None
+    return sorted(entry[0] for entry in listing)
+
+
+def _is_journal(path):
+    """Whether the file at path is a ministore journal's lines: its first line is whole and an
+    intact ministore header of the version this code reads (FORMAT.md 2.1). A torn header, a
+    damaged one and any other file are not: a file not known to be one is never changed."""
+    with open(path, "rb") as f:
+        first = f.readline(4096)
+    if not first.endswith(b"\n") or miniformat.parse_line(first)[0] != miniformat.HEADER:
+        return False
+    try:
+        return miniformat.check_header(path, first) is not None
+    except FormatError:
+        return False
+
+
+def _take_prefix(path, device_name, device_size):
+    """Keep the copy at path of a file that grew on the device after it was copied. A journal's
+    is cut back to its last whole line (a line is whole or absent, as after a crash), and an
+    atomic batch that its copy holds only the first lines of is cut off too (the device holds
+    the rest: the writer was writing it); nothing else, damage stays as the device holds it.
+    Any other file is kept byte for byte. The line to say on stderr."""
+    if not _is_journal(path):
+        return ("mini pull: %s was being appended: pulled its first %d bytes as they were (not a ministore "
+                "journal, so not cut to a whole line); the device holds %d" % (
+                    device_name, os.path.getsize(path), device_size))
+    with open(path, "rb") as f:
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        os.truncate(path, end)
+    whole = "line"
+    try:
+        with JournalReader(path) as reader:
+            for _ in reader:
+                pass
+        torn = reader.torn
+    except (CorruptRecord, FormatError):  # damage before the end: kept as it is, for verify to report
+        torn = None
+    if (torn is not None and torn.reason.startswith("incomplete batch") and torn.offset + torn.length == end
+            and data.count(b"\n", torn.offset, end) == len(torn.intact)):  # every line of it intact
+        end, whole = torn.offset, "batch"
+        os.truncate(path, end)
+    return ("mini pull: %s was being appended: pulled its first %d bytes (up to its last whole %s); "
+            "the device holds %d" % (device_name, end, whole, device_size))
 
 
 def _device_name(source, name):
