@@ -90,6 +90,66 @@ class RegionLog(SegmentedLog):
                 raise ValueError("a message of %d bytes cannot be checkpointed in this region "
                                  "(at most %d in a %d-byte sector)" % (len(body), room, self.store.region.sector_size))
 
+    def keeps_room(self, ix, bodies, drops, kept, capped):
+        """Whether a checkpoint of the live messages of queue index `ix`, once `bodies` are
+        added and the ids `drops` removed, fits the region's spare sectors less `kept`, and
+        if `capped` takes at most (sectors - 2) // 2 sectors (FORMAT.md 6.5). A put keeps 2
+        spare and the cap, and a write that leaves fewer than 2 compacts: so a compaction
+        always finds room, and leaves room for the next write. Without this a queue whose
+        messages filled the region could write no get or ack, nor the checkpoint that
+        would free the region, at this boot or any later one."""
+        store = self.store
+        region = store.region
+        size = region.sector_size
+        at = store._pos
+        for entry in store._pending:  # the sectors its unsynced records take first (FlashStore._fits)
+            if at + entry[1] > size:
+                kept += 1
+                at = HEADER_MAX
+            at += entry[1]
+        most = store._spare() - kept
+        if capped:
+            most = min(most, (region.sectors - 2) // 2)
+        if most < 1:
+            return False
+        limit = min(2048, size - HEADER_MAX) - 128  # _compact's batches: at most this much, 128 bytes a line
+        count = len(ix) + len(bodies) - len(drops)
+        # Each line as long as it will be: {"seq":S,"rec":{"ckpt":[ID,M,D,T]},"crc":"X"}\n is
+        # 48 bytes, the digits of S, ID (no more than S's), D and T (1), and M (as stored;
+        # 8 more in case it encodes longer); a batch's first also ,"batch":N (11).
+        digits = len(str(store.seq + count + 2))
+        line = 57 + 2 * digits + len(str(max(ix.counts.values()) if ix.counts else 0))
+        weight = ix.size + (line + 11) * count + 160  # as if each line began a batch; ckpt_end's line
+        for body in bodies:
+            weight += len(body)
+        for mid in drops:
+            weight -= _length(ix, ix.find(mid))
+        # A bound: a sector is left for the next one only when the next batch does not fit
+        # in what is left of it, so any two sectors in a row hold more than one sector.
+        if 2 * weight // (size - HEADER_MAX) + 1 <= most:
+            return True
+        # Near the bound: the batches _compact would make, placed as the store places them.
+        sectors = 0
+        at = size  # the head's room is not counted on
+        rule = fill = entries = 0
+        for p in _live_then(ix, bodies, drops):
+            length = _length(ix, p) if type(p) is int else len(p)
+            if entries == 32 or (entries and rule + length > limit):
+                if at + fill > size:
+                    sectors += 1
+                    at = HEADER_MAX
+                at += fill
+                rule = fill = entries = 0
+            rule += length + 128  # _compact's estimate, which decides where its batches end
+            fill += length + line + (11 if not entries else 0)
+            entries += 1
+        for fill in (fill, 160):  # the last batch, then ckpt_end's line (under 160 bytes)
+            if fill and at + fill > size:
+                sectors += 1
+                at = HEADER_MAX
+            at += fill
+        return sectors <= most
+
     def replay(self, after_seq, apply):
         """Read the journal again; call apply(seq, record) for the records after `after_seq`."""
         self.store.sync()
@@ -115,6 +175,21 @@ class RegionLog(SegmentedLog):
         if upto_seq is not None:
             self.store.release(upto_seq)
         return 0
+
+
+def _live_then(ix, bodies, drops):
+    """The slots of the live messages (less the ids `drops`) in _compact's order, then `bodies`."""
+    for p in ix.slots():
+        if not drops or ix.id_at(p) not in drops:
+            yield p
+    for body in bodies:
+        yield body
+
+
+def _length(ix, p):
+    """The length of the body in slot p of `ix`, without the copy body_at() makes of a short one."""
+    body = ix.body_pages[(p >> 6) - ix.base][p & 63]
+    return body & 255 if type(body) is int else len(body)  # minimessages: a short one is start << 8 | length
 
 
 def read_region(region, after_seq=0, apply=None):

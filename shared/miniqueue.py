@@ -69,7 +69,8 @@ class MiniQueue(Messages, LogBrick):
         dead() instead of being delivered again. compact_bytes: journal bytes
         written since the last checkpoint that trigger the next (default max_bytes).
         region: keep the journal on this raw flash region (miniflash, FORMAT.md 6) instead of
-        in journal files; it must hold compact_bytes plus a checkpoint, plus 2 sectors.
+        in journal files; a put that would leave it no room for a checkpoint of the
+        messages (at most (sectors - 2) // 2 sectors) raises QueueFull (FORMAT.md 6.5).
         durability: "puts" (the default) syncs puts, purges (under `sync`) and checkpoints;
         a get, ack, nack or dead letter is kept in RAM and written, and synced, with the
         next put, sync(), close() or checkpoint, or once `unsynced_events` of them wait
@@ -86,12 +87,10 @@ class MiniQueue(Messages, LogBrick):
             raise ValueError("unsynced_events must be an int >= 1")
         if on_full not in ("reject", "drop_oldest"):
             raise ValueError('on_full must be "reject" or "drop_oldest"')
-        for name, value in (("max_bytes", max_bytes), ("max_deliveries", max_deliveries),
-                            ("compact_bytes", compact_bytes)):
+        for name, value in (("max_bytes", 0 if max_bytes is None else max_bytes),  # None refused too
+                            ("max_deliveries", max_deliveries), ("compact_bytes", compact_bytes)):
             if value is not None and (not is_int(value) or value < 1):
                 raise ValueError("%s must be an int >= 1" % name)
-        if max_bytes is None:
-            raise ValueError("max_bytes must be an int >= 1")
         _check_seconds("retry_delay", retry_delay)
         _check_seconds("retry_max", retry_max)
         backoff_ok = isinstance(retry_backoff, (int, float)) and not isinstance(retry_backoff, bool)
@@ -226,18 +225,25 @@ class MiniQueue(Messages, LogBrick):
             ix = self._ix
             events = []
             drops = ()
-            if ix.size + need > self.max_bytes:
+            region = self._region is not None
+            tight = region and not log.keeps_room(ix, bodies, (), 2, True)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
+            if tight and log.active_bytes() > self._ckpt_size:
+                self._compact()  # what the journal holds besides the messages may be in the way
+                tight = not log.keeps_room(ix, bodies, (), 2, True)  # pyright: ignore[reportAttributeAccessIssue]
+            if tight or ix.size + need > self.max_bytes:
                 if self.on_full == "reject":
-                    raise QueueFull("queue %s is full: %d + %d bytes > max_bytes=%d" % (
-                        self.directory, ix.size, need, self.max_bytes))
+                    raise QueueFull("queue %s is full: %d + %d bytes > max_bytes=%d%s" % (
+                        self.directory, ix.size, need, self.max_bytes, ", or its region's room" * tight))
                 freed = 0
                 drops = []
                 for i in ix.ready_in_order():
-                    if ix.size - freed + need <= self.max_bytes:
+                    if ix.size - freed + need <= self.max_bytes and not (
+                            region and not log.keeps_room(ix, bodies, drops, 2, True)):  # pyright: ignore[reportAttributeAccessIssue]
                         break
                     drops.append(ix.id_at(i))
                     freed += len(ix.body_at(i))
-                if ix.size - freed + need > self.max_bytes:
+                if ix.size - freed + need > self.max_bytes or (
+                        region and not log.keeps_room(ix, bodies, drops, 2, True)):  # pyright: ignore[reportAttributeAccessIssue]
                     raise QueueFull("queue %s is full of in-flight, delayed and dead messages" % self.directory)
                 events = [b'{"drop":%d}' % mid for mid in drops]
             # (log.store.seq: log.seq is a property, which CPython 3.11 calls through C)
@@ -263,6 +269,8 @@ class MiniQueue(Messages, LogBrick):
                     mid += 1
                 if log.active_bytes() - self._ckpt_size >= self.compact_bytes:  # _maybe_compact(), inline
                     self._compact()
+                elif self._region is not None:
+                    self._maybe_compact()
             except BaseException:
                 # Written, but not all in RAM (a board's MemoryError, Ctrl-C, a failed
                 # compaction): only a reopen is trusted. The puts may be durable.
@@ -622,7 +630,13 @@ class MiniQueue(Messages, LogBrick):
 
     def _maybe_compact(self):
         log = self._log  # open: its callers, under the lock, just wrote or deferred an event
-        if log is not None and log.active_bytes() - self._ckpt_size >= self.compact_bytes:
+        if log is None:
+            return
+        grown = log.active_bytes() - self._ckpt_size
+        # On a region also once fewer than 2 spare sectors would stay beside a checkpoint
+        # (the next event may take one): it still fits then (FORMAT.md 6.5).
+        if grown >= self.compact_bytes or (self._region is not None and grown > 0 and
+                                           not log.keeps_room(self._ix, (), (), 2, False)):  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
             self._compact()
 
     def compact(self):

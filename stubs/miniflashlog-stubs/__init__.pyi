@@ -1,10 +1,11 @@
 # Type stubs for miniflashlog (shared/miniflashlog.py): see stubs/README.md.
 # The _names are stub-only types (no such names at run time), shared between these stubs.
 # pyright: reportPrivateUsage=false
-from typing import Callable
+from typing import Callable, Sequence
 
 from miniflash import FlashStore, Region, _BlockDevice
 from minilog import SegmentedLog
+from minimessages import Messages
 from ministore import _Replayer, _StrPath, _Sync
 
 class RegionLog(SegmentedLog):
@@ -15,6 +16,7 @@ class RegionLog(SegmentedLog):
              sync: _Sync = "always", covered: Callable[[], int | None] | None = None,
              start: Callable[[], int] | None = None) -> RegionLog: ...
     def check_fits(self, bodies: list[bytes], overhead: int = 0) -> None: ...
+    def keeps_room(self, ix: Messages, bodies: Sequence[bytes], drops: Sequence[int], kept: int, capped: bool) -> bool: ...
     def replay(self, after_seq: int, apply: _Replayer) -> None: ...
     def active_bytes(self) -> int: ...
     def roll(self, between: Callable[[], object] | None = None) -> None: ...
