@@ -619,13 +619,6 @@ class MiniQueue(Messages, LogBrick):
         if self._wake is not None:
             self._wake.notify()
 
-    def _waiters(self):
-        """The miniwait.Wakeup of this queue, made at the first wait."""
-        if self._wake is None:
-            from miniwait import Wakeup  # lazy: only an app that waits needs it
-            self._wake = Wakeup()
-        return self._wake
-
     # -- space
 
     def _maybe_compact(self):

@@ -3,8 +3,9 @@ recover(), the writer's recovery at open with it (FORMAT.md 2.5). ministore re-e
 reader.
 """
 import minishim as shim
-from miniformat import (CorruptRecord, TornTail, FOREIGN, HEADER, PAD, _CRC_TAG, _SUFFIX_LEN, check_header,
-                        is_int, parse_line, peek_line, read_line, header_line, pad_line, pad_pieces)
+import miniformat as fmt  # the names used once per reader, or only in recovery: fmt.X, not a global each
+from miniformat import (CorruptRecord, TornTail, HEADER, _CRC_TAG, _SUFFIX_LEN, check_header, is_int, parse_line,
+                        read_line)
 
 
 class JournalReader:
@@ -93,7 +94,7 @@ class JournalReader:
             self._f = None
 
     def _peek(self):
-        return b"" if self._f is None else peek_line(self._f)
+        return b"" if self._f is None else fmt.peek_line(self._f)
 
     @staticmethod
     def pushed(name, reporter, mid_file=False):
@@ -211,9 +212,9 @@ class JournalReader:
                 return  # written after the damaged line, in the same unsynced stretch: the torn tail's
             bad_off, bad_line, reason = self._bad
             raise CorruptRecord(self.path, bad_line, bad_off, reason + " (intact lines follow)")
-        if kind == FOREIGN or not isinstance(obj, dict):
+        if kind == fmt.FOREIGN or not isinstance(obj, dict):
             raise CorruptRecord(self.path, self._line_no, offset, str(obj))
-        if kind == PAD:
+        if kind == fmt.PAD:
             self.pads += 1
             why = obj.get("why")  # how the lines after it were synced (FORMAT.md 2.3)
             if why == "sync point":
@@ -324,9 +325,9 @@ def recover(path, journal_file, base_seq, replay):
         return last, reader.size, unsynced
     if last is None:
         # Only a torn header: nothing was ever acknowledged. Write it again, padded.
-        data = header_line(base_seq)
+        data = fmt.header_line(base_seq)
         if torn.length > len(data):
-            data += pad_line(torn.length - len(data), "torn header")  # a header is short: so is this
+            data += fmt.pad_line(torn.length - len(data), "torn header")  # a header is short: so is this
         journal_file.overwrite(0, [data])
         return base_seq, len(data), False
     # Intact lines of an incomplete batch are damaged first, last one first, one
@@ -335,5 +336,5 @@ def recover(path, journal_file, base_seq, replay):
     # followed by intact ones, which reads as corruption in the middle.
     for offset in reversed(torn.intact):
         journal_file.overwrite(offset, [b"X"])
-    written = journal_file.overwrite(torn.offset, pad_pieces(torn.length, "torn tail"))
+    written = journal_file.overwrite(torn.offset, fmt.pad_pieces(torn.length, "torn tail"))
     return last, torn.offset + written, unsynced

@@ -5,7 +5,7 @@
 # name and is valid only when its CRC checks; removing an old one is safe to cut at
 # any point.
 import minishim as shim
-from ministore import MiniError, FormatError, encode_json, seal_pieces, parse_line, is_int, FLOAT_TEXT_INEXACT
+from ministore import MiniError, FormatError, encode_json, seal_pieces, parse_line, is_int
 
 TYPE_CHECKING = False  # pyright takes it as True: annotations only, never imported at run time
 if TYPE_CHECKING:
@@ -13,8 +13,15 @@ if TYPE_CHECKING:
 
 SNAP_FORMAT = "minisnap"
 SNAP_VERSION = 1
-_SNAP_PREFIX = "snap-"
-_SNAP_SUFFIX = ".json"
+try:
+    from micropython import const  # pyright: ignore[reportMissingImports]
+except ImportError:  # CPython: const("snap-") is the str itself
+    from builtins import str as const
+# const(): MicroPython's compiler puts the value where the name is used, and no global
+# (a slot in this module's dict on a board's heap).
+_SNAP_PREFIX = const("snap-")
+_SNAP_SUFFIX = const(".json")
+del const
 
 
 class NotFound(MiniError):
@@ -41,7 +48,7 @@ def encode_state(state, settle_floats=False) -> "tuple[Any, list[bytes]]":
     state that is not a dict or list comes back as a new object. Without it, a float
     that does not read back exactly is refused (ValueError).
     """
-    if not (FLOAT_TEXT_INEXACT or _IN_PIECES):
+    if not (shim.MICROPYTHON or _IN_PIECES):  # shim.MICROPYTHON: ministore.FLOAT_TEXT_INEXACT
         return state, [encode_json(state)]
     import minisnapio  # lazy: MicroPython's snapshots
     return minisnapio.encode_state(state, settle_floats, _IN_PIECES)

@@ -6,12 +6,11 @@ The on-disk format is specified in FORMAT.md (journal format version 1).
 """
 import minishim as shim
 # The line format and the reader live in their own modules; every public name of
-# theirs is re-exported here, so `from ministore import X` works for all of them.
-from miniformat import (FORMAT_NAME, FORMAT_VERSION, MAX_DEPTH, MAX_LINE, MiniError, CorruptRecord,
-                        FormatError, LockedError, ClosedError, TornTail, check_value, encode_json,
-                        FLOAT_TEXT_INEXACT, may_hold_float, settle, seal, seal_pieces, header_line, record_line,
-                        record_pieces, pad_line, pad_pieces, HEADER, RECORD, PAD, FOREIGN, parse_line, check_header,
-                        read_line, peek_line, is_int, length_of)
+# theirs is re-exported here, so `from ministore import X` works for all of them: those
+# used here are imported, the others are looked up in miniformat when asked (__getattr__
+# below), not held in this module's globals (a slot each on a board's heap).
+from miniformat import (LockedError, ClosedError, encode_json, header_line, record_line, record_pieces,
+                        pad_pieces, is_int, length_of)
 from minireader import JournalReader, Replay, recover
 
 
@@ -75,7 +74,16 @@ class MiniStore:
         path = shim.fspath(path)
         if not isinstance(path, str):  # a raw flash region (miniflash, FORMAT.md 6)
             return _flash().FlashStore.open(path, sync, base_seq, replay)
-        sync_every = _check_sync(sync)
+        # The writer's sync_every: None for "always" and for 1, which is the same promise (each
+        # append durable when it returns) and takes the group commit with it: an append of
+        # another thread during a sync waits for the next one, not written outside the sync
+        # where a reordering file system could leave it as a hole before an intact line.
+        if sync == "always":
+            sync_every = None
+        elif is_int(sync) and sync >= 1:
+            sync_every = None if sync == 1 else sync
+        else:
+            raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
         if not is_int(base_seq) or base_seq < 0:
             raise ValueError("base_seq must be a non-negative int")
         parent = shim.dirname(path)
@@ -619,13 +627,8 @@ def hold(take, path):
     return held
 
 
-def _check_sync(sync):
-    """The writer's sync_every: None for "always" and for 1, which is the same promise (each
-    append durable when it returns) and takes the group commit with it: an append of
-    another thread during a sync waits for the next one, not written outside the sync
-    where a reordering file system could leave it as a hole before an intact line."""
-    if sync == "always":
-        return None
-    if is_int(sync) and sync >= 1:
-        return None if sync == 1 else sync
-    raise ValueError('sync must be "always" or an int >= 1, not %r' % (sync,))
+def __getattr__(name):
+    """The public names of miniformat not imported above (MiniError, CorruptRecord, parse_line...)."""
+    if name[:1] == "_":
+        raise AttributeError(name)
+    return getattr(__import__("miniformat"), name)

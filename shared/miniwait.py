@@ -144,12 +144,14 @@ def blocking_get(queue, timeout):
             wait = _wait_ms(queue, deadline)
             if wait == 0 and _passed(deadline):
                 return None
-            lock = queue._waiters().register()
+            if queue._wake is None:  # the queue's Wakeup, made at its first wait
+                queue._wake = Wakeup()
+            lock = queue._wake.register()
         try:
             shim.wait_release(lock, wait)
         finally:
             with queue._lock:
-                queue._waiters().unregister(lock)
+                queue._wake.unregister(lock)
 
 
 async def aget(queue, timeout=None):
@@ -160,7 +162,9 @@ async def aget(queue, timeout=None):
         deadline = ticks_after(timeout)
     while True:
         with queue._lock:
-            event = queue._waiters().event(asyncio)
+            if queue._wake is None:
+                queue._wake = Wakeup()
+            event = queue._wake.event(asyncio)
             event.clear()  # before looking: a put from now on sets it again
             item = queue._get_now()
             if item is not None:
