@@ -68,11 +68,11 @@ def _first_checkpoint_is_partial(flash):
 
 
 def test_a_region_whose_oldest_sector_begins_inside_a_checkpoint():
-    # 52 messages of 100 bytes at most: a checkpoint of 3 sectors, which a put takes in a
-    # region of 8 sectors or more ((sectors - 2) // 2, FORMAT.md 6.5; before 2026-12-05
-    # this test used 6, where such a queue could fill the region for good).
+    # At most 36 messages of 100 bytes: a checkpoint of 2 sectors, the most a region of 6
+    # keeps room for ((sectors - 2) // 2, FORMAT.md 6.5). Before 2026-12-05 this test kept
+    # 52, a checkpoint of 3 sectors, in 6: such a queue could fill the region for good.
     d = scratch()
-    flash = blockdev.RAMFlash(SECTOR, 8)
+    flash = blockdev.RAMFlash(SECTOR, 6)
     q = MiniQueue.open(d, max_bytes=8000, compact_bytes=2500, region=flash)
     live = []
     partial = 0
@@ -82,7 +82,7 @@ def test_a_region_whose_oldest_sector_begins_inside_a_checkpoint():
             q.put(body(n, 90))
             live.append(n)
             n += 1
-        while len(live) > 40:
+        while len(live) > 24:
             mid, msg = q.get()
             assert msg["i"] == live.pop(0)
             q.ack(mid)
