@@ -2,7 +2,7 @@
 # not leave the path held: the app that catches it, or the REPL user who runs main() again,
 # would get LockedError ("already open for writing") until the interpreter restarts.
 # The interrupt is raised where the writers' registry was most exposed: on leaving its
-# lock, the entry just made. tests/test_interrupted_open.py raises one at every bytecode
+# lock, the entry just made. tests/test_interrupt_at_every_bytecode.py raises one at every bytecode
 # of the opens (CPython only: sys.settrace). Both runtimes.
 import os
 
