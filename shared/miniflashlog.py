@@ -42,6 +42,8 @@ class RegionLog(SegmentedLog):
         self.segments = [Segment(1, store.path, store.seq)]  # one: base_seq is the seq of the last roll
         self._since = since  # bytes of the records replayed at open that came after the last snapshot, about
         self._mark = store.appended  # the store's count of bytes appended at the last roll
+        self._planned = None  # (key, sectors) of keeps_room's last exact plan
+        self._looked = None  # the head sector's number at compaction_due's last look
 
     @staticmethod
     def open(directory, region, after_seq=0, apply=None, sync: "str | int" = "always", covered=None, start=None):
@@ -67,10 +69,10 @@ class RegionLog(SegmentedLog):
                 done = covered() if covered is not None else None
                 if done is not None:
                     store.release(done)
+                return RegionLog(directory, store, lock, since[0])  # in the try: see MiniStore.open
             except BaseException:
                 store.close()
                 raise
-            return RegionLog(directory, store, lock, since[0])
         except BaseException:
             lock.release()
             raise
@@ -90,14 +92,31 @@ class RegionLog(SegmentedLog):
                 raise ValueError("a message of %d bytes cannot be checkpointed in this region "
                                  "(at most %d in a %d-byte sector)" % (len(body), room, self.store.region.sector_size))
 
+    def compaction_due(self, ix, by_size):
+        """Whether a queue whose index is `ix` compacts now: when `by_size` (compact_bytes
+        of events written), or, looked at once each time a sector has been opened, when
+        fewer than 2 spare sectors would stay beside a checkpoint of its messages (the
+        next write may take one); and in both cases only when that checkpoint fits. One
+        that did not would stop at RegionFull, and what it wrote would stay in the way
+        until a checkpoint completes: after a power cut in one, or a region written
+        fuller than this version allows, acks shrink the checkpoint until one fits. At
+        the room's limit this is one compaction per sector of events, not one per event."""
+        ring = self.store._ring
+        head = ring[-1][1] if ring else 0
+        if head != self._looked:
+            self._looked = head
+            by_size = by_size or not self.keeps_room(ix, (), (), 2, False)
+        return by_size and self.keeps_room(ix, (), (), 0, False)
+
     def keeps_room(self, ix, bodies, drops, kept, capped):
         """Whether a checkpoint of the live messages of queue index `ix`, once `bodies` are
         added and the ids `drops` removed, fits the region's spare sectors less `kept`, and
-        if `capped` takes at most (sectors - 2) // 2 sectors (FORMAT.md 6.5). A put keeps 2
-        spare and the cap, and a write that leaves fewer than 2 compacts: so a compaction
-        always finds room, and leaves room for the next write. Without this a queue whose
-        messages filled the region could write no get or ack, nor the checkpoint that
-        would free the region, at this boot or any later one."""
+        if `capped` takes at most (sectors - 4) // 2 sectors (FORMAT.md 6.5). A put keeps 2
+        spare and the cap, and compaction_due() compacts once fewer than 2 would stay: so
+        a compaction finds room, leaves 2 sectors of events before the next, and room for
+        the next beside one a power cut stopped. Without this a queue whose messages
+        filled the region could write no get or ack, nor the checkpoint that would free
+        the region, at this boot or any later one."""
         store = self.store
         region = store.region
         size = region.sector_size
@@ -109,16 +128,16 @@ class RegionLog(SegmentedLog):
             at += entry[1]
         most = store._spare() - kept
         if capped:
-            most = min(most, (region.sectors - 2) // 2)
+            most = min(most, (region.sectors - 4) // 2)
         if most < 1:
             return False
-        limit = min(2048, size - HEADER_MAX) - 128  # _compact's batches: at most this much, 128 bytes a line
         count = len(ix) + len(bodies) - len(drops)
         # Each line as long as it will be: {"seq":S,"rec":{"ckpt":[ID,M,D,T]},"crc":"X"}\n is
-        # 48 bytes, the digits of S, ID (no more than S's), D and T (1), and M (as stored;
-        # 8 more in case it encodes longer); a batch's first also ,"batch":N (11).
+        # 48 bytes, the digits of S, ID (no more than S's), D (up to 11: FORMAT.md 6.5's
+        # bound) and T (1), and M (as stored; 8 more in case it encodes longer); a batch's
+        # first line also ,"batch":N (11).
         digits = len(str(store.seq + count + 2))
-        line = 57 + 2 * digits + len(str(max(ix.counts.values()) if ix.counts else 0))
+        line = 68 + 2 * digits
         weight = ix.size + (line + 11) * count + 160  # as if each line began a batch; ckpt_end's line
         for body in bodies:
             weight += len(body)
@@ -129,11 +148,19 @@ class RegionLog(SegmentedLog):
         if 2 * weight // (size - HEADER_MAX) + 1 <= most:
             return True
         # Near the bound: the batches _compact would make, placed as the store places them.
+        # The plan for the live messages as they are holds until one is added or removed:
+        # ids only grow, so between two adds the newest id in the index stays, and with it
+        # and the count the same, so are the messages (a get changes neither: it is free).
+        pages = ix.id_pages
+        key = None if bodies or drops else (pages[-1][-1] if pages else -1, count, digits)
+        planned = self._planned
+        if key is not None and planned is not None and planned[0] == key:
+            return planned[1] <= most
+        limit = min(2048, size - HEADER_MAX) - 128  # _compact's batches: at most this much, 128 bytes a line
         sectors = 0
         at = size  # the head's room is not counted on
         rule = fill = entries = 0
-        for p in _live_then(ix, bodies, drops):
-            length = _length(ix, p) if type(p) is int else len(p)
+        for length in _live_lengths(ix, bodies, drops):
             if entries == 32 or (entries and rule + length > limit):
                 if at + fill > size:
                     sectors += 1
@@ -148,6 +175,8 @@ class RegionLog(SegmentedLog):
                 sectors += 1
                 at = HEADER_MAX
             at += fill
+        if key is not None:
+            self._planned = (key, sectors)
         return sectors <= most
 
     def replay(self, after_seq, apply):
@@ -177,13 +206,20 @@ class RegionLog(SegmentedLog):
         return 0
 
 
-def _live_then(ix, bodies, drops):
-    """The slots of the live messages (less the ids `drops`) in _compact's order, then `bodies`."""
-    for p in ix.slots():
-        if not drops or ix.id_at(p) not in drops:
-            yield p
+def _live_lengths(ix, bodies, drops):
+    """The lengths of the live messages' bodies (less the ids `drops`) in _compact's order,
+    then of `bodies`; read from minimessages' pages, without body_at()'s copies."""
+    gone = 3  # minimessages._GONE
+    for j in range(len(ix.id_pages)):
+        statuses = ix.status_pages[j]
+        stored = ix.body_pages[j]
+        ids = ix.id_pages[j]
+        for k in range(len(ids)):
+            if statuses[k] != gone and not (drops and ids[k] in drops):
+                body = stored[k]
+                yield body & 255 if type(body) is int else len(body)  # a short one is start << 8 | length
     for body in bodies:
-        yield body
+        yield len(body)
 
 
 def _length(ix, p):

@@ -70,7 +70,7 @@ class MiniQueue(Messages, LogBrick):
         written since the last checkpoint that trigger the next (default max_bytes).
         region: keep the journal on this raw flash region (miniflash, FORMAT.md 6) instead of
         in journal files; a put that would leave it no room for a checkpoint of the
-        messages (at most (sectors - 2) // 2 sectors) raises QueueFull (FORMAT.md 6.5).
+        messages (at most (sectors - 4) // 2 sectors) raises QueueFull (FORMAT.md 6.5).
         durability: "puts" (the default) syncs puts, purges (under `sync`) and checkpoints;
         a get, ack, nack or dead letter is kept in RAM and written, and synced, with the
         next put, sync(), close() or checkpoint, or once `unsynced_events` of them wait
@@ -111,9 +111,9 @@ class MiniQueue(Messages, LogBrick):
             log = RegionLog.open(q.directory, region, start=q._find_start, apply=q._replay, sync=sync)
         else:
             log = SegmentedLog.open(q.directory, start=q._find_start, apply=q._replay, sync=sync)
-        q._log = log  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog has what the queue uses)
-        q._group = region is None and log.store.sync_every is None  # pyright: ignore[reportAttributeAccessIssue] ("always" or 1)
-        try:
+        try:  # from here, an error lets the log go (MicroPython has no finalizer to)
+            q._log = log  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog has what the queue uses)
+            q._group = region is None and log.store.sync_every is None  # pyright: ignore[reportAttributeAccessIssue] ("always" or 1)
             q._finish_replay()
             if region is not None:
                 log.compact(q._covered)  # a region forgets at each boot what its checkpoints covered
@@ -132,7 +132,7 @@ class MiniQueue(Messages, LogBrick):
             # still opens, so that they can be read and acked.
             flash = log.store  # pyright: ignore[reportAttributeAccessIssue] (a FlashStore)
             spare = flash._spare()  # pyright: ignore[reportAttributeAccessIssue]
-            if spare <= 2 and q._ckpt_size <= spare * (flash.region.sector_size - 192 - 128):  # pyright: ignore[reportAttributeAccessIssue]
+            if spare <= 2 and log.keeps_room(q._ix, (), (), 0, False):  # pyright: ignore[reportAttributeAccessIssue]
                 q._compact()
         return q
 
@@ -227,8 +227,11 @@ class MiniQueue(Messages, LogBrick):
             drops = ()
             region = self._region is not None
             tight = region and not log.keeps_room(ix, bodies, (), 2, True)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
-            if tight and log.active_bytes() > self._ckpt_size:
-                self._compact()  # what the journal holds besides the messages may be in the way
+            # What the journal holds besides the messages may be in the way: a compaction, if
+            # a sector of events came since the last (else one per refused put) and it fits.
+            if tight and log.active_bytes() - self._ckpt_size >= log.store.region.sector_size - 192 and (  # pyright: ignore[reportAttributeAccessIssue]
+                    log.keeps_room(ix, (), (), 0, False)):  # pyright: ignore[reportAttributeAccessIssue]
+                self._compact()
                 tight = not log.keeps_room(ix, bodies, (), 2, True)  # pyright: ignore[reportAttributeAccessIssue]
             if tight or ix.size + need > self.max_bytes:
                 if self.on_full == "reject":
@@ -267,10 +270,10 @@ class MiniQueue(Messages, LogBrick):
                     ix.add(mid, body, 0, READY)
                     ids.append(mid)
                     mid += 1
-                if log.active_bytes() - self._ckpt_size >= self.compact_bytes:  # _maybe_compact(), inline
-                    self._compact()
-                elif self._region is not None:
+                if self._region is not None:
                     self._maybe_compact()
+                elif log.active_bytes() - self._ckpt_size >= self.compact_bytes:  # _maybe_compact(), inline
+                    self._compact()
             except BaseException:
                 # Written, but not all in RAM (a board's MemoryError, Ctrl-C, a failed
                 # compaction): only a reopen is trusted. The puts may be durable.
@@ -625,16 +628,22 @@ class MiniQueue(Messages, LogBrick):
         log = self._log  # open: its callers, under the lock, just wrote or deferred an event
         if log is None:
             return
-        grown = log.active_bytes() - self._ckpt_size
-        # On a region also once fewer than 2 spare sectors would stay beside a checkpoint
-        # (the next event may take one): it still fits then (FORMAT.md 6.5).
-        if grown >= self.compact_bytes or (self._region is not None and grown > 0 and
-                                           not log.keeps_room(self._ix, (), (), 2, False)):  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
+        due = log.active_bytes() - self._ckpt_size >= self.compact_bytes
+        if self._region is not None:
+            # Also when the region's room runs short, and never a checkpoint that would not
+            # fit: a cut one would only take more room (FORMAT.md 6.5).
+            due = log.compaction_due(self._ix, due)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
+        if due:
             self._compact()
 
     def compact(self):
-        """Write a checkpoint of the live messages in a new segment, then drop the older segments."""
+        """Write a checkpoint of the live messages in a new segment, then drop the older segments.
+        On a region without room for the checkpoint: RegionFull, and nothing is written."""
         with self._lock:
+            if self._region is not None and not self._open_log().keeps_room(self._ix, (), (), 0, False):  # pyright: ignore[reportAttributeAccessIssue]
+                from miniflash import RegionFull
+                raise RegionFull("%s: no room in its region for a checkpoint of its messages; ack some first"
+                                 % self.directory)
             return self._compact()
 
     def _compact(self):

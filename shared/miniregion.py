@@ -152,7 +152,8 @@ def _hold(region, owner):
     LockedError if a writer holds any of its bytes."""
     key = region.key
     with shim._held_lock:  # two threads opening at once: one of them wins
-        taken = [k for k in shim._held if isinstance(k, tuple) and k[0] == "miniflash" and k[1] == key[1] and
+        # list(): a finalizer (CPython) that the collector runs in this thread may change it
+        taken = [k for k in list(shim._held) if isinstance(k, tuple) and k[0] == "miniflash" and k[1] == key[1] and
                  k[2] < key[3] and key[2] < k[3]]
         if not taken:
             shim._held[key] = owner

@@ -111,10 +111,12 @@ class MiniStore:
                 journal_file.write(SYNC_POINT)
                 journal_file.sync()
                 size += len(SYNC_POINT)
+            # In the try too: MicroPython has no finalizer to let the path go if a Ctrl-C (or
+            # a board's MemoryError) lands in the constructor.
+            store = MiniStore(path, sync_every, journal_file, seq, size, mark, littlefs)
         except BaseException:
             journal_file.close()
             raise
-        store = MiniStore(path, sync_every, journal_file, seq, size, mark, littlefs)
         if mark is not None and not marked:
             store._unmarked = size  # synced above: the first write starts with the pad
         if store._littlefs:

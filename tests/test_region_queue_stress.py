@@ -1,6 +1,6 @@
 """Random traffic on queues in small flash regions (CPython; tests/core/test_region_queue_room.py
 is the short version for both runtimes): puts faster than gets and acks, or as fast, with nacks
-and reopens, every geometry from 4 sectors of 2 KiB to 12 of 4 KiB, under on_full "reject"
+and reopens, every geometry from 6 sectors of 2 KiB to 16 of 4 KiB (fewer than 6 keep room for no message), under on_full "reject"
 and "drop_oldest", and max_bytes far larger than the region. No call may meet RegionFull or a
 closed queue, and what is delivered is what was put. Before the region kept room for a
 checkpoint (a28c94c), 21 of these 24 tests failed: RegionFull, or a queue closed by a
@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(HERE, "mp"))
 import blockdev  # noqa: E402
 from miniqueue import MiniQueue, QueueFull  # noqa: E402
 
-GEOMETRIES = [(4, 2048), (4, 4096), (5, 2048), (6, 2048), (6, 4096), (8, 2048), (8, 4096), (12, 4096)]
+GEOMETRIES = [(6, 2048), (6, 4096), (7, 2048), (8, 2048), (8, 4096), (10, 2048), (12, 4096), (16, 4096)]
 
 
 def traffic(tmp, seed, sectors, sector, on_full, put_share, max_bytes, longest, steps=1500):

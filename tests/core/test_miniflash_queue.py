@@ -33,7 +33,7 @@ def test_a_queue_on_a_region_goes_round_the_ring_and_reopens():
     for i in range(2000):
         q.put(body(i))
         live.append(i)
-        if len(live) > 30:
+        if len(live) > 15:  # a 1-sector checkpoint: the most a region of 6 keeps room for (FORMAT.md 6.5)
             mid, msg = q.get()
             assert msg == body(live.pop(0))
             q.ack(mid)
@@ -68,11 +68,11 @@ def _first_checkpoint_is_partial(flash):
 
 
 def test_a_region_whose_oldest_sector_begins_inside_a_checkpoint():
-    # At most 36 messages of 100 bytes: a checkpoint of 2 sectors, the most a region of 6
-    # keeps room for ((sectors - 2) // 2, FORMAT.md 6.5). Before 2026-12-05 this test kept
+    # At most 36 messages of 100 bytes: a checkpoint of 2 sectors, the most a region of 8
+    # keeps room for ((sectors - 4) // 2, FORMAT.md 6.5). Before 2026-12-05 this test kept
     # 52, a checkpoint of 3 sectors, in 6: such a queue could fill the region for good.
     d = scratch()
-    flash = blockdev.RAMFlash(SECTOR, 6)
+    flash = blockdev.RAMFlash(SECTOR, 8)
     q = MiniQueue.open(d, max_bytes=8000, compact_bytes=2500, region=flash)
     live = []
     partial = 0
@@ -113,6 +113,9 @@ def _open(flash):
 
 
 _DIR = [None]
+# 10 sectors of 2 KiB: room for a 3-sector checkpoint ((sectors - 4) // 2, FORMAT.md 6.5) of the
+# workload's live messages, and the journal goes round the ring (5 of 4 KiB before 2026-12-05).
+SWEPT = (2048, 10)
 
 
 def _durable_acks(pending, durable_seq, ack_acked):
@@ -209,7 +212,7 @@ def test_queue_on_a_region_power_cut_at_every_program_and_erase():
     _DIR[0] = scratch()
     long = os.getenv("MINI_TORTURE") == "long"
     steps = _workload(long)
-    flash = flashsweep.WatchedFlash(SECTOR, 5)
+    flash = flashsweep.WatchedFlash(*SWEPT)
     put_acked, ack_acked, attempted, error = _run(flash, steps)
     assert error is None and put_acked == attempted and flash.violations == 0
     assert _verify(flash, put_acked, ack_acked, attempted) is None
@@ -218,7 +221,7 @@ def test_queue_on_a_region_power_cut_at_every_program_and_erase():
     failures = []
     for k in range(total):
         for mode in flashsweep.MODES:
-            flash = flashsweep.WatchedFlash(SECTOR, 5)
+            flash = flashsweep.WatchedFlash(*SWEPT)
             flash.mode = mode
             flash.after_cut = "lost"
             flash.cut_at = k
@@ -246,7 +249,7 @@ def test_a_checkpoint_always_fits_a_sector_and_a_message_it_could_not_hold_is_re
     assert [q.get()[1] for _ in range(30)] == [body(i, 60) for i in range(30)]
     q.close()
     d = scratch()  # 2 KiB sectors: short enough messages for a 128 KB board's heap
-    q = MiniQueue.open(d, max_bytes=8000, region=blockdev.RAMFlash(2048, 8))
+    q = MiniQueue.open(d, max_bytes=8000, region=blockdev.RAMFlash(2048, 10))  # room for 3 sectors of checkpoint
     q.put("small")
     support.raises(ValueError, q.put, "x" * 1800)  # its checkpoint line would not fit in a sector
     mid = q.put("x" * 1700)  # one that fits goes in, and is checkpointed
