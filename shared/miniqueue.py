@@ -359,6 +359,9 @@ class MiniQueue(Messages, LogBrick):
                     if dead is None:
                         dead = []
                     dead.append(i)
+                    if len(events) == 32:  # a batch a region's sector holds: the others in the next
+                        self._write(events, defer=True)
+                        events = []
                     continue
                 events.append(b'{"get":%d}' % mid)
                 found = i
@@ -367,9 +370,9 @@ class MiniQueue(Messages, LogBrick):
                 message = shim.loads(ix.deliver(found))  # now in flight
                 ix.counts[mid] = ix.counts.get(mid, 0) + 1
                 break
-            if not events:
+            if not events and dead is None:
                 return None
-            written = self._write(events, defer=True)
+            written = self._write(events, defer=True) if events else True
         except BaseException:
             self._close_quietly()  # RAM changed (taken, in flight, counted): only a reopen is trusted
             raise
@@ -497,9 +500,11 @@ class MiniQueue(Messages, LogBrick):
             ids = [ix.id_at(i) for i in ix.slots() if ix.status_at(i) == DEAD]
             if ids:
                 try:
-                    self._write([b'{"purge":%d}' % mid for mid in ids])  # an atomic batch: not deferred
-                    for mid in ids:
-                        ix.remove(ix.find(mid))
+                    # Atomic batches of 32 (a region's sector holds one), not deferred.
+                    for at in range(0, len(ids), 32):
+                        self._write([b'{"purge":%d}' % mid for mid in ids[at:at + 32]])
+                        for mid in ids[at:at + 32]:
+                            ix.remove(ix.find(mid))
                     self._maybe_compact()
                 except BaseException:
                     self._close_quietly()  # written, maybe not all removed: a second purge would be refused

@@ -112,3 +112,25 @@ def test_a_region_of_fewer_than_6_sectors_keeps_room_for_no_message():
         err = raises(QueueFull, q.put, "x")
         assert "region" in str(err)
         q.close()
+
+
+def test_many_dead_letters_at_once_are_written_in_batches_a_sector_holds():
+    # From helper-44's review: get() wrote every dead letter it passed over, and purge_dead()
+    # every purge, as one batch; 60 of them (2.4 KB) did not fit a 2 KiB sector, the write
+    # raised ValueError, the queue closed, and every boot did the same. Batches of 32 now.
+    d = scratch()
+    flash = blockdev.RAMFlash(2048, 12)
+    q = MiniQueue.open(d, region=flash, max_deliveries=1)
+    ids = [q.put(i) for i in range(60)]
+    for mid in [q.get()[0] for _ in ids]:
+        q.nack(mid)
+    assert q.get() is None and len(q.dead()) == 60  # 60 dead letters written on the way
+    q.close()
+    q = MiniQueue.open(d, region=flash, max_deliveries=1)
+    assert len(q.dead()) == 60
+    assert q.purge_dead() == 60
+    after = q.put("after")
+    q.close()
+    q = MiniQueue.open(d, region=flash, max_deliveries=1)
+    assert q.dead() == [] and q.get() == (after, "after")
+    q.close()
