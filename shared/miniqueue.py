@@ -257,7 +257,15 @@ class MiniQueue(Messages, LogBrick):
             for body in bodies:
                 events.append(b'{"put":%s}' % body)
             if self._region is not None:  # refused here, not by the write: a failed write closes the queue
-                log.check_fits(events)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
+                try:
+                    log.check_fits(events)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)
+                except ValueError:
+                    if not drops:
+                        raise
+                    # The drops go in the put's batch (a crash must not drop without the put):
+                    # with fewer of them, once some are acked, it may fit. Not "never".
+                    raise QueueFull("queue %s is full: the put and the %d drops it needs would not fit in a "
+                                    "sector of its region" % (self.directory, len(drops)))
             self._write(events, sync=not group, waits=group)
             store = log.store if group else None  # compaction may start a new one: this one holds the puts
             try:

@@ -134,3 +134,20 @@ def test_many_dead_letters_at_once_are_written_in_batches_a_sector_holds():
     q = MiniQueue.open(d, region=flash, max_deliveries=1)
     assert q.dead() == [] and q.get() == (after, "after")
     q.close()
+
+
+def test_a_put_whose_drops_would_overflow_a_sector_is_queue_full_not_never():
+    # From helper-44's review: under drop_oldest the drops go in the put's batch; when they
+    # and the message did not fit a sector the put raised ValueError, which says "never".
+    d = scratch()
+    q = MiniQueue.open(d, max_bytes=3000, on_full="drop_oldest", region=blockdev.RAMFlash(2048, 8))
+    for i in range(60):
+        q.put(i)
+    held, dropped = len(q), q.dropped
+    err = raises(QueueFull, q.put, "x" * 1700)
+    assert "drops" in str(err)
+    assert len(q) == held and q.dropped == dropped and not q.closed  # nothing done
+    while len(q) > 2:  # once most are taken and acked, few drops are needed: it fits
+        q.ack(q.get()[0])
+    q.put("x" * 1700)
+    q.close()
