@@ -27,10 +27,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Test sets. "core" and "crash" are pytest paths; "mp:FS" runs tests/core on the
-# MicroPython unix port on that filesystem, with the mutated core.
+# MicroPython unix port on that filesystem, with the mutated core ("mp:FS:test_a,test_b"
+# only those modules of tests/core).
 CORE = ["tests/core"]
 CRASH = ["tests/test_crash_states.py"]
 DEFAULT = CORE + CRASH
+# Small sets for the mutants of one fix: a run of one mutant takes seconds, not minutes.
+INTERRUPTED = ["tests/core/test_interrupted_open.py", "tests/core/test_misuse.py", "tests/test_interrupt_at_every_bytecode.py"]
+REGION_REFUSED = ["tests/core/test_miniflash_queue.py", "tests/core/test_miniflash_state.py"]
+ROOM = ["tests/core/test_region_queue_room.py", "tests/test_region_queue_stress.py", "tests/core/test_miniflash_queue.py"]
+FLASH_RECOVERY = ["tests/core/test_miniflash_recovery.py", "tests/core/test_miniflash.py"]
 
 # (id, file in shared/, exact old text, new text, what the bug is, tests)
 #
@@ -44,6 +50,14 @@ DEFAULT = CORE + CRASH
 #   before it keeps the old segments, and then those events follow them as they would
 #   have ended the old segment. Only events never made durable (a compact() that did
 #   not return) can differ, which durability="puts" allows (FORMAT.md 5.2).
+# - minishim._release's ownership check (`_held.get(held[0]) is held`, 04d66cc), as a plain
+#   pop of held[0]: held[0] is set under the registry's lock only once the key was free,
+#   and _let_go clears it after the release, so in one thread the entry under held[0] is
+#   always the holder's own or none. Only a race tells them apart: a flock refused by
+#   another process releases twice (_acquire, then _Holder.__init__), and another thread
+#   could take the path between the two. (miniregion._let_go's check is not equivalent:
+#   a flash open refused with LockedError calls it with another writer's key:
+#   region-let-go-not-its-own.)
 MUTANTS = [
     # -- every sync and directory sync
     ("sync-journal-fdatasync", "minishim.py", "_datasync(self._fd)", "None",
@@ -227,9 +241,9 @@ MUTANTS = [
     ("recover-damage-order", "minireader.py", "    for offset in reversed(torn.intact):",
      "    for offset in torn.intact:", "a batch's intact lines are damaged first line first", DEFAULT),
     ("recover-pad", "minireader.py",
-     '    written = journal_file.overwrite(torn.offset, pad_pieces(torn.length, "torn tail"))\n'
-     "    return last, torn.offset + written",
-     "    return last, torn.offset + torn.length", "a torn tail is not cut (appends go after it)", DEFAULT),
+     '    written = journal_file.overwrite(torn.offset, fmt.pad_pieces(torn.length, "torn tail"))\n'
+     "    return last, torn.offset + written,",
+     "    return last, torn.offset + torn.length,", "a torn tail is not cut (appends go after it)", DEFAULT),
     ("recover-header", "minireader.py", "        journal_file.overwrite(0, [data])\n", "",
      "a torn header is not written again", DEFAULT),
     ("recover-incomplete-batch", "minireader.py", "        if self._batch_left:\n            offset, line = self._batch_at",
@@ -294,16 +308,18 @@ MUTANTS = [
     ("queue-replay-drop-count", "minimessages.py", "            if kind == \"drop\":\n                self.dropped += 1",
      "            if kind == \"drop\":\n                pass", "a replayed drop is not counted", DEFAULT),
     ("queue-get-journal", "miniqueue.py",
-     "            written = self._write(events, defer=True)\n",
-     "            written = self._write([e for e in events if b\"get\" not in e], defer=True)\n", "get() does not journal the delivery", DEFAULT),
+     "            written = self._write(events, defer=True) if events else True\n",
+     "            written = self._write([e for e in events if b\"get\" not in e], defer=True) if events else True\n",
+     "get() does not journal the delivery", DEFAULT),
     ("queue-get-in-flight", "minimessages.py", "        self.status_pages[j][k] = IN_FLIGHT\n",
      "", "get() leaves the message ready", DEFAULT),
     ("queue-get-count", "miniqueue.py",
      "                ix.counts[mid] = ix.counts.get(mid, 0) + 1\n",
      "                pass\n", "get() does not count the delivery", DEFAULT),
     ("queue-dead-journal", "miniqueue.py",
-     "            written = self._write(events, defer=True)\n",
-     "            written = self._write([e for e in events if b\"dead\" not in e], defer=True)\n", "a message out of deliveries goes dead without a journal event", DEFAULT),
+     "            written = self._write(events, defer=True) if events else True\n",
+     "            written = self._write([e for e in events if b\"dead\" not in e], defer=True) if events else True\n",
+     "a message out of deliveries goes dead without a journal event", DEFAULT),
     ("queue-ack-journal", "miniqueue.py", "            written = self._write([b'{\"ack\":%d}' % mid], defer=True)\n", "            written = False\n",
      "ack() is not journaled", DEFAULT),
     ("queue-nack-journal", "miniqueue.py", "self._write([b'{\"nack\":%d}' % mid])\n", "pass\n",
@@ -323,7 +339,7 @@ MUTANTS = [
     ("queue-drop-journal", "miniqueue.py", "            events = [b'{\"drop\":%d}' % mid for mid in drops]",
      "            events = []", "drops are not journaled", DEFAULT),
     ("queue-purge-journal", "miniqueue.py",
-     "self._write([b'{\"purge\":%d}' % mid for mid in ids])  # an atomic batch: not deferred\n", "pass\n",
+     "self._write([b'{\"purge\":%d}' % mid", "len([b'{\"purge\":%d}' % mid",
      "purge_dead() is not journaled", DEFAULT),
     ("queue-ack-drops-another-event", "miniqueue.py", "                    if len(deferred[i]) == 1:  # in a batch",
      "                    if True:  # in a batch", "an ack drops its get from a batch with dead letters", DEFAULT),
@@ -374,8 +390,8 @@ MUTANTS = [
     ("writer-sync-n-outside-lock", "ministore.py", "        self._under_lock = shim.MICROPYTHON or _mark is SYNC_POINT\n",
      "        self._under_lock = shim.MICROPYTHON\n", "a sync=N writer syncs outside its lock: writes during a sync keep "
      "the unsynced stretch open across syncs, durable records in it", DEFAULT),
-    ("writer-sync-1-outside-group-commit", "ministore.py", "        return None if sync == 1 else sync\n",
-     "        return sync\n", "sync=1 writes another thread's append during a sync: an unsynced stretch with "
+    ("writer-sync-1-outside-group-commit", "ministore.py", "            sync_every = None if sync == 1 else sync\n",
+     "            sync_every = sync\n", "sync=1 writes another thread's append during a sync: an unsynced stretch with "
      "no sync point, refused as corruption when a file system reorders it", DEFAULT),
     ("group-commit-two-writes-per-sync", "ministore.py", "        if joins:\n",
      "        if joins and (self._leading or self._due):\n", "a thread that appends before another thread's "
@@ -462,7 +478,8 @@ MUTANTS = [
      "a batch is cut by taking the next message and nacking it: a delivery counted, and with a retry "
      "delay ids go out of order", CORE),
     ("region-queue-full-of-torn-heads", "miniqueue.py",
-     "            if spare <= 2 and q._ckpt_size <= spare", "            if False and q._ckpt_size <= spare",
+     "            if spare <= 2 and log.keeps_room(q._ix, (), (), 0, False):",
+     "            if False and log.keeps_room(q._ix, (), (), 0, False):",
      "a power cut in a put at every boot fills a queue's region with torn heads: RegionFull for good", CORE),
     ("region-checkpoint-over-a-sector", "miniqueue.py",
      "2048, log.store.region.sector_size - 192) - overhead", "2048, 1 << 20)",
@@ -529,6 +546,134 @@ MUTANTS = [
      "a nack is kept in RAM: one crash loses two delivery counts (get, nack, get, nack)", CORE),
     ("region-ckpt-overhead-64", "miniqueue.py", "log.check_fits(bodies, 128)", "log.check_fits(bodies, 64)",
      "a region takes a message whose checkpoint line does not fit a sector once seqs are long", CORE),
+    # -- 2026-12-05 (fourth session): an interrupted open (04d66cc), region batches refused first
+    # (a28c94c), a queue keeps room for a checkpoint on a region (969c19f), and the raw-flash
+    # fixes of 53f01fc..9851b24 (texts as at 5174ad9, after 0f5e562 moved the region queue's
+    # room). Known survivors there (run alone; tests/ not changed here):
+    # - region-bound-no-plus-1 and region-plan-no-ckpt-end, a gap: on 8 sectors of 2 KiB (a
+    #   cap of 2), put("s") then put("b" * 1726) raises QueueFull (its checkpoint takes 3
+    #   sectors); both mutants take it. No test puts a small message then one near the
+    #   largest at the cap, where the bound's + 1 and ckpt_end's sector decide.
+    # - flash-rotted-head-free, a gap (a double fault): the head's header rots and its first
+    #   record line is damaged too: open raises CorruptRecord (sector 1 holds seq 13); the
+    #   mutant opens at seq 11 and the writer reuses 12..15. FlashReader's own check looks
+    #   only for seq + 1, and the test damages the header alone.
+    # - region-put-keeps-1: not shown wrong, maybe equivalent: a put that leaves 1 spare
+    #   sector beside a checkpoint is followed by compaction_due's look (kept 2) once its
+    #   write opens a sector, and that checkpoint still fits. Neither 200 random runs (/tmp:
+    #   4-10 sectors of 2-4 KiB, messages up to the largest, drop_oldest, nacks, reopens,
+    #   unsynced_events 1-32) nor 120 scripted ones (fill, up to 399 deferred gets then acks
+    #   and nacks, six rounds, reopen) failed with it.
+    # - region-queue-full-of-torn-heads (9bc9cc9's, its text brought to 0f5e562's code): the
+    #   open's compaction at spare <= 2 is no longer needed by its test (a cut put at every
+    #   boot); probably because 0f5e562's put compacts before its write when the room is
+    #   short (not looked into further: a cut get or ack at every boot may still need it).
+    ("holder-interrupt-keeps-path", "minishim.py",
+     "        try:\n            _acquire(path, held)\n        except BaseException:  # Locked, an OSError, or a KeyboardInterrupt halfway\n"
+     "            _release(held)\n            raise\n",
+     "        _acquire(path, held)\n",
+     "an open interrupted inside _acquire, after its entry, leaves the path held (no undo in _Holder.__init__; "
+     "on CPython the finalizer of the half-made holder undoes it: only MicroPython shows it)",
+     ["tests/core/test_interrupted_open.py", "mp:posix:test_interrupted_open"]),
+    ("acquire-entry-before-key", "minishim.py",
+     "        held[0] = key  # before the entry: _release pops only an entry that is `held`\n        _held[key] = held",
+     "        _held[key] = held\n        held[0] = key  # before the entry: _release pops only an entry that is `held`",
+     "_acquire makes the registry's entry before the holder knows its key: an interrupt between them "
+     "leaves an entry nothing releases", INTERRUPTED),
+    ("region-let-go-not-its-own", "miniregion.py",
+     "        if shim._held.get(owner[0]) is owner:\n            del shim._held[owner[0]]",
+     "        shim._held.pop(owner[0], None)",
+     "a flash open refused with LockedError lets go of the writer's region that refused it", INTERRUPTED),
+    ("flash-hold-outside-try", "miniflash.py",
+     "        try:  # _hold too: a KeyboardInterrupt that lands right after it must let the region go\n"
+     "            _hold(region, owner)\n",
+     "        _hold(region, owner)\n        try:  # _hold too: a KeyboardInterrupt that lands right after it must let the region go\n",
+     "FlashStore.open takes the region before its try: an interrupt right after _hold leaves it held",
+     INTERRUPTED),
+    ("region-put-batch-unchecked", "miniqueue.py",
+     "                log.check_fits(events)  # pyright: ignore[reportAttributeAccessIssue] (a RegionLog)",
+     "                pass",
+     "a put_many the region's write refuses reaches the write, and the failed write closes the queue",
+     REGION_REFUSED),
+    ("region-apply-unchecked", "ministate.py",
+     "            check(bodies)  # before the apply, which the refusal could not undo", "            pass",
+     "an apply_many the region's write refuses is applied first, then the failed write closes the manager",
+     REGION_REFUSED),
+    ("flash-check-batch-empty", "miniflash.py",
+     "            if bodies:\n                self._batch_lines(bodies)", "            pass",
+     "FlashStore.check_batch checks nothing: a batch is refused only by the write, after the queue or "
+     "manager acted on it", REGION_REFUSED),
+    ("region-ckpt-cap-loose", "miniflashlog.py", "most = min(most, (region.sectors - 4) // 2)",
+     "most = min(most, (region.sectors - 2) // 2)",
+     "a region queue's checkpoint may take (sectors - 2) // 2 sectors (969c19f's cap), over FORMAT.md "
+     "6.5's (sectors - 4) // 2 (0f5e562)", ROOM),
+    ("region-trigger-keeps-1", "miniflashlog.py", "by_size = by_size or not self.keeps_room(ix, (), (), 2, False)",
+     "by_size = by_size or not self.keeps_room(ix, (), (), 1, False)",
+     "a region queue compacts only once fewer than 1 spare sector stays beside a checkpoint, not 2", ROOM),
+    ("region-put-keeps-1", "miniqueue.py",
+     "            tight = region and not log.keeps_room(ix, bodies, (), 2, True)",
+     "            tight = region and not log.keeps_room(ix, bodies, (), 1, True)",
+     "a put on a region keeps 1 spare sector beside a checkpoint, not 2", ROOM),
+    ("region-bound-no-plus-1", "miniflashlog.py", "if 2 * weight // (size - HEADER_MAX) + 1 <= most:",
+     "if 2 * weight // (size - HEADER_MAX) <= most:",
+     "keeps_room's closed-form bound is one sector short (a rounded-down quotient)", ROOM),
+    ("region-plan-rule-no-128", "miniflashlog.py", "            rule += length + 128  # _compact's estimate",
+     "            rule += length  # _compact's estimate",
+     "keeps_room's plan ends batches where the bodies alone reach the limit, not as _compact (128 bytes "
+     "a line) does", ROOM),
+    ("region-plan-no-ckpt-end", "miniflashlog.py", "        for fill in (fill, 160):", "        for fill in (fill,):",
+     "keeps_room's plan leaves out ckpt_end's line", ROOM),
+    ("region-maybe-compact-room-ignored", "miniflashlog.py",
+     "            by_size = by_size or not self.keeps_room(ix, (), (), 2, False)", "            pass",
+     "a region queue compacts only at compact_bytes: its gets and nacks fill the spare sectors a "
+     "checkpoint needs", ROOM),
+    ("region-drop-loop-room-ignored", "miniqueue.py",
+     "                    if ix.size - freed + need <= self.max_bytes and not (\n"
+     "                            region and not log.keeps_room(ix, bodies, drops, 2, True)):",
+     "                    if ix.size - freed + need <= self.max_bytes:",
+     "drop_oldest on a full region drops only what max_bytes needs: the put raises QueueFull", ROOM),
+    ("flash-header-no-barrier", "miniflash.py",
+     "        region.program(index, 0, line)\n        # The header lands before any record: a write cache that completed a record's\n"
+     "        # program and not the header's would leave records in a sector not in use.\n        region.barrier()\n",
+     "        region.program(index, 0, line)\n",
+     "no barrier between a new sector's header and its records: a write cache lands records in a "
+     "sector not in use (53f01fc)", FLASH_RECOVERY),
+    ("flash-base-seq-unbounded", "miniflash.py", " or base_seq >= _SEQ_LIMIT:", ":",
+     "a base_seq whose first header is over 192 bytes is taken: its records are unreadable (e6845da)",
+     FLASH_RECOVERY),
+    ("flash-sector-0-prefix-only", "miniflash.py", "            for i in range(written):",
+     "            for i in range(min(written, first.find(b'\"number\"'))):",
+     "an empty region's sector 0 is compared with the first header only up to \"number\": a header "
+     "prefix then foreign bytes is written over (ab8130d)", FLASH_RECOVERY),
+    ("flash-rotted-header-free", "miniflash.py", "        if seq is not None and (index != after or seq > reader.seq):",
+     "        if False:", "records after a rotted sector header are not looked at: the oldest's is refused as "
+     "foreign data (FormatError; reformat=True erases them), not CorruptRecord (fd4db7a)", FLASH_RECOVERY),
+    ("reader-rotted-head-unseen", "miniregion.py",
+     "            if used and self.first_record(index, used) == self.seq + 1 and read_header(self.region, index) is None:",
+     "            if False:", "a reader (stream, replay) ends at the sector before a head whose header rotted: its "
+     "records vanish without an error (fd4db7a)", FLASH_RECOVERY),
+    ("flash-rotted-head-free", "miniflash.py", "(index != after or seq > reader.seq):", "index != after:",
+     "records after a rotted header in the sector after the head are taken as free space, when its first "
+     "line is damaged too (the reader's own check looks for seq + 1 only) (fd4db7a)", FLASH_RECOVERY),
+    ("flash-free-sector-foreign-taken", "miniflash.py",
+     '        if index == after or (used <= HEADER_MAX and region.read(index, 0, used).count(b"\\x00") == used):',
+     "        if True:",
+     "foreign data in a free sector of a journal is erased when the ring reaches it, not refused (d50a4fd)",
+     FLASH_RECOVERY),
+    ("reader-fell-behind-is-corruption", "miniregion.py",
+     "            if header is None or header[0] != entry[1]:", "            if False:",
+     "a reader the writer overtook raises CorruptRecord on a healthy journal, not FellBehind (cfb426c)",
+     FLASH_RECOVERY),
+    ("region-retain-bound-loose", "miniregion.py",
+     "retain > (sectors - 1) // 2 * (self.sector_size - HEADER_MAX)):",
+     "retain > (sectors - 2) * (self.sector_size - HEADER_MAX)):",
+     "a retain the sectors after the tail cannot always reach is taken: RegionFull for good (9851b24)",
+     FLASH_RECOVERY),
+    ("flash-torn-empty-head-new-sector", "miniflash.py",
+     "        self._redo = _torn_and_empty(reader)  # the next sector is the head again",
+     "        self._redo = False  # the next sector is the head again",
+     "a torn head with no record costs a new sector at every cut boot: RegionFull after a few (9851b24)",
+     FLASH_RECOVERY),
 ]
 
 COPIED = ["shared", "tests", "cpython", "boards", "conftest.py", "pyproject.toml"]
@@ -554,16 +699,28 @@ def run_tests(copy, tests, timeout):
     env.pop("MINI_RELIABILITY_DIR", None)
     tail = ""
     try:
-        if pytest_paths:
-            cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"] + pytest_paths
+        # Test modules of one basename in two directories (tests/core/test_x.py and
+        # tests/test_x.py, no packages) cannot be collected by one pytest: one run each.
+        runs = []
+        for path in pytest_paths:
+            base = path.split("::")[0].rsplit("/", 1)[-1]
+            for run in runs:
+                if base not in [p.split("::")[0].rsplit("/", 1)[-1] for p in run]:
+                    run.append(path)
+                    break
+            else:
+                runs.append([path])
+        for paths in runs:
+            cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"] + paths
             proc = subprocess.run(cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, timeout=timeout)
             tail = (proc.stdout.strip().splitlines() or [""])[-1]
             if proc.returncode != 0:
                 return False, time.time() - started, tail
-        for fs in [t[3:] for t in tests if t.startswith("mp:")]:
+        for spec in [t[3:] for t in tests if t.startswith("mp:")]:  # mp:FS, or mp:FS:module,module
+            fs, _, modules = spec.partition(":")
             mp = os.path.join(os.path.dirname(sys.executable), "micropython")
-            cmd = [mp, "-X", "heapsize=64M", "tests/mp/runner.py", fs]
+            cmd = [mp, "-X", "heapsize=64M", "tests/mp/runner.py", fs] + [m for m in modules.split(",") if m]
             proc = subprocess.run(cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, timeout=timeout)
             tail = (proc.stdout.strip().splitlines() or [""])[-1]
