@@ -367,7 +367,7 @@ class MiniQueue(Messages, LogBrick):
                     if dead is None:
                         dead = []
                     dead.append(i)
-                    if len(events) == 32:  # a batch a region's sector holds: the others in the next
+                    if len(events) == 16:  # a batch a 2 KiB sector holds, with 19-digit ids: the others in the next
                         self._write(events, defer=True)
                         events = []
                     continue
@@ -508,10 +508,10 @@ class MiniQueue(Messages, LogBrick):
             ids = [ix.id_at(i) for i in ix.slots() if ix.status_at(i) == DEAD]
             if ids:
                 try:
-                    # Atomic batches of 32 (a region's sector holds one), not deferred.
-                    for at in range(0, len(ids), 32):
-                        self._write([b'{"purge":%d}' % mid for mid in ids[at:at + 32]])
-                        for mid in ids[at:at + 32]:
+                    # Atomic batches of 16 (as get()'s dead letters), not deferred.
+                    for at in range(0, len(ids), 16):
+                        self._write([b'{"purge":%d}' % mid for mid in ids[at:at + 16]])
+                        for mid in ids[at:at + 16]:
                             ix.remove(ix.find(mid))
                     self._maybe_compact()
                 except BaseException:

@@ -15,6 +15,7 @@ except ImportError:  # CPython: pytest puts tests/core on the path, not tests/mp
 
 import support
 from support import scratch, raises
+import miniflash
 from miniqueue import MiniQueue, QueueFull
 
 
@@ -117,23 +118,29 @@ def test_a_region_of_fewer_than_6_sectors_keeps_room_for_no_message():
 def test_many_dead_letters_at_once_are_written_in_batches_a_sector_holds():
     # From helper-44's review: get() wrote every dead letter it passed over, and purge_dead()
     # every purge, as one batch; 60 of them (2.4 KB) did not fit a 2 KiB sector, the write
-    # raised ValueError, the queue closed, and every boot did the same. Batches of 32 now.
-    d = scratch()
-    flash = blockdev.RAMFlash(2048, 12)
-    q = MiniQueue.open(d, region=flash, max_deliveries=1)
-    ids = [q.put(i) for i in range(60)]
-    for mid in [q.get()[0] for _ in ids]:
-        q.nack(mid)
-    assert q.get() is None and len(q.dead()) == 60  # 60 dead letters written on the way
-    q.close()
-    q = MiniQueue.open(d, region=flash, max_deliveries=1)
-    assert len(q.dead()) == 60
-    assert q.purge_dead() == 60
-    after = q.put("after")
-    q.close()
-    q = MiniQueue.open(d, region=flash, max_deliveries=1)
-    assert q.dead() == [] and q.get() == (after, "after")
-    q.close()
+    # raised ValueError, the queue closed, and every boot did the same. Batches of 16 now,
+    # which a 2 KiB sector holds with ids of 16 digits (a queue that ran long; 32 would not).
+    for long_ids in (False, True):
+        d = scratch()
+        flash = blockdev.RAMFlash(2048, 12)
+        if long_ids:
+            with miniflash.FlashStore.open(flash, base_seq=10 ** 15) as store:
+                store.append({"ckpt_end": {"messages": 0, "dropped": 0}})
+        q = MiniQueue.open(d, region=flash, max_deliveries=1)
+        count = 40 if long_ids else 60  # 40 lines of 16-digit ids: 3 KB (the room holds about 50)
+        ids = [q.put(i) for i in range(count)]
+        for mid in [q.get()[0] for _ in ids]:
+            q.nack(mid)
+        assert q.get() is None and len(q.dead()) == count  # the dead letters written on the way
+        q.close()
+        q = MiniQueue.open(d, region=flash, max_deliveries=1)
+        assert len(q.dead()) == count
+        assert q.purge_dead() == count
+        after = q.put("after")
+        q.close()
+        q = MiniQueue.open(d, region=flash, max_deliveries=1)
+        assert q.dead() == [] and q.get() == (after, "after")
+        q.close()
 
 
 def test_a_put_whose_drops_would_overflow_a_sector_is_queue_full_not_never():
