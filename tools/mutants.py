@@ -550,10 +550,10 @@ MUTANTS = [
     # (a28c94c), a queue keeps room for a checkpoint on a region (969c19f), and the raw-flash
     # fixes of 53f01fc..9851b24 (texts as at 5174ad9, after 0f5e562 moved the region queue's
     # room). Known survivors there (run alone; tests/ not changed here):
-    # - region-bound-no-plus-1 and region-plan-no-ckpt-end, a gap: on 8 sectors of 2 KiB (a
-    #   cap of 2), put("s") then put("b" * 1726) raises QueueFull (its checkpoint takes 3
-    #   sectors); both mutants take it. No test puts a small message then one near the
-    #   largest at the cap, where the bound's + 1 and ckpt_end's sector decide.
+    # - region-bound-no-plus-1 and region-plan-no-ckpt-end were a gap (on 8 sectors of 2 KiB,
+    #   put("s") then put("b" * 1726) must be QueueFull: its checkpoint takes 3 sectors);
+    #   test_region_queue_room's test_a_message_whose_checkpoint_would_pass_the_cap_is_refused
+    #   covers it since: both killed, run alone.
     # - flash-rotted-head-free, a gap (a double fault): the head's header rots and its first
     #   record line is damaged too: open raises CorruptRecord (sector 1 holds seq 13); the
     #   mutant opens at seq 11 and the writer reuses 12..15. FlashReader's own check looks

@@ -158,3 +158,14 @@ def test_a_put_whose_drops_would_overflow_a_sector_is_queue_full_not_never():
         q.ack(q.get()[0])
     q.put("x" * 1700)
     q.close()
+
+
+def test_a_message_whose_checkpoint_would_pass_the_cap_is_refused():
+    # From helper-43's mutants (region-bound-no-plus-1, region-plan-no-ckpt-end): on 8
+    # sectors of 2 KiB the cap is 2 sectors of checkpoint; "s" and a 1,726-byte message
+    # take a batch each (neither fits beside the other) and ckpt_end a third: refused.
+    d = scratch()
+    q = MiniQueue.open(d, region=blockdev.RAMFlash(2048, 8))
+    q.put("s")
+    raises(QueueFull, q.put, "b" * 1726)
+    q.close()
